@@ -1,0 +1,257 @@
+"""The record types of candlewax, each with its Arrow schema and JSON form, defined once.
+
+Every package imports its records from here: the raw batches sources hand over, the
+columns of a decoded trade batch, candles, rejections (the dead-letter queue) and drift
+records. Field names follow the contracts in `../shared/DESIGN.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar
+
+import msgspec
+import polars as pl
+import pyarrow as pa
+
+TIMESTAMP_MS = pa.timestamp("ms", tz="UTC")
+
+
+# --- what sources hand over ------------------------------------------------------------
+@dataclass(frozen=True)
+class RawBatch:
+    """A batch of raw messages from one source partition, in arrival order.
+
+    Sources hand over whole batches (one item per poll) because per-message Python
+    objects are what limits throughput; `positions` are Kafka offsets or file line
+    numbers, turned into text only for the few messages that are rejected.
+    """
+
+    source: str
+    values: list[bytes | None]
+    positions: list[int]
+    keys: list[bytes | None] | None = None
+
+    def position(self, index: int) -> str:
+        return f"{self.source}@{self.positions[index]}"
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+# --- decoded trades (columnar) ---------------------------------------------------------
+# The columns of a decoded trade batch, as polars reads them from JSON. `trade_id` is
+# text: an integer id and the same digits as a string are one id.
+TRADE_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "ts": pl.Int64(),
+    "price": pl.Float64(),
+    "size": pl.Float64(),
+    "trade_id": pl.String(),
+    "side": pl.String(),
+    "venue": pl.String(),
+}
+# What the lake stores per valid trade: the columns above, `ts` as a timestamp, and
+# whether it came too late for its candle.
+TRADE_LAKE_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts", TIMESTAMP_MS),
+        ("price", pa.float64()),
+        ("size", pa.float64()),
+        ("trade_id", pa.string()),
+        ("side", pa.string()),
+        ("venue", pa.string()),
+        ("late", pa.bool_()),
+    ]
+)
+
+
+# --- records with a row form -----------------------------------------------------------
+class _Record:
+    """Shared conversions of the row-shaped records to Arrow tables and JSON."""
+
+    ARROW_SCHEMA: ClassVar[pa.Schema]
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def to_arrow(cls, records: Sequence[Any]) -> pa.Table:
+        columns = []
+        for field in cls.ARROW_SCHEMA:
+            values = [getattr(r, field.name) for r in records]
+            if field.name in cls.TIMESTAMP_FIELDS:
+                columns.append(pa.array(values, pa.int64()).cast(field.type))
+            else:
+                columns.append(pa.array(values, field.type))
+        return pa.Table.from_arrays(columns, schema=cls.ARROW_SCHEMA)
+
+    def to_json(self) -> bytes:
+        return _ENCODER.encode(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise NotImplementedError(type(value))
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def bar_id(symbol: str, resolution: str, window_start: int) -> str:
+    """The idempotency key of a candle: `{symbol}:{resolution}:{window_start epoch ms}`."""
+    return f"{symbol}:{resolution}:{window_start}"
+
+
+@dataclass(frozen=True)
+class Candle(_Record):
+    """One OHLCV bar of one symbol and resolution (the `candles` contract)."""
+
+    symbol: str
+    resolution: str
+    window_start: int
+    window_end: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float
+    trade_count: int
+    bar_id: str
+    revision: int = 0
+
+    ARROW_SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("symbol", pa.string()),
+            ("resolution", pa.string()),
+            ("window_start", TIMESTAMP_MS),
+            ("window_end", TIMESTAMP_MS),
+            ("open", pa.float64()),
+            ("high", pa.float64()),
+            ("low", pa.float64()),
+            ("close", pa.float64()),
+            ("volume", pa.float64()),
+            ("vwap", pa.float64()),
+            ("trade_count", pa.int64()),
+            ("bar_id", pa.string()),
+            ("revision", pa.int64()),
+        ]
+    )
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = ("window_start", "window_end")
+
+
+class RejectReason(str, Enum):
+    """Why a message broke the trade contract (machine-readable, stable names)."""
+
+    EMPTY_MESSAGE = "empty_message"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    NOT_FINITE = "not_finite"
+    NOT_AN_INTEGER = "not_an_integer"
+    NON_POSITIVE = "non_positive"
+    BAD_SYMBOL = "bad_symbol"
+    TS_OUT_OF_RANGE = "ts_out_of_range"
+
+
+@dataclass(frozen=True)
+class Rejection(_Record):
+    """A message that broke the contract, kept whole for the dead-letter queue."""
+
+    raw: bytes | None
+    reason: str
+    field: str | None
+    detail: str
+    source: str
+    key: bytes | None = None
+
+    ARROW_SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("raw", pa.binary()),
+            ("reason", pa.string()),
+            ("field", pa.string()),
+            ("detail", pa.string()),
+            ("source", pa.string()),
+            ("key", pa.binary()),
+        ]
+    )
+
+
+# Candle fields whose drift is measured, in the order drift records list them.
+DRIFT_FIELDS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
+
+
+@dataclass(frozen=True)
+class DriftRecord(_Record):
+    """How far an emitted candle is from the candle with the late trades that missed it.
+
+    One record per late trade per bar it belongs to, cumulative: `late_trades` counts all
+    late trades of the bar so far and `corrected_*` includes them all, so the newest
+    record of a `bar_id` (highest `late_trades`) is the current truth. `emitted_missing`
+    marks a bar that was never emitted because its window closed empty.
+    """
+
+    bar_id: str
+    symbol: str
+    resolution: str
+    window_start: int
+    window_end: int
+    revision: int
+    late_trades: int
+    max_lateness_ms: int
+    emitted_missing: bool
+    emitted_open: float | None
+    emitted_high: float | None
+    emitted_low: float | None
+    emitted_close: float | None
+    emitted_volume: float | None
+    emitted_vwap: float | None
+    emitted_trade_count: int | None
+    corrected_open: float
+    corrected_high: float
+    corrected_low: float
+    corrected_close: float
+    corrected_volume: float
+    corrected_vwap: float
+    corrected_trade_count: int
+    drift_open: float
+    drift_high: float
+    drift_low: float
+    drift_close: float
+    drift_volume: float
+    drift_vwap: float
+    drift_trade_count: float
+    max_drift: float
+    drifted_fields: str
+    alert: bool
+    detected_event_ts: int
+
+    ARROW_SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("bar_id", pa.string()),
+            ("symbol", pa.string()),
+            ("resolution", pa.string()),
+            ("window_start", TIMESTAMP_MS),
+            ("window_end", TIMESTAMP_MS),
+            ("revision", pa.int64()),
+            ("late_trades", pa.int64()),
+            ("max_lateness_ms", pa.int64()),
+            ("emitted_missing", pa.bool_()),
+            *[(f"emitted_{f}", pa.int64() if f == "trade_count" else pa.float64()) for f in DRIFT_FIELDS],
+            *[(f"corrected_{f}", pa.int64() if f == "trade_count" else pa.float64()) for f in DRIFT_FIELDS],
+            *[(f"drift_{f}", pa.float64()) for f in DRIFT_FIELDS],
+            ("max_drift", pa.float64()),
+            ("drifted_fields", pa.string()),
+            ("alert", pa.bool_()),
+            ("detected_event_ts", TIMESTAMP_MS),
+        ]
+    )
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = ("window_start", "window_end", "detected_event_ts")

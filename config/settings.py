@@ -1,0 +1,221 @@
+"""All settings of the flow, from `CANDLEWAX_*` environment variables (or a `.env` file).
+
+The names in `../shared/DESIGN.md` (`CANDLEWAX_SOURCE`, `CANDLEWAX_SOURCE_PATH`,
+`CANDLEWAX_KAFKA_BROKERS`, `CANDLEWAX_KAFKA_TAIL`, `CANDLEWAX_LAKE_DIR`) are a contract with
+outside tools; the rest are ours and every one is documented in the README. A bad value
+stops the start with one message naming the variable and what it expects
+(`load_settings`), rather than a traceback from deep inside the flow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from config.durations import format_duration, parse_duration_ms
+
+ENV_PREFIX = "CANDLEWAX_"
+
+# A duration setting: written `500ms`, `1s`, `5m`, held as whole milliseconds.
+DurationMs = Annotated[int, NoDecode]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the flow cannot use; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Typed settings; see the README's table for what each one does."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- where trades come from -------------------------------------------------------
+    source: Literal["kafka", "file", "simulator"] = "kafka"
+    source_path: Path | None = None
+    batch_size: int = Field(default=20_000, ge=1, le=1_000_000)
+
+    # --- Kafka -----------------------------------------------------------------------
+    kafka_brokers: str = ""
+    kafka_tail: bool = True
+    kafka_trades_topic: str = "trades"
+    kafka_candles_topic: str = "candles"
+    kafka_dlq_topic: str = "trades.dlq"
+    kafka_drift_topic: str = "candles.drift"
+    kafka_poll_timeout: DurationMs = 50
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_consumer_config: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    kafka_producer_config: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+
+    # --- the Parquet lake ------------------------------------------------------------
+    lake_dir: Path = Path("lake")
+    lake_flush_rows: int = Field(default=250_000, ge=1)
+    lake_flush_interval: DurationMs = 30_000
+
+    # --- candles, lateness, dedupe, drift --------------------------------------------
+    resolutions: Annotated[list[int], NoDecode] = Field(default=[1_000, 10_000, 60_000])
+    allowed_lateness: DurationMs = 1_000
+    dedupe_horizon: DurationMs = 300_000
+    dedupe_fingerprint: bool = False
+    drift_threshold: float = Field(default=0.005, gt=0)
+    drift_retention: DurationMs = 600_000
+    ts_min: Annotated[int, NoDecode] = 946_684_800_000  # 2000-01-01T00:00:00Z
+    ts_max_future: DurationMs = 3_600_000
+
+    # --- operations ------------------------------------------------------------------
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- the simulator source (a first version; see `sources/simulator.py`) ----------
+    sim_symbols: int = Field(default=8, ge=1, le=10_000)
+    sim_trades: int = Field(default=100_000, ge=0)
+    sim_rate: float = Field(default=2_000.0, gt=0)
+    sim_speed: float = Field(default=0.0, ge=0)
+    sim_seed: int = 7
+    sim_start: Annotated[int | None, NoDecode] = None
+    sim_duplicate_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_disorder_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_late_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_malformed_rate: float = Field(default=0.0, ge=0, le=1)
+
+    @field_validator(
+        "kafka_poll_timeout",
+        "lake_flush_interval",
+        "allowed_lateness",
+        "dedupe_horizon",
+        "drift_retention",
+        "ts_max_future",
+        mode="before",
+    )
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return parse_duration_ms(value)
+
+    @field_validator("resolutions", mode="before")
+    @classmethod
+    def _resolutions(cls, value: Any) -> list[int]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        parsed = sorted({parse_duration_ms(item) for item in items if str(item).strip()})
+        if not parsed:
+            raise ValueError("expected a comma-separated list such as 1s,10s,1m")
+        base = parsed[0]
+        if base <= 0:
+            raise ValueError("resolutions must be longer than 0ms")
+        for res in parsed[1:]:
+            if res % base:
+                raise ValueError(
+                    f"every resolution must be a multiple of the smallest ({format_duration(base)}) "
+                    f"so coarser candles are exact roll-ups; {format_duration(res)} is not"
+                )
+        return parsed
+
+    @field_validator("kafka_consumer_config", "kafka_producer_config", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> dict[str, Any]:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError('expected a JSON object of librdkafka settings, e.g. {"linger.ms": 5}')
+        return value
+
+    @field_validator("ts_min", "sim_start", mode="before")
+    @classmethod
+    def _epoch_ms(cls, value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parse_epoch_ms(value)
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> Settings:
+        if self.source == "file" and self.source_path is None:
+            raise ValueError("CANDLEWAX_SOURCE=file needs CANDLEWAX_SOURCE_PATH (an NDJSON file)")
+        if self.source == "kafka" and not self.brokers:
+            raise ValueError(
+                "CANDLEWAX_SOURCE=kafka needs CANDLEWAX_KAFKA_BROKERS (host:port,...); "
+                "or set CANDLEWAX_SOURCE=file or simulator"
+            )
+        return self
+
+    # --- derived values --------------------------------------------------------------
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.kafka_brokers.split(",") if b.strip()]
+
+    @property
+    def base_resolution(self) -> int:
+        return self.resolutions[0]
+
+    @property
+    def bounded_input(self) -> bool:
+        """Whether the input ends; then watermarks follow event time only (reproducible output)."""
+        if self.source == "file":
+            return True
+        if self.source == "kafka":
+            return not self.kafka_tail
+        return self.sim_trades > 0 and self.sim_speed == 0
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Connection settings shared by consumers, producers and admin clients."""
+        config: dict[str, Any] = {"bootstrap.servers": ",".join(self.brokers)}
+        optional = {
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+        }
+        config.update({k: v for k, v in optional.items() if v})
+        return config
+
+
+def parse_epoch_ms(value: Any) -> int:
+    """Epoch milliseconds from an integer or an ISO date/time (UTC when no zone is given)."""
+    if isinstance(value, bool):
+        raise ValueError("expected epoch milliseconds or an ISO date such as 2000-01-01")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected epoch milliseconds or an ISO date such as 2000-01-01") from None
+    if isinstance(moment, date) and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = error.get("loc") or ()
+    field = str(location[0]) if location else ""
+    variable = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if field and "input" in error and not isinstance(error["input"], dict):
+        return f"{variable}: {message} (got {error['input']!r})"
+    return f"{variable}: {message}" if field else message
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise SettingsError("invalid candlewax settings:\n  " + "\n  ".join(lines)) from None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

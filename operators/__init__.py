@@ -1,0 +1,1 @@
+"""The steps of the candle flow: pure logic modules plus their thin Bytewax wrappers (`steps`)."""

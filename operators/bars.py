@@ -1,0 +1,117 @@
+"""What a candle is: the running aggregate of a window's trades, and how two of them merge.
+
+Pure arithmetic with no Bytewax in it. Open and close are chosen by the key
+`(ts, arrival sequence)`, so ties on `ts` go by arrival order. Volume and notional are
+kept as lists of terms and summed with `math.fsum` (exactly rounded, independent of
+order), so a candle has the same value to the last bit however its trades were batched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from candlewax.records import Candle, bar_id
+
+TradeKey = tuple[int, int]  # (event time ms, arrival sequence of the symbol)
+
+
+@dataclass(slots=True)
+class Bar:
+    """A partial or finished candle of one window."""
+
+    open: float
+    open_key: TradeKey
+    close: float
+    close_key: TradeKey
+    high: float
+    low: float
+    trade_count: int
+    volume_terms: list[float] = field(default_factory=list)
+    notional_terms: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of_trade(cls, ts: int, seq: int, price: float, size: float) -> Bar:
+        return cls(price, (ts, seq), price, (ts, seq), price, price, 1, [size], [price * size])
+
+    @property
+    def volume(self) -> float:
+        return math.fsum(self.volume_terms)
+
+    @property
+    def notional(self) -> float:
+        return math.fsum(self.notional_terms)
+
+    @property
+    def vwap(self) -> float:
+        volume = self.volume
+        return self.notional / volume if volume else math.nan
+
+    def absorb(self, other: Bar) -> None:
+        """Fold another bar of the same window (later arrivals, or a finer bar) into this one."""
+        if other.open_key < self.open_key:
+            self.open, self.open_key = other.open, other.open_key
+        if other.close_key > self.close_key:
+            self.close, self.close_key = other.close, other.close_key
+        self.high = max(self.high, other.high)
+        self.low = min(self.low, other.low)
+        self.trade_count += other.trade_count
+        self.volume_terms.extend(other.volume_terms)
+        self.notional_terms.extend(other.notional_terms)
+
+    def merged(self, other: Bar) -> Bar:
+        result = self.copy()
+        result.absorb(other)
+        return result
+
+    def compact(self) -> Bar:
+        """The same bar with its sums folded into one term each (for finished candles)."""
+        return Bar(
+            self.open,
+            self.open_key,
+            self.close,
+            self.close_key,
+            self.high,
+            self.low,
+            self.trade_count,
+            [self.volume],
+            [self.notional],
+        )
+
+    def copy(self) -> Bar:
+        return Bar(
+            self.open,
+            self.open_key,
+            self.close,
+            self.close_key,
+            self.high,
+            self.low,
+            self.trade_count,
+            list(self.volume_terms),
+            list(self.notional_terms),
+        )
+
+    def to_candle(
+        self, symbol: str, resolution: str, window_start: int, window_ms: int, revision: int = 0
+    ) -> Candle:
+        volume = self.volume
+        return Candle(
+            symbol=symbol,
+            resolution=resolution,
+            window_start=window_start,
+            window_end=window_start + window_ms,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=volume,
+            vwap=self.notional / volume if volume else math.nan,
+            trade_count=self.trade_count,
+            bar_id=bar_id(symbol, resolution, window_start),
+            revision=revision,
+        )
+
+
+def window_start(ts: int, window_ms: int) -> int:
+    """Start of the epoch-aligned window of `window_ms` that holds `ts`."""
+    return ts - ts % window_ms

@@ -1,0 +1,91 @@
+"""How far an emitted candle strays from the truth once late trades are counted.
+
+The drift of a field is its relative change, `|corrected - emitted| / |emitted|`; a bar
+that was never emitted (its window closed with no trades) has drifted by 1.0 (100 %) in
+every field. A record is an alert when any watched field drifts beyond the threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from candlewax.records import DRIFT_FIELDS, DriftRecord, bar_id
+from operators.bars import Bar
+
+
+def relative_drift(emitted: float | None, corrected: float) -> float:
+    if emitted is None:
+        return 1.0
+    if emitted == corrected:
+        return 0.0
+    if emitted == 0:
+        return 1.0
+    return abs(corrected - emitted) / abs(emitted)
+
+
+def bar_fields(bar: Bar) -> dict[str, float | int]:
+    return {
+        "open": bar.open,
+        "high": bar.high,
+        "low": bar.low,
+        "close": bar.close,
+        "volume": bar.volume,
+        "vwap": bar.vwap,
+        "trade_count": bar.trade_count,
+    }
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """When drift is an alert: above `threshold` on any of `fields`."""
+
+    threshold: float = 0.005
+    fields: tuple[str, ...] = DRIFT_FIELDS
+
+    def drifted(self, drifts: dict[str, float]) -> list[str]:
+        return [f for f in self.fields if drifts[f] > self.threshold]
+
+
+def drift_record(
+    *,
+    symbol: str,
+    resolution: str,
+    window_start: int,
+    window_ms: int,
+    emitted: Bar | None,
+    corrected: Bar,
+    revision: int,
+    late_trades: int,
+    max_lateness_ms: int,
+    detected_event_ts: int,
+    policy: DriftPolicy,
+) -> DriftRecord:
+    """The drift record of one bar, comparing what was emitted with the corrected bar."""
+    before = bar_fields(emitted) if emitted is not None else None
+    after = bar_fields(corrected)
+    drifts = {f: relative_drift(None if before is None else before[f], after[f]) for f in DRIFT_FIELDS}
+    drifted = policy.drifted(drifts)
+    return DriftRecord(
+        bar_id=bar_id(symbol, resolution, window_start),
+        symbol=symbol,
+        resolution=resolution,
+        window_start=window_start,
+        window_end=window_start + window_ms,
+        revision=revision,
+        late_trades=late_trades,
+        max_lateness_ms=max_lateness_ms,
+        emitted_missing=before is None,
+        **_prefixed("emitted_", before),
+        **_prefixed("corrected_", after),
+        **{f"drift_{f}": drifts[f] for f in DRIFT_FIELDS},
+        max_drift=max(drifts[f] for f in policy.fields) if policy.fields else 0.0,
+        drifted_fields=",".join(drifted),
+        alert=bool(drifted),
+        detected_event_ts=detected_event_ts,
+    )
+
+
+def _prefixed(prefix: str, values: dict[str, float | int] | None) -> dict[str, float | int | None]:
+    names: Iterable[str] = DRIFT_FIELDS
+    return {f"{prefix}{f}": (None if values is None else values[f]) for f in names}
