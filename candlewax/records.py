@@ -171,6 +171,7 @@ class Rejection(_Record):
     field: str | None
     detail: str
     source: str
+    received_at: int
     key: bytes | None = None
 
     ARROW_SCHEMA: ClassVar[pa.Schema] = pa.schema(
@@ -180,9 +181,11 @@ class Rejection(_Record):
             ("field", pa.string()),
             ("detail", pa.string()),
             ("source", pa.string()),
+            ("received_at", TIMESTAMP_MS),
             ("key", pa.binary()),
         ]
     )
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = ("received_at",)
 
 
 # Candle fields whose drift is measured, in the order drift records list them.

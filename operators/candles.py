@@ -73,6 +73,7 @@ class ClosedBar:
 class CandleState:
     """Everything `SymbolCandles` keeps between batches (and in recovery snapshots)."""
 
+    symbol: str | None = None
     max_ts: int | None = None
     max_ts_seen_at_ms: float = 0.0  # system time when max_ts last advanced (live clock)
     next_seq: int = 0
@@ -97,14 +98,18 @@ class CandleEvents:
 class SymbolCandles:
     """The candle state machine of one symbol."""
 
-    def __init__(self, symbol: str, spec: CandleSpec, state: CandleState | None = None):
-        self.symbol = symbol
+    def __init__(self, spec: CandleSpec, state: CandleState | None = None):
         self.spec = spec
         self.state = state if state is not None else CandleState()
         for res in spec.resolutions:
             self.state.open.setdefault(res, {})
             self.state.open_late.setdefault(res, {})
             self.state.closed.setdefault(res, {})
+
+    @property
+    def _symbol(self) -> str:
+        # Bytewax builds keyed state without its key; the symbol comes with the first trade.
+        return self.state.symbol or ""
 
     # --- the watermark -----------------------------------------------------------------
     def watermark(self, now_ms: float) -> float:
@@ -137,6 +142,8 @@ class SymbolCandles:
             return events
         state, spec = self.state, self.spec
         base = spec.base
+        if state.symbol is None:
+            state.symbol = str(trades.get_column("symbol")[0])
 
         seq = pl.int_range(state.next_seq, state.next_seq + n, dtype=pl.Int64)
         state.next_seq += n
@@ -239,7 +246,7 @@ class SymbolCandles:
                 if bar is not None:
                     bar = bar.compact()
                     closed.emitted = bar
-                    candle = bar.to_candle(self.symbol, spec.name(res), start, res)
+                    candle = bar.to_candle(self._symbol, spec.name(res), start, res)
                     if res == base:
                         for coarse in spec.resolutions[1:]:
                             self._roll_up(coarse, window_start(start, coarse), bar)
@@ -291,7 +298,7 @@ class SymbolCandles:
     def _drift(self, res: int, start: int, closed: ClosedBar, detected: int) -> DriftRecord:
         """`detected` is the event time the drift became known (deterministic, not wall time)."""
         return drift_record(
-            symbol=self.symbol,
+            symbol=self._symbol,
             resolution=self.spec.name(res),
             window_start=start,
             window_ms=res,

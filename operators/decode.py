@@ -82,13 +82,14 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
 
     rejected: list[tuple[int, Rejection]] = []
     filtered = 0
+    now = rules.now_ms()
     for index in refused:
         verdict = classify_malformed(values[index])
         if verdict == FILTERED:
             filtered += 1
         else:
             reason, field_name, detail = verdict
-            rejected.append((index, _rejection(batch, index, reason, field_name, detail)))
+            rejected.append((index, _rejection(batch, index, reason, field_name, detail, now)))
 
     if refused:
         refused_set = set(refused)
@@ -102,7 +103,6 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     filtered += frame.height - int(frame.select(is_trade.sum()).item() or 0)
     frame = frame.filter(is_trade)
 
-    now = rules.now_ms()
     reason, field_name = _value_problems(rules.ts_min, now + rules.ts_max_future_ms)
     checked = frame.with_columns(reason.alias("_reason"), field_name.alias("_field"))
     bad = checked.filter(pl.col("_reason").is_not_null())
@@ -110,7 +110,7 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
         "_row", "_reason", "_field", pl.struct("symbol", "price", "size", "ts")
     ).iter_rows():
         detail = f"{where}={value[where]!r} breaks the rule for {where}"
-        rejected.append((row, _rejection(batch, row, why, where, detail)))
+        rejected.append((row, _rejection(batch, row, why, where, detail, now)))
     trades = checked.filter(pl.col("_reason").is_null()).select(list(TRADE_SCHEMA))
     rejected.sort(key=lambda pair: pair[0])
     return DecodedBatch(trades, [r for _, r in rejected], filtered, len(values))
@@ -160,10 +160,12 @@ def _value_problems(ts_min: int, ts_max: int) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _rejection(
-    batch: RawBatch, index: int, reason: str, field_name: str | None, detail: str
+    batch: RawBatch, index: int, reason: str, field_name: str | None, detail: str, now: int
 ) -> Rejection:
     key = batch.keys[index] if batch.keys is not None else None
-    return Rejection(batch.values[index], str(reason), field_name, detail, batch.position(index), key)
+    return Rejection(
+        batch.values[index], str(reason), field_name, detail, batch.position(index), now, key
+    )
 
 
 def classify_malformed(raw: bytes | None) -> tuple[str, str | None, str] | str:

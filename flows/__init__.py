@@ -1,0 +1,1 @@
+"""Dataflow definitions (wiring only): `python -m bytewax.run flows.ohlcv`."""

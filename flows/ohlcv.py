@@ -1,0 +1,200 @@
+"""The candle flow: trades -> decode/validate -> dedupe -> event-time candles -> sinks.
+
+    python -m bytewax.run flows.ohlcv            # settings from CANDLEWAX_* variables
+    python -m bytewax.run flows.ohlcv -w 2       # two workers (Timely), keyed by symbol
+
+`build_flow` makes the same flow around any source and sinks, so tests wrap it with
+`TestingSource`/`TestingSink`; the module attribute `flow` builds it from the settings
+(lazily, so importing this module for `build_flow` reads no environment).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from candlewax.metrics import FlowMetrics, serve_metrics
+from config.settings import Settings, SettingsError, load_settings
+from operators import steps
+from operators.candles import CandleSpec
+from operators.decode import ValidationRules
+from operators.drift import DriftPolicy
+from sinks import lake
+from sinks.kafka import KafkaRecordSink, candle_message, dlq_message, drift_message
+from sinks.parquet import LakeSink
+from sources.file import NdjsonFileSource
+from sources.kafka import KafkaBatchSource
+from sources.simulator import SimulatorConfig, SimulatorSource
+
+log = logging.getLogger("candlewax")
+
+
+@dataclass
+class FlowSinks:
+    """Where each output stream goes; each list may hold several sinks (Kafka and lake)."""
+
+    candles: list[Sink[Any]] = field(default_factory=list)
+    trades: list[Sink[Any]] = field(default_factory=list)
+    drift: list[Sink[Any]] = field(default_factory=list)
+    dlq: list[Sink[Any]] = field(default_factory=list)
+
+
+def build_flow(
+    settings: Settings,
+    *,
+    source: Source[Any] | None = None,
+    sinks: FlowSinks | None = None,
+    metrics: FlowMetrics | None = None,
+    flow_id: str = "candlewax_ohlcv",
+) -> Dataflow:
+    """The candle dataflow; source and sinks default to what the settings name."""
+    metrics = metrics if metrics is not None else FlowMetrics()
+    source = source if source is not None else default_source(settings)
+    sinks = sinks if sinks is not None else default_sinks(settings)
+
+    flow = Dataflow(flow_id)
+    raw = op.input("trades_in", flow, source)
+    decoded = steps.decode("decode", raw, validation_rules(settings), metrics)
+    unique = steps.dedupe(
+        "dedupe", decoded.trades, settings.dedupe_horizon, settings.dedupe_fingerprint, metrics
+    )
+    windows = steps.candles("candles", unique, candle_spec(settings), metrics)
+
+    for name, stream, outputs in (
+        ("candles", windows.candles, sinks.candles),
+        ("trades", windows.trades, sinks.trades),
+        ("drift", windows.drift, sinks.drift),
+        ("dlq", decoded.rejections, sinks.dlq),
+    ):
+        for index, sink in enumerate(outputs):
+            op.output(f"{name}_out_{index}", stream, sink)
+    return flow
+
+
+def validation_rules(settings: Settings) -> ValidationRules:
+    return ValidationRules(ts_min=settings.ts_min, ts_max_future_ms=settings.ts_max_future)
+
+
+def candle_spec(settings: Settings) -> CandleSpec:
+    return CandleSpec(
+        resolutions=tuple(settings.resolutions),
+        allowed_lateness_ms=settings.allowed_lateness,
+        drift_retention_ms=settings.drift_retention,
+        live=not settings.bounded_input,
+        drift=DriftPolicy(threshold=settings.drift_threshold),
+    )
+
+
+def simulator_config(settings: Settings) -> SimulatorConfig:
+    return SimulatorConfig(
+        symbols=settings.sim_symbols,
+        trades=settings.sim_trades,
+        rate=settings.sim_rate,
+        speed=settings.sim_speed,
+        seed=settings.sim_seed,
+        start_ms=settings.sim_start,
+        allowed_lateness_ms=settings.allowed_lateness,
+        base_window_ms=settings.base_resolution,
+        duplicate_rate=settings.sim_duplicate_rate,
+        disorder_rate=settings.sim_disorder_rate,
+        late_rate=settings.sim_late_rate,
+        malformed_rate=settings.sim_malformed_rate,
+    )
+
+
+def default_source(settings: Settings) -> Source[Any]:
+    if settings.source == "file":
+        assert settings.source_path is not None
+        return NdjsonFileSource(settings.source_path, settings.batch_size)
+    if settings.source == "simulator":
+        return SimulatorSource(simulator_config(settings), settings.batch_size)
+    return KafkaBatchSource(
+        settings.kafka_client_config(),
+        settings.kafka_trades_topic,
+        tail=settings.kafka_tail,
+        batch_size=settings.batch_size,
+        poll_timeout_ms=settings.kafka_poll_timeout,
+        consumer_config=settings.kafka_consumer_config,
+    )
+
+
+def default_sinks(settings: Settings) -> FlowSinks:
+    """The lake always; Kafka topics too when brokers are set."""
+
+    def lake_sink(dataset: lake.LakeDataset) -> LakeSink:
+        return LakeSink(
+            settings.lake_dir,
+            dataset,
+            flush_rows=settings.lake_flush_rows,
+            flush_interval_ms=settings.lake_flush_interval,
+        )
+
+    sinks = FlowSinks(
+        candles=[lake_sink(lake.CANDLES)],
+        trades=[lake_sink(lake.TRADES)],
+        drift=[lake_sink(lake.DRIFT)],
+        dlq=[lake_sink(lake.DLQ)],
+    )
+    if settings.brokers:
+        client = settings.kafka_client_config()
+        extra = settings.kafka_producer_config
+
+        def kafka_sink(topic: str, to_message: Any) -> KafkaRecordSink:
+            return KafkaRecordSink(client, topic, to_message, extra)
+
+        sinks.candles.append(kafka_sink(settings.kafka_candles_topic, candle_message))
+        sinks.drift.append(kafka_sink(settings.kafka_drift_topic, drift_message))
+        sinks.dlq.append(kafka_sink(settings.kafka_dlq_topic, dlq_message))
+    return sinks
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def flow_from_environment() -> Dataflow:
+    """What `python -m bytewax.run flows.ohlcv` runs: settings, metrics, summary at exit."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"candlewax: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    metrics = FlowMetrics.default()
+    serve_metrics(settings.metrics_port)
+    if settings.bounded_input:
+        atexit.register(metrics.log_summary)
+    log.info(
+        "candle flow: source=%s resolutions=%s lateness=%sms lake=%s kafka=%s",
+        settings.source,
+        settings.resolutions,
+        settings.allowed_lateness,
+        settings.lake_dir,
+        settings.kafka_brokers or "off",
+    )
+    return build_flow(settings, metrics=metrics)
+
+
+_flow: Dataflow | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `bytewax.run` looks up `flow`; build it on first use, from the environment.
+    global _flow
+    if name == "flow":
+        if _flow is None:
+            _flow = flow_from_environment()
+        return _flow
+    raise AttributeError(name)

@@ -1,0 +1,163 @@
+"""The Bytewax operators of the candle flow: thin wrappers around the pure modules.
+
+Each is an `@operator` taking `step_id` first, so the flow reads as a list of named
+steps; results that fork come back as small frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+import bytewax.operators as op
+import polars as pl
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import KeyedStream, StatefulBatchLogic
+
+from candlewax.metrics import FlowMetrics
+from candlewax.records import Candle, DriftRecord, RawBatch, Rejection
+from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandles
+from operators.decode import DecodedBatch, ValidationRules, decode_batch
+from operators.dedupe import DedupeState, Deduplicator
+
+
+def _now_ms() -> float:
+    return time.time() * 1000.0
+
+
+# --- decode ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecodeOut:
+    trades: KeyedStream[pl.DataFrame]
+    """Valid trades, one frame per symbol per batch, keyed by symbol."""
+    rejections: Stream[Rejection]
+    """Messages that broke the contract, for the dead-letter queue."""
+
+
+@operator
+def decode(
+    step_id: str, up: Stream[RawBatch], rules: ValidationRules, metrics: FlowMetrics
+) -> DecodeOut:
+    """Decode and validate each raw batch; split the valid trades by symbol."""
+
+    def decode_counted(batch: RawBatch) -> DecodedBatch:
+        decoded = decode_batch(batch, rules)
+        metrics.received.inc(decoded.received)
+        metrics.count("filtered", decoded.filtered)
+        metrics.count("rejected", len(decoded.rejections))
+        for rejection in decoded.rejections:
+            metrics.rejected.labels(rejection.reason).inc()
+        return decoded
+
+    decoded = op.map("validate", up, decode_counted)
+    rejections = op.flat_map("rejections", decoded, lambda d: d.rejections)
+    trades = op.flat_map("by_symbol", decoded, _split_by_symbol)
+    return DecodeOut(trades, rejections)
+
+
+def _split_by_symbol(decoded: DecodedBatch) -> list[tuple[str, pl.DataFrame]]:
+    trades = decoded.trades
+    if trades.height == 0:
+        return []
+    parts = trades.partition_by("symbol", as_dict=True, maintain_order=True)
+    return [(str(key[0]), frame) for key, frame in parts.items()]
+
+
+# --- dedupe ------------------------------------------------------------------------------
+class _DedupeLogic(StatefulBatchLogic[pl.DataFrame, pl.DataFrame, DedupeState]):
+    def __init__(self, dedupe: Deduplicator, metrics: FlowMetrics):
+        self.dedupe = dedupe
+        self.metrics = metrics
+
+    def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[pl.DataFrame], bool]:
+        frames = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
+        kept, duplicates = self.dedupe.filter(frames)
+        self.metrics.count("duplicate", duplicates)
+        return ([kept] if kept.height else []), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> DedupeState:
+        return self.dedupe.state.copy()
+
+
+@operator
+def dedupe(
+    step_id: str,
+    up: KeyedStream[pl.DataFrame],
+    horizon_ms: int,
+    fingerprint: bool,
+    metrics: FlowMetrics,
+) -> KeyedStream[pl.DataFrame]:
+    """Drop trades whose (symbol, trade_id) was seen within the horizon (per symbol)."""
+
+    def build(resume: DedupeState | None) -> _DedupeLogic:
+        return _DedupeLogic(Deduplicator(horizon_ms, fingerprint, resume), metrics)
+
+    return op.stateful_batch("dedupe_state", up, build)
+
+
+# --- candles -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CandlesOut:
+    candles: Stream[Candle]
+    """Closed candles of every resolution."""
+    drift: Stream[DriftRecord]
+    """Drift records of late trades."""
+    trades: Stream[pl.DataFrame]
+    """The deduplicated trades with a `late` flag (the lake's truth)."""
+
+
+class _CandleLogic(StatefulBatchLogic[pl.DataFrame, CandleEvents, CandleState]):
+    def __init__(self, engine: SymbolCandles, metrics: FlowMetrics):
+        self.engine = engine
+        self.metrics = metrics
+
+    def _counted(self, events: CandleEvents) -> tuple[list[CandleEvents], bool]:
+        m = self.metrics
+        m.count("accepted", events.accepted)
+        m.count("late", events.late)
+        if events.late_expired:
+            m.late_expired.inc(events.late_expired)
+        for candle in events.candles:
+            m.candles.labels(candle.resolution).inc()
+        for record in events.drift:
+            m.drift_records.labels(record.resolution).inc()
+            if record.alert:
+                m.drift_alerts.labels(record.resolution).inc()
+        return [events], StatefulBatchLogic.RETAIN
+
+    def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[CandleEvents], bool]:
+        frames = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
+        return self._counted(self.engine.on_trades(frames, _now_ms()))
+
+    def on_notify(self) -> tuple[list[CandleEvents], bool]:
+        return self._counted(self.engine.on_clock(_now_ms()))
+
+    def on_eof(self) -> tuple[list[CandleEvents], bool]:
+        return self._counted(self.engine.on_end())
+
+    def notify_at(self) -> datetime | None:
+        at_ms = self.engine.next_close_at_ms()
+        return None if at_ms is None else datetime.fromtimestamp(at_ms / 1000.0, tz=timezone.utc)
+
+    def snapshot(self) -> CandleState:
+        return self.engine.snapshot()
+
+
+@operator
+def candles(
+    step_id: str, up: KeyedStream[pl.DataFrame], spec: CandleSpec, metrics: FlowMetrics
+) -> CandlesOut:
+    """Fold trades into event-time candles per symbol; late trades become drift records."""
+
+    def build(resume: CandleState | None) -> _CandleLogic:
+        return _CandleLogic(SymbolCandles(spec, resume), metrics)
+
+    events = op.stateful_batch("windows", up, build)
+    values = op.map("events", events, lambda kv: kv[1])
+    return CandlesOut(
+        candles=op.flat_map("closed_candles", values, lambda e: e.candles),
+        drift=op.flat_map("drift_records", values, lambda e: e.drift),
+        trades=op.filter_map(
+            "flagged_trades", values, lambda e: e.trades if e.trades is not None and e.trades.height else None
+        ),
+    )

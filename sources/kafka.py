@@ -1,0 +1,146 @@
+"""Kafka topic partitions as a Bytewax partitioned source that hands over whole batches.
+
+Bytewax's bundled `KafkaSource` emits one Python object per message; handing over each
+polled batch of raw values as one `RawBatch` is what lets the flow decode vectorised
+(about 3x the throughput). It keeps the bundled connector's habits: one Bytewax
+partition per Kafka partition (spread over workers by Bytewax), offsets in the snapshot
+so a resume continues exactly, end-of-partition handling for bounded runs, and errors
+surfaced instead of swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from candlewax.records import RawBatch
+
+log = logging.getLogger(__name__)
+
+# Larger fetches read several times faster than librdkafka's defaults (measured on Tansu).
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "fetch.min.bytes": 1,
+    "fetch.wait.max.ms": 100,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "fetch.queue.backoff.ms": 0,
+    "queued.min.messages": 200_000,
+}
+
+
+class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
+    """One Kafka partition; the snapshot is the offset of the next message to read."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        partition: int,
+        resume_offset: int | None,
+        batch_size: int,
+        poll_timeout_s: float,
+        tail: bool,
+    ):
+        self._topic = topic
+        self._partition = partition
+        self._offset = OFFSET_BEGINNING if resume_offset is None else resume_offset
+        self._batch_size = batch_size
+        self._poll_timeout_s = poll_timeout_s
+        self._tail = tail
+        self._eof = False
+        self._source = f"kafka:{topic}/{partition}"
+        self._consumer = Consumer(config)
+        # assign(), not subscribe(): Bytewax places partitions and recovery keeps offsets.
+        self._consumer.assign([TopicPartition(topic, partition, self._offset)])
+
+    def next_batch(self) -> list[RawBatch]:
+        if self._eof:
+            raise StopIteration
+        messages = self._consumer.consume(self._batch_size, self._poll_timeout_s)
+        values: list[bytes | None] = []
+        offsets: list[int] = []
+        keys: list[bytes | None] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if not self._tail:
+                        self._eof = True  # emit what we have; stop on the next call
+                    continue
+                raise RuntimeError(
+                    f"error consuming Kafka topic {self._topic!r} partition {self._partition}: {error}"
+                )
+            values.append(message.value())
+            keys.append(message.key())
+            offsets.append(message.offset())
+        if not values:
+            return []
+        self._offset = offsets[-1] + 1
+        return [RawBatch(self._source, values, offsets, keys)]
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
+    """Reads a topic from the beginning (or the recovered offsets), batch by batch."""
+
+    def __init__(
+        self,
+        client_config: dict[str, Any],
+        topic: str,
+        *,
+        tail: bool = True,
+        batch_size: int = 20_000,
+        poll_timeout_ms: int = 50,
+        consumer_config: dict[str, Any] | None = None,
+    ):
+        self._client_config = dict(client_config)
+        self._topic = topic
+        self._tail = tail
+        self._batch_size = batch_size
+        self._poll_timeout_s = poll_timeout_ms / 1000.0
+        self._consumer_config = consumer_config or {}
+
+    def list_parts(self) -> list[str]:
+        admin = AdminClient(self._client_config)
+        metadata = admin.list_topics(self._topic, timeout=30)
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None:
+            reason = "not found" if topic is None else topic.error.str()
+            raise RuntimeError(
+                f"cannot read Kafka topic {self._topic!r} at "
+                f"{self._client_config.get('bootstrap.servers')}: {reason}"
+            )
+        return [f"{index}-{self._topic}" for index in sorted(topic.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> KafkaBatchPartition:
+        index, topic = for_part.split("-", 1)
+        if topic != self._topic:
+            raise RuntimeError(
+                f"recovery data is for Kafka topic {topic!r}, the flow now reads {self._topic!r}"
+            )
+        config = {
+            **CONSUMER_DEFAULTS,
+            **self._client_config,
+            "group.id": "candlewax",  # required by librdkafka; offsets live in Bytewax recovery
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": not self._tail,
+            **self._consumer_config,
+        }
+        return KafkaBatchPartition(
+            config,
+            topic,
+            int(index),
+            resume_state,
+            self._batch_size,
+            self._poll_timeout_s,
+            self._tail,
+        )
