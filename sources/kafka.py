@@ -23,11 +23,10 @@ log = logging.getLogger(__name__)
 
 # Larger fetches read several times faster than librdkafka's defaults (measured on Tansu).
 CONSUMER_DEFAULTS: dict[str, Any] = {
-    "fetch.min.bytes": 1,
+    "fetch.min.bytes": 1_000_000,
     "fetch.wait.max.ms": 100,
-    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "max.partition.fetch.bytes": 16 * 1024 * 1024,
     "fetch.queue.backoff.ms": 0,
-    "queued.min.messages": 200_000,
 }
 
 

@@ -1,0 +1,114 @@
+"""Decode and validate: every contract rule, with the reason a user would look for."""
+
+from __future__ import annotations
+
+import pytest
+
+from candlewax.records import RawBatch
+from operators.decode import ValidationRules, decode_batch
+from tests.factories import T0, trade
+
+RULES = ValidationRules(now_ms=lambda: T0)
+
+
+def decode(*messages: bytes | None):
+    return decode_batch(RawBatch("test", list(messages), list(range(1, len(messages) + 1))), RULES)
+
+
+GOOD = b'{"symbol":"BTC-USD","price":1.5,"size":2,"ts":%d}' % T0
+
+REJECTIONS = [
+    (b"{not json", "invalid_json", None),
+    (b"\xff\xfe\x00", "invalid_json", None),
+    (b"", "empty_message", None),
+    (None, "empty_message", None),
+    (b"[1, 2]", "not_an_object", None),
+    (b'"trade"', "not_an_object", None),
+    (b"42", "not_an_object", None),
+    (b'{"price":1,"size":1,"ts":%d}' % T0, "missing_field", "symbol"),
+    (b'{"symbol":"A","size":1,"ts":%d}' % T0, "missing_field", "price"),
+    (b'{"symbol":"A","price":1,"ts":%d}' % T0, "missing_field", "size"),
+    (b'{"symbol":"A","price":1,"size":1}', "missing_field", "ts"),
+    (b'{"symbol":7,"price":1,"size":1,"ts":%d}' % T0, "wrong_type", "symbol"),
+    (b'{"symbol":"A","price":"1.5","size":1,"ts":%d}' % T0, "wrong_type", "price"),
+    (b'{"symbol":"A","price":true,"size":1,"ts":%d}' % T0, "wrong_type", "price"),
+    (b'{"symbol":"A","price":null,"size":1,"ts":%d}' % T0, "wrong_type", "price"),
+    (b'{"symbol":"A","price":1,"size":false,"ts":%d}' % T0, "wrong_type", "size"),
+    (b'{"symbol":"A","price":1,"size":[1],"ts":%d}' % T0, "wrong_type", "size"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":"%d"}' % T0, "wrong_type", "ts"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":null}', "wrong_type", "ts"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d.0}' % T0, "not_an_integer", "ts"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d.5}' % T0, "not_an_integer", "ts"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":1.7e12}', "not_an_integer", "ts"),
+    (b'{"symbol":"A","price":NaN,"size":1,"ts":%d}' % T0, "not_finite", "price"),
+    (b'{"symbol":"A","price":1,"size":Infinity,"ts":%d}' % T0, "not_finite", "size"),
+    (b'{"symbol":"A","price":-Infinity,"size":1,"ts":%d}' % T0, "not_finite", "price"),
+    (b'{"symbol":"A","price":1e999,"size":1,"ts":%d}' % T0, "not_finite", "price"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":123456789012345678901234567890}', "ts_out_of_range", "ts"),
+    (b'{"symbol":"A","price":0,"size":1,"ts":%d}' % T0, "non_positive", "price"),
+    (b'{"symbol":"A","price":-3.5,"size":1,"ts":%d}' % T0, "non_positive", "price"),
+    (b'{"symbol":"A","price":1,"size":0,"ts":%d}' % T0, "non_positive", "size"),
+    (b'{"symbol":"A","price":1,"size":1e-400,"ts":%d}' % T0, "non_positive", "size"),
+    (b'{"symbol":"","price":1,"size":1,"ts":%d}' % T0, "bad_symbol", "symbol"),
+    (b'{"symbol":"BTC USD","price":1,"size":1,"ts":%d}' % T0, "bad_symbol", "symbol"),
+    (b'{"symbol":"%s","price":1,"size":1,"ts":%d}' % (b"X" * 33, T0), "bad_symbol", "symbol"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d}' % (T0 // 1000), "ts_out_of_range", "ts"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d}' % (T0 + 3_600_001), "ts_out_of_range", "ts"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"trade_id":1.5}' % T0, "wrong_type", "trade_id"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"trade_id":{"a":1}}' % T0, "wrong_type", "trade_id"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"side":1}' % T0, "wrong_type", "side"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"type":5}' % T0, "wrong_type", "type"),
+]
+
+
+@pytest.mark.parametrize(("message", "reason", "field"), REJECTIONS)
+def test_contract_breaks_go_to_the_dlq_with_reason_field_bytes_and_position(message, reason, field):
+    decoded = decode(GOOD, message, GOOD)
+
+    assert decoded.trades.height == 2, "valid neighbours are not affected"
+    assert len(decoded.rejections) == 1
+    rejection = decoded.rejections[0]
+    assert (rejection.reason, rejection.field) == (reason, field)
+    assert rejection.raw == message
+    assert rejection.source == "test@2"
+    assert rejection.detail
+
+
+def test_valid_trades_keep_their_fields_and_arrival_order():
+    decoded = decode(
+        trade("ETH-USD", 2000.5, 0.25, T0 + 5, trade_id=17, side="buy", venue="X", extra={"a": [1]}),
+        trade("BTC/USDT:PERP", 60000, 1, T0, trade_id="abc-1"),
+        trade("sol_usd.x", 1e-8, 5e6, T0 + 3_600_000),
+    )
+    assert decoded.rejections == [] and decoded.filtered == 0 and decoded.received == 3
+    assert decoded.trades.rows() == [
+        ("ETH-USD", T0 + 5, 2000.5, 0.25, "17", "buy", "X"),
+        ("BTC/USDT:PERP", T0, 60000.0, 1.0, "abc-1", None, None),
+        ("sol_usd.x", T0 + 3_600_000, 1e-8, 5e6, None, None, None),
+    ]
+
+
+def test_non_trade_messages_are_filtered_not_rejected():
+    decoded = decode(
+        trade(type="add"),
+        b'{"type":"cancel","order_id":5}',
+        b'{"type":"modify","price":"oops"}',
+        trade(type="trade"),
+        trade(),
+    )
+    assert decoded.filtered == 3
+    assert decoded.rejections == []
+    assert decoded.trades.height == 2
+
+
+def test_a_pretty_printed_message_is_still_one_valid_trade():
+    pretty = b'{\n  "symbol": "A",\n  "price": 2,\n  "size": 3,\n  "ts": %d\n}' % T0
+    decoded = decode(GOOD, pretty)
+    assert decoded.trades.get_column("symbol").to_list() == ["BTC-USD", "A"]
+
+
+def test_every_message_has_exactly_one_outcome():
+    messages = [GOOD, trade(type="book"), *(m for m, _, _ in REJECTIONS)]
+    decoded = decode(*messages)
+    assert decoded.trades.height + decoded.filtered + len(decoded.rejections) == len(messages)
+    assert decoded.received == len(messages)

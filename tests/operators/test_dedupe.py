@@ -1,0 +1,70 @@
+"""Dedupe: (symbol, trade_id) within an event-time horizon, bounded state, batching-proof."""
+
+from __future__ import annotations
+
+import random
+
+from operators.dedupe import Deduplicator
+from tests.factories import T0, trades_frame
+
+
+def kept_ids(dedupe: Deduplicator, rows, ids):
+    kept, _ = dedupe.filter(trades_frame(rows, ids=ids))
+    return kept.get_column("trade_id").to_list()
+
+
+def test_a_repeated_trade_id_within_the_horizon_is_dropped_and_counted():
+    dedupe = Deduplicator(horizon_ms=60_000, fingerprint=False)
+    kept, duplicates = dedupe.filter(
+        trades_frame([(T0, 1, 1), (T0 + 1, 2, 1), (T0 + 2, 1, 1)], ids=[1, 2, 1])
+    )
+    assert kept.get_column("trade_id").to_list() == ["1", "2"]
+    assert duplicates == 1
+    # ... and in a later batch too
+    kept, duplicates = dedupe.filter(trades_frame([(T0 + 50_000, 1, 1)], ids=[2]))
+    assert (kept.height, duplicates) == (0, 1)
+
+
+def test_an_id_seen_beyond_the_horizon_is_a_new_trade():
+    dedupe = Deduplicator(horizon_ms=10_000, fingerprint=False)
+    assert kept_ids(dedupe, [(T0, 1, 1)], [7]) == ["7"]
+    assert kept_ids(dedupe, [(T0 + 10_000, 1, 1)], [8]) == ["8"]
+    # id 7 was seen at T0; the newest event time is now T0+10s: exactly at the horizon
+    assert kept_ids(dedupe, [(T0 + 10_000, 1, 1)], [7]) == ["7"]
+
+
+def test_trades_without_id_pass_unless_fingerprinting_is_on():
+    rows = [(T0, 5, 1), (T0, 5, 1)]
+    plain = Deduplicator(60_000, fingerprint=False)
+    assert plain.filter(trades_frame(rows))[0].height == 2
+    fingerprinted = Deduplicator(60_000, fingerprint=True)
+    kept, duplicates = fingerprinted.filter(trades_frame(rows))
+    assert (kept.height, duplicates) == (1, 1)
+    # a different price is a different fingerprint
+    assert fingerprinted.filter(trades_frame([(T0, 5.5, 1)]))[0].height == 1
+
+
+def test_state_stays_bounded_by_the_horizon():
+    dedupe = Deduplicator(horizon_ms=1_000, fingerprint=False)
+    for second in range(100):
+        ids = [second * 100 + i for i in range(100)]
+        dedupe.filter(trades_frame([(T0 + second * 1000 + i, 1, 1) for i in range(100)], ids=ids))
+    remembered = len(dedupe.state.current) + len(dedupe.state.previous)
+    assert remembered <= 300, remembered  # at most ~2 horizons of ids, not all 10,000
+
+
+def test_the_result_does_not_depend_on_batch_boundaries():
+    rng = random.Random(3)
+    rows, ids = [], []
+    for i in range(2_000):
+        rows.append((T0 + i * 10 + rng.randint(-50, 50), 1.0, 1.0))
+        ids.append(rng.randint(0, 400) if rng.random() < 0.5 else 10_000 + i)
+    expected = kept_ids(Deduplicator(2_000, False), rows, ids)
+    for _ in range(5):
+        dedupe = Deduplicator(2_000, False)
+        got, start = [], 0
+        while start < len(rows):
+            end = start + rng.randint(1, 300)
+            got += kept_ids(dedupe, rows[start:end], ids[start:end])
+            start = end
+        assert got == expected

@@ -1,0 +1,110 @@
+"""An independent batch computation of what the flow must produce, written plainly.
+
+It reads the whole input at once (Python's json, then polars over all trades), so it
+shares no code with the streaming engine: validation by direct checks, dedupe as "first
+occurrence wins", lateness from the whole-input running maximum per symbol, and every
+resolution grouped straight from the trades (not rolled up).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+
+import polars as pl
+
+SYMBOL = re.compile(r"^[A-Za-z0-9._:/\-]{1,32}$")
+
+
+def _valid(message: bytes | None, ts_min: int, ts_max: int) -> dict | None:
+    if not message:
+        return None
+    try:
+        obj = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or obj.get("type", "trade") != "trade":
+        return None
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    ok = (
+        isinstance(obj.get("symbol"), str) and SYMBOL.match(obj["symbol"])
+        and number(obj.get("price")) and number(obj.get("size"))
+        and type(obj.get("ts")) is int and ts_min <= obj["ts"] <= ts_max
+        and (obj.get("trade_id") is None or type(obj["trade_id"]) in (int, str))
+    )
+    return obj if ok else None
+
+
+def reference_trades(
+    messages: Sequence[bytes | None], lateness_ms: int, base_ms: int,
+    ts_min: int = 946_684_800_000, ts_max: int = 2**62,
+) -> pl.DataFrame:
+    """Valid, deduplicated trades in arrival order with a `late` flag."""
+    rows = []
+    seen: set[tuple[str, str]] = set()
+    for arrival, message in enumerate(messages):
+        obj = _valid(message, ts_min, ts_max)
+        if obj is None:
+            continue
+        if obj.get("trade_id") is not None:
+            key = (obj["symbol"], str(obj["trade_id"]))
+            if key in seen:
+                continue
+            seen.add(key)
+        rows.append((arrival, obj["symbol"], obj["ts"], float(obj["price"]), float(obj["size"])))
+    frame = pl.DataFrame(rows, schema=["arrival", "symbol", "ts", "price", "size"], orient="row")
+    newest_before = pl.col("ts").cum_max().shift(1).over("symbol")
+    window_end = pl.col("ts") - pl.col("ts") % base_ms + base_ms
+    return frame.with_columns(late=(window_end <= newest_before - lateness_ms).fill_null(False))
+
+
+def candles_of(trades: pl.DataFrame, resolution_ms: int, name: str) -> pl.DataFrame:
+    """OHLCV per (symbol, window) straight from trades: bar_id, open..trade_count."""
+    start = pl.col("ts") - pl.col("ts") % resolution_ms
+    return (
+        trades.sort("ts", "arrival")
+        .group_by("symbol", start.alias("window_start"))
+        .agg(
+            pl.col("price").first().alias("open"),
+            pl.col("price").max().alias("high"),
+            pl.col("price").min().alias("low"),
+            pl.col("price").last().alias("close"),
+            pl.col("size").sum().alias("volume"),
+            ((pl.col("price") * pl.col("size")).sum() / pl.col("size").sum()).alias("vwap"),
+            pl.len().cast(pl.Int64).alias("trade_count"),
+        )
+        .with_columns(
+            bar_id=pl.format("{}:{}:{}", "symbol", pl.lit(name), "window_start"),
+        )
+        .sort("bar_id")
+    )
+
+
+def reference_candles(
+    messages: Sequence[bytes | None], lateness_ms: int, resolutions: dict[str, int], **bounds: int
+) -> pl.DataFrame:
+    base = min(resolutions.values())
+    trades = reference_trades(messages, lateness_ms, base, **bounds).filter(~pl.col("late"))
+    return pl.concat([candles_of(trades, ms, name) for name, ms in resolutions.items()]).sort("bar_id")
+
+
+def assert_candles_match(candles: Sequence, expected: pl.DataFrame, rel: float = 1e-9) -> None:
+    """Bar by bar: the same bar ids, and every field equal (float sums to `rel`)."""
+    got = {c.bar_id: c for c in candles}
+    assert len(got) == len(candles), "a bar_id was emitted twice"
+    want = {row["bar_id"]: row for row in expected.iter_rows(named=True)}
+    assert sorted(got) == sorted(want), (
+        f"missing: {sorted(set(want) - set(got))[:5]}, extra: {sorted(set(got) - set(want))[:5]}"
+    )
+    for bar, row in want.items():
+        candle = got[bar]
+        assert (candle.open, candle.high, candle.low, candle.close, candle.trade_count) == (
+            row["open"], row["high"], row["low"], row["close"], row["trade_count"]
+        ), bar
+        assert math.isclose(candle.volume, row["volume"], rel_tol=rel), bar
+        assert math.isclose(candle.vwap, row["vwap"], rel_tol=rel), bar
