@@ -1,0 +1,131 @@
+"""The whole flow around TestingSource: same output on 1 and 2 workers, equal to a batch truth."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import polars as pl
+import pytest
+
+from sources.simulator import SimulatorConfig, TradeSimulator
+from tests import factories
+from tests.conftest import run_flow
+from tests.factories import T0, trade
+from tests.reference import assert_candles_match, candles_of, reference_candles, reference_trades
+
+RESOLUTIONS = {"1s": 1_000, "10s": 10_000, "1m": 60_000}
+
+
+def faulty_stream(n: int = 30_000, seed: int = 1) -> list[bytes]:
+    """Simulated trades with duplicates, disorder, late and malformed messages mixed in."""
+    sim = TradeSimulator(
+        SimulatorConfig(
+            symbols=6, trades=n, rate=300, seed=seed, start_ms=T0,
+            duplicate_rate=0.02, disorder_rate=0.05, late_rate=0.01, malformed_rate=0.02,
+        )
+    )
+    messages = [value for _, value in sim.messages()]
+    # and some order-book noise
+    rng = random.Random(seed)
+    for i in range(0, len(messages), 97):
+        messages.insert(i, trade(type=rng.choice(["add", "cancel", "modify"]), ts=T0 + i))
+    return messages
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[bytes]:
+    return faulty_stream()
+
+
+def test_candles_equal_an_independent_batch_computation_bar_by_bar(stream, workers):
+    result = run_flow(stream, workers=workers, batch_size=777)
+    expected = reference_candles(stream, 1_000, RESOLUTIONS, ts_max=T0 + 10**9)
+    assert len(expected) > 500
+    assert_candles_match(result.candles, expected)
+
+
+def test_one_and_two_workers_give_identical_output(stream):
+    one = run_flow(stream, workers=1, batch_size=500)
+    two = run_flow(stream, workers=2, batch_size=2_000)
+    assert one.candle_rows() == two.candle_rows()
+    assert sorted(tuple(d.as_dict().values()) for d in one.drift) == sorted(
+        tuple(d.as_dict().values()) for d in two.drift
+    )
+    key = ["symbol", "ts", "trade_id"]
+    assert one.trades.sort(key).equals(two.trades.sort(key))
+
+
+def test_every_message_has_one_outcome_and_the_counts_add_up(stream):
+    result = run_flow(stream, batch_size=1_000)
+    counts = result.metrics.summary()
+    assert counts["received"] == len(stream)
+    outcomes = ("accepted", "duplicate", "filtered", "rejected", "late")
+    assert sum(counts[o] for o in outcomes) == len(stream)
+    truth = reference_trades(stream, 1_000, 1_000, ts_max=T0 + 10**9)
+    assert counts["accepted"] == truth.filter(~pl.col("late")).height
+    assert counts["late"] == truth.filter(pl.col("late")).height
+    assert counts["filtered"] == sum(b'"type":"add"' in m or b'"type":"cancel"' in m or b'"type":"modify"' in m for m in stream)
+    assert counts["rejected"] == len(result.dlq) > 0
+    assert sum(counts["rejected_by_reason"].values()) == counts["rejected"]
+    assert counts["candles_by_resolution"] == {
+        r: sum(c.resolution == r for c in result.candles) for r in RESOLUTIONS
+    }
+    # the lake's trades are the accepted and the late ones, flagged
+    assert result.trades.height == counts["accepted"] + counts["late"]
+    assert result.trades.get_column("late").sum() == counts["late"]
+
+
+def test_late_trades_are_recorded_as_drift_against_the_truth(stream):
+    result = run_flow(stream, batch_size=1_000)
+    truth = reference_trades(stream, 1_000, 1_000, ts_max=T0 + 10**9)
+    late = truth.filter(pl.col("late"))
+    assert late.height > 50
+    # the newest drift record of each bar counts all its late trades ...
+    newest = {}
+    for record in result.drift:
+        if record.late_trades >= newest.get(record.bar_id, (0, None))[0]:
+            newest[record.bar_id] = (record.late_trades, record)
+    base = {k: v[1] for k, v in newest.items() if v[1].resolution == "1s"}
+    late_per_bar = late.group_by(
+        pl.format("{}:1s:{}", "symbol", pl.col("ts") - pl.col("ts") % 1_000).alias("bar_id")
+    ).len()
+    assert {row[0]: row[1] for row in late_per_bar.iter_rows()} == {
+        k: r.late_trades for k, r in base.items()
+    }
+    # ... and its corrected candle is the candle of all the bar's trades, late ones included
+    corrected = {row["bar_id"]: row for row in candles_of(truth, 1_000, "1s").iter_rows(named=True)}
+    for bar, record in base.items():
+        want = corrected[bar]
+        assert (record.corrected_open, record.corrected_high, record.corrected_low,
+                record.corrected_close, record.corrected_trade_count) == (
+            want["open"], want["high"], want["low"], want["close"], want["trade_count"])
+        assert math.isclose(record.corrected_volume, want["volume"], rel_tol=1e-9)
+    alerts = [r for r in result.drift if r.alert]
+    assert alerts and all(r.max_drift > 0.005 for r in alerts)
+    assert result.metrics.summary()["drift_alerts"] == len(alerts)
+
+
+def test_dlq_keeps_original_bytes_reason_and_position():
+    messages = [trade(ts=T0), b'{"symbol":"A","price":"1","size":1,"ts":%d}' % T0, b"garbage"]
+    result = run_flow(messages, batch_size=2)
+    assert [(r.raw, r.reason, r.field, r.source) for r in result.dlq] == [
+        (messages[1], "wrong_type", "price", "test@2"),
+        (b"garbage", "invalid_json", None, "test@3"),
+    ]
+
+
+def test_dedupe_and_lateness_follow_the_settings():
+    messages = [
+        trade(ts=T0, trade_id=1, price=1.0),
+        trade(ts=T0 + 3_000, trade_id=2, price=2.0),
+        trade(ts=T0 + 500, trade_id=1, price=3.0),  # duplicate id; also late under 1 s
+        trade(ts=T0 + 600, trade_id=3, price=4.0),  # late under 1 s, on time under 5 s
+    ]
+    strict = run_flow(messages, factories.settings(allowed_lateness="1s"))
+    lenient = run_flow(messages, factories.settings(allowed_lateness="5s"))
+    assert strict.metrics.summary()["duplicate"] == 1 and strict.metrics.summary()["late"] == 1
+    assert lenient.metrics.summary()["late"] == 0
+    first = "BTC-USD:1s:%d" % T0
+    assert {c.bar_id: c.trade_count for c in lenient.candles}[first] == 2
+    assert {c.bar_id: c.trade_count for c in strict.candles}[first] == 1
