@@ -1,0 +1,70 @@
+"""Settings: defaults that work, documented names, one clear message per bad value."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from config.settings import Settings, SettingsError, load_settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_follow_the_design(monkeypatch):
+    monkeypatch.setenv("CANDLEWAX_KAFKA_BROKERS", "127.0.0.1:9092")
+    settings = load_settings()
+    assert settings.source == "kafka" and settings.kafka_tail and not settings.bounded_input
+    assert settings.resolutions == [1_000, 10_000, 60_000]
+    assert settings.allowed_lateness == 1_000 and settings.drift_threshold == 0.005
+    assert settings.lake_dir == Path("lake")
+    assert (settings.kafka_trades_topic, settings.kafka_candles_topic) == ("trades", "candles")
+    assert (settings.kafka_dlq_topic, settings.kafka_drift_topic) == ("trades.dlq", "candles.drift")
+
+
+def test_values_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CANDLEWAX_SOURCE", "file")
+    monkeypatch.setenv("CANDLEWAX_SOURCE_PATH", "/data/trades.ndjson")
+    monkeypatch.setenv("CANDLEWAX_RESOLUTIONS", "5s, 1s, 1m, 1h")
+    monkeypatch.setenv("CANDLEWAX_ALLOWED_LATENESS", "250ms")
+    monkeypatch.setenv("CANDLEWAX_KAFKA_TAIL", "false")
+    monkeypatch.setenv("CANDLEWAX_KAFKA_PRODUCER_CONFIG", '{"linger.ms": 5}')
+    settings = load_settings()
+    assert settings.resolutions == [1_000, 5_000, 60_000, 3_600_000]
+    assert settings.allowed_lateness == 250 and settings.bounded_input
+    assert settings.kafka_producer_config == {"linger.ms": 5}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("CANDLEWAX_ALLOWED_LATENESS", "soon", "expected a duration such as 500ms"),
+        ("CANDLEWAX_RESOLUTIONS", "1s,1500ms", "must be a multiple of the smallest"),
+        ("CANDLEWAX_KAFKA_TAIL", "perhaps", "valid boolean"),
+        ("CANDLEWAX_SOURCE", "carrier-pigeon", "'kafka', 'file' or 'simulator'"),
+        ("CANDLEWAX_DRIFT_THRESHOLD", "-1", "greater than 0"),
+        ("CANDLEWAX_TS_MIN", "yesterday", "epoch milliseconds or an ISO date"),
+        ("CANDLEWAX_KAFKA_CONSUMER_CONFIG", "[1]", "JSON object"),
+    ],
+)
+def test_a_bad_value_stops_the_start_naming_the_variable(monkeypatch, variable, value, expected):
+    monkeypatch.setenv("CANDLEWAX_SOURCE", "simulator")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert variable in message and expected in message
+    assert repr(value) in message or variable == "CANDLEWAX_KAFKA_CONSUMER_CONFIG"
+
+
+def test_kafka_source_without_brokers_says_what_to_set(monkeypatch):
+    with pytest.raises(SettingsError, match="CANDLEWAX_KAFKA_BROKERS"):
+        load_settings()
+
+
+def test_every_setting_is_documented_in_the_readme():
+    text = README.read_text()
+    documented = set(re.findall(r"`(CANDLEWAX_[A-Z_]+)`", text))
+    for name in Settings.model_fields:
+        assert f"CANDLEWAX_{name.upper()}" in documented, f"CANDLEWAX_{name.upper()} is not in the README"

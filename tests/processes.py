@@ -1,0 +1,55 @@
+"""Run `python -m bytewax.run flows.ohlcv` as real processes, the way users run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from candlewax.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_flow_processes(
+    env: dict[str, str], *, processes: int = 1, workers: int = 1, timeout_s: float = 300
+) -> list[str]:
+    """Run the flow as `processes` cooperating processes of `workers` workers; return logs."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CANDLEWAX_", "BYTEWAX_"))}
+    base_env.update({"CANDLEWAX_METRICS_PORT": "0", "PYTHONPATH": str(ROOT), **env})
+    command = [sys.executable, "-m", "bytewax.run", "flows.ohlcv", "-w", str(workers)]
+    if processes > 1:
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        commands = [command + ["-i", str(i), "-a", addresses] for i in range(processes)]
+    else:
+        commands = [command]
+    running = [
+        subprocess.Popen(c, env=base_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for c in commands
+    ]
+    logs = []
+    for process in running:
+        out, _ = process.communicate(timeout=timeout_s)
+        text = out.decode(errors="replace")
+        logs.append(text)
+        assert process.returncode == 0, f"flow process failed ({process.returncode}):\n{text[-4000:]}"
+    return logs
+
+
+def lake_table(lake_dir: Path, dataset: str) -> pl.DataFrame:
+    """A lake dataset as DuckDB reads it (hive partitioning on)."""
+    glob = f"{lake_dir}/{dataset}/**/*.parquet"
+    return duckdb.sql(f"select * from read_parquet('{glob}', hive_partitioning = true)").pl()
+
+
+def lake_candles(lake_dir: Path) -> list[tuple]:
+    frame = lake_table(lake_dir, "candles")
+    return sorted(
+        frame.select(
+            "bar_id", "open", "high", "low", "close", "volume", "vwap", "trade_count", "revision"
+        ).rows()
+    )
