@@ -70,6 +70,17 @@ TRADE_LAKE_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True)
+class FlaggedTrades:
+    """Deduplicated trades of one symbol (arrival order) and which of them came late."""
+
+    trades: pl.DataFrame
+    late: Any  # numpy bool array, one flag per row
+
+    def __len__(self) -> int:
+        return self.trades.height
+
+
 # --- records with a row form -----------------------------------------------------------
 class _Record:
     """Shared conversions of the row-shaped records to Arrow tables and JSON."""

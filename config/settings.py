@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     # --- where trades come from -------------------------------------------------------
     source: Literal["kafka", "file", "simulator"] = "kafka"
     source_path: Path | None = None
-    batch_size: int = Field(default=20_000, ge=1, le=1_000_000)
+    batch_size: int = Field(default=100_000, ge=1, le=1_000_000)
 
     # --- Kafka -----------------------------------------------------------------------
     kafka_brokers: str = ""

@@ -62,10 +62,10 @@ def build_flow(
 
     flow = Dataflow(flow_id)
     raw = op.input("trades_in", flow, source)
-    decoded = steps.decode("decode", raw, validation_rules(settings), metrics)
-    unique = steps.dedupe(
-        "dedupe", decoded.trades, settings.dedupe_horizon, settings.dedupe_fingerprint, metrics
+    decoded = steps.decode(
+        "decode", raw, validation_rules(settings), settings.dedupe_fingerprint, metrics
     )
+    unique = steps.dedupe("dedupe", decoded.trades, settings.dedupe_horizon, metrics)
     windows = steps.candles("candles", unique, candle_spec(settings), metrics)
 
     for name, stream, outputs in (

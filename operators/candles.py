@@ -16,13 +16,13 @@ The rules (../shared/DESIGN.md):
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
-from candlewax.records import Candle, DriftRecord
+from candlewax.records import Candle, DriftRecord, FlaggedTrades
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
@@ -64,6 +64,11 @@ class ClosedBar:
         self.late_trades += 1
         self.max_lateness_ms = max(self.max_lateness_ms, lateness_ms)
 
+    def copy(self) -> ClosedBar:
+        # `emitted` is never changed once set; only the late bar grows.
+        late = None if self.late is None else self.late.copy()
+        return ClosedBar(self.emitted, self.revision, late, self.late_trades, self.max_lateness_ms)
+
     def corrected(self) -> Bar:
         assert self.late is not None
         return self.late.copy() if self.emitted is None else self.emitted.merged(self.late)
@@ -82,6 +87,18 @@ class CandleState:
     open_late: dict[int, dict[int, ClosedBar]] = field(default_factory=dict)
     closed: dict[int, dict[int, ClosedBar]] = field(default_factory=dict)
 
+    def copy(self) -> CandleState:
+        """An independent copy for a recovery snapshot (cheaper than a deep copy)."""
+        return CandleState(
+            self.symbol,
+            self.max_ts,
+            self.max_ts_seen_at_ms,
+            self.next_seq,
+            {res: {s: bar.copy() for s, bar in bars.items()} for res, bars in self.open.items()},
+            {res: {s: c.copy() for s, c in bars.items()} for res, bars in self.open_late.items()},
+            {res: {s: c.copy() for s, c in bars.items()} for res, bars in self.closed.items()},
+        )
+
 
 @dataclass
 class CandleEvents:
@@ -89,7 +106,7 @@ class CandleEvents:
 
     candles: list[Candle] = field(default_factory=list)
     drift: list[DriftRecord] = field(default_factory=list)
-    trades: pl.DataFrame | None = None  # the input trades with a `late` column
+    trades: FlaggedTrades | None = None  # the input trades, flagged late or not
     accepted: int = 0
     late: int = 0
     late_expired: int = 0
@@ -138,47 +155,50 @@ class SymbolCandles:
         events = CandleEvents()
         n = trades.height
         if n == 0:
-            events.trades = trades.with_columns(pl.lit(False).alias("late"))
             return events
         state, spec = self.state, self.spec
         base = spec.base
         if state.symbol is None:
             state.symbol = str(trades.get_column("symbol")[0])
 
-        seq = pl.int_range(state.next_seq, state.next_seq + n, dtype=pl.Int64)
+        ts = trades.get_column("ts").to_numpy()
+        price = trades.get_column("price").to_numpy()
+        size = trades.get_column("size").to_numpy()
+        seq = np.arange(state.next_seq, state.next_seq + n, dtype=np.int64)
         state.next_seq += n
-        newest_before = pl.col("ts").cum_max().shift(1)
+
+        # The symbol's newest event time before each trade arrived, and so its watermark.
+        newest_before = np.empty(n, dtype=np.int64)
+        newest_before[1:] = np.maximum.accumulate(ts)[:-1]
+        newest_before[0] = ts[0] if state.max_ts is None else state.max_ts
         if state.max_ts is not None:
-            newest_before = newest_before.fill_null(state.max_ts).clip(lower_bound=state.max_ts)
+            np.maximum(newest_before, state.max_ts, out=newest_before)
         wm_before = newest_before - spec.allowed_lateness_ms
         if spec.live and state.max_ts is not None:
-            wm_before = pl.max_horizontal(wm_before, pl.lit(int(self.watermark(now_ms))))
-        flagged = trades.with_columns(
-            seq.alias("_seq"),
-            (pl.col("ts") - pl.col("ts") % base).alias("_window"),
-            wm_before.alias("_wm"),
-            newest_before.alias("_newest"),
-        ).with_columns(((pl.col("_window") + base) <= pl.col("_wm")).fill_null(False).alias("late"))
+            np.maximum(wm_before, int(self.watermark(now_ms)), out=wm_before)
+        window = ts - ts % base
+        late = window + base <= wm_before
+        if state.max_ts is None:
+            late[0] = False  # the first trade of a symbol is never late
 
-        on_time = flagged.filter(~pl.col("late"))
-        events.accepted = on_time.height
-        self._fold_on_time(on_time)
-
-        late_rows = flagged.filter(pl.col("late"))
-        events.late = late_rows.height
-        for ts, seq_no, price, size, wm, newest in late_rows.select(
-            "ts", "_seq", "price", "size", "_wm", "_newest"
-        ).iter_rows():
+        on_time = ~late
+        self._fold_on_time(ts[on_time], seq[on_time], price[on_time], size[on_time], base)
+        late_index = np.flatnonzero(late)
+        events.late = len(late_index)
+        events.accepted = n - events.late
+        for i in late_index.tolist():
+            wm = int(wm_before[i])
             self._close_until(wm, events)
-            self._take_late(Bar.of_trade(ts, seq_no, price, size), newest, wm, events)
+            trade = Bar.of_trade(int(ts[i]), int(seq[i]), float(price[i]), float(size[i]))
+            self._take_late(trade, int(newest_before[i]), wm, events)
 
-        batch_max = int(trades.get_column("ts").max())  # type: ignore[arg-type]
+        batch_max = int(ts.max())
         if state.max_ts is None or batch_max > state.max_ts:
             state.max_ts = batch_max
             state.max_ts_seen_at_ms = now_ms
         self._close_until(self.watermark(now_ms), events)
         self._expire(self.watermark(now_ms))
-        events.trades = flagged.drop("_seq", "_window", "_wm", "_newest")
+        events.trades = FlaggedTrades(trades, late)
         return events
 
     def on_clock(self, now_ms: float) -> CandleEvents:
@@ -195,33 +215,34 @@ class SymbolCandles:
         return events
 
     def snapshot(self) -> CandleState:
-        return copy.deepcopy(self.state)
+        return self.state.copy()
 
     # --- internals ---------------------------------------------------------------------
-    def _fold_on_time(self, on_time: pl.DataFrame) -> None:
-        if on_time.height == 0:
+    def _fold_on_time(
+        self, ts: np.ndarray, seq: np.ndarray, price: np.ndarray, size: np.ndarray, base: int
+    ) -> None:
+        """Fold on-time trades into their open base windows, one partial bar per window."""
+        if len(ts) == 0:
             return
-        partials = (
-            on_time.sort("ts", maintain_order=True)
-            .group_by("_window", maintain_order=True)
-            .agg(
-                pl.col("price").first().alias("open"),
-                pl.col("ts").first().alias("open_ts"),
-                pl.col("_seq").first().alias("open_seq"),
-                pl.col("price").last().alias("close"),
-                pl.col("ts").last().alias("close_ts"),
-                pl.col("_seq").last().alias("close_seq"),
-                pl.col("price").max().alias("high"),
-                pl.col("price").min().alias("low"),
-                pl.len().alias("count"),
-                pl.col("size").alias("sizes"),
-                (pl.col("price") * pl.col("size")).alias("notionals"),
+        order = np.argsort(ts, kind="stable")  # by event time, ties in arrival order
+        ts, seq, price, size = ts[order], seq[order], price[order], size[order]
+        window = ts - ts % base
+        cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
+        firsts = np.concatenate(([0], cuts))
+        lasts = np.concatenate((cuts, [len(ts)])) - 1
+        highs = np.maximum.reduceat(price, firsts).tolist()
+        lows = np.minimum.reduceat(price, firsts).tolist()
+        sizes = np.split(size, cuts)
+        notionals = np.split(price * size, cuts)
+        open_bars = self.state.open[base]
+        for k, (first, last) in enumerate(zip(firsts.tolist(), lasts.tolist(), strict=True)):
+            bar = Bar(
+                float(price[first]), (int(ts[first]), int(seq[first])),
+                float(price[last]), (int(ts[last]), int(seq[last])),
+                highs[k], lows[k], last - first + 1,
+                sizes[k].tolist(), notionals[k].tolist(),
             )
-        )
-        open_bars = self.state.open[self.spec.base]
-        for row in partials.iter_rows():
-            start, o, o_ts, o_seq, c, c_ts, c_seq, high, low, count, sizes, notionals = row
-            bar = Bar(o, (o_ts, o_seq), c, (c_ts, c_seq), high, low, count, sizes, notionals)
+            start = int(window[first])
             current = open_bars.get(start)
             if current is None:
                 open_bars[start] = bar

@@ -94,10 +94,11 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     if refused:
         refused_set = set(refused)
         rows = [i for i in range(len(values)) if i not in refused_set]
+        frame = _read_rows([values[i] for i in rows])  # type: ignore[misc]
+        frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64))
     else:
-        rows = list(range(len(values)))
-    frame = _read_rows([values[i] for i in rows])  # type: ignore[misc]
-    frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64))
+        frame = _read_rows(values)  # type: ignore[arg-type]
+        frame = frame.with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias("_row"))
 
     is_trade = pl.col("type").is_null() | (pl.col("type") == "trade")
     filtered += frame.height - int(frame.select(is_trade.sum()).item() or 0)

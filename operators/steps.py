@@ -15,10 +15,10 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from candlewax.metrics import FlowMetrics
-from candlewax.records import Candle, DriftRecord, RawBatch, Rejection
+from candlewax.records import Candle, DriftRecord, FlaggedTrades, RawBatch, Rejection
 from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandles
 from operators.decode import DecodedBatch, ValidationRules, decode_batch
-from operators.dedupe import DedupeState, Deduplicator
+from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
 
 
 def _now_ms() -> float:
@@ -36,9 +36,13 @@ class DecodeOut:
 
 @operator
 def decode(
-    step_id: str, up: Stream[RawBatch], rules: ValidationRules, metrics: FlowMetrics
+    step_id: str,
+    up: Stream[RawBatch],
+    rules: ValidationRules,
+    fingerprint: bool,
+    metrics: FlowMetrics,
 ) -> DecodeOut:
-    """Decode and validate each raw batch; split the valid trades by symbol."""
+    """Decode and validate each raw batch; key the trades for dedupe; split them by symbol."""
 
     def decode_counted(batch: RawBatch) -> DecodedBatch:
         decoded = decode_batch(batch, rules)
@@ -51,15 +55,16 @@ def decode(
 
     decoded = op.map("validate", up, decode_counted)
     rejections = op.flat_map("rejections", decoded, lambda d: d.rejections)
-    trades = op.flat_map("by_symbol", decoded, _split_by_symbol)
+    trades = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint))
     return DecodeOut(trades, rejections)
 
 
-def _split_by_symbol(decoded: DecodedBatch) -> list[tuple[str, pl.DataFrame]]:
+def _split_by_symbol(decoded: DecodedBatch, fingerprint: bool) -> list[tuple[str, pl.DataFrame]]:
     trades = decoded.trades
     if trades.height == 0:
         return []
-    parts = trades.partition_by("symbol", as_dict=True, maintain_order=True)
+    keyed = with_dedupe_keys(trades, fingerprint)
+    parts = keyed.partition_by("symbol", as_dict=True, maintain_order=True)
     return [(str(key[0]), frame) for key, frame in parts.items()]
 
 
@@ -81,16 +86,13 @@ class _DedupeLogic(StatefulBatchLogic[pl.DataFrame, pl.DataFrame, DedupeState]):
 
 @operator
 def dedupe(
-    step_id: str,
-    up: KeyedStream[pl.DataFrame],
-    horizon_ms: int,
-    fingerprint: bool,
-    metrics: FlowMetrics,
+    step_id: str, up: KeyedStream[pl.DataFrame], horizon_ms: int, metrics: FlowMetrics
 ) -> KeyedStream[pl.DataFrame]:
-    """Drop trades whose (symbol, trade_id) was seen within the horizon (per symbol)."""
+    """Drop trades whose (symbol, key) was seen within the horizon (per symbol); the keys
+    come from the decode step."""
 
     def build(resume: DedupeState | None) -> _DedupeLogic:
-        return _DedupeLogic(Deduplicator(horizon_ms, fingerprint, resume), metrics)
+        return _DedupeLogic(Deduplicator(horizon_ms, resume), metrics)
 
     return op.stateful_batch("dedupe_state", up, build)
 
@@ -102,8 +104,8 @@ class CandlesOut:
     """Closed candles of every resolution."""
     drift: Stream[DriftRecord]
     """Drift records of late trades."""
-    trades: Stream[pl.DataFrame]
-    """The deduplicated trades with a `late` flag (the lake's truth)."""
+    trades: Stream[FlaggedTrades]
+    """The deduplicated trades, flagged late or not (the lake's truth)."""
 
 
 class _CandleLogic(StatefulBatchLogic[pl.DataFrame, CandleEvents, CandleState]):
@@ -157,7 +159,5 @@ def candles(
     return CandlesOut(
         candles=op.flat_map("closed_candles", values, lambda e: e.candles),
         drift=op.flat_map("drift_records", values, lambda e: e.drift),
-        trades=op.filter_map(
-            "flagged_trades", values, lambda e: e.trades if e.trades is not None and e.trades.height else None
-        ),
+        trades=op.filter_map("flagged_trades", values, lambda e: e.trades),
     )

@@ -22,18 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from candlewax.records import TRADE_LAKE_SCHEMA, Candle, DriftRecord, Rejection
+from candlewax.records import TRADE_LAKE_SCHEMA, Candle, DriftRecord, FlaggedTrades, Rejection
 
 
-def trades_to_arrow(frames: Sequence[pl.DataFrame]) -> pa.Table:
-    """Flagged trade frames (from the candle step) as the lake's trade table."""
-    frame = pl.concat(frames, rechunk=True) if len(frames) != 1 else frames[0]
-    return frame.select(
-        pl.col(name) for name in TRADE_LAKE_SCHEMA.names
-    ).to_arrow().cast(TRADE_LAKE_SCHEMA)
+def trades_to_arrow(batches: Sequence[FlaggedTrades]) -> pa.Table:
+    """Flagged trades (from the candle step) as the lake's trade table."""
+    frame = pl.concat([b.trades for b in batches], how="vertical_relaxed", rechunk=True)
+    late = pl.Series("late", np.concatenate([b.late for b in batches]), dtype=pl.Boolean)
+    columns = [name for name in TRADE_LAKE_SCHEMA.names if name != "late"]
+    return frame.select(columns).with_columns(late).to_arrow().cast(TRADE_LAKE_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from candlewax.records import RawBatch
 
-AVERAGE_LINE_BYTES = 128
+READ_BYTES = 16 * 1024 * 1024  # upper bound on one read; batches stop at `batch_size` lines
 
 
 def open_binary(path: Path) -> IO[bytes]:
@@ -32,22 +32,42 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
         self._offset, self._line = resume if resume is not None else (0, 0)
         if self._offset:
             self._file.seek(self._offset)
+        self._pending = b""  # bytes read past the last whole line
+        self._buffered: list[bytes] = []  # whole lines read but not yet handed over
+        self._eof = False
 
     def next_batch(self) -> list[RawBatch]:
-        lines = self._file.readlines(self._batch_size * AVERAGE_LINE_BYTES)
+        lines = self._read_lines()
         if not lines:
             raise StopIteration
         first = self._line + 1
         self._line += len(lines)
-        self._offset += sum(map(len, lines))
-        values: list[bytes | None] = []
-        positions: list[int] = []
-        for number, line in enumerate(lines, first):
-            stripped = line.rstrip(b"\r\n")
-            if stripped.strip():
-                values.append(stripped)
-                positions.append(number)
+        self._offset += sum(map(len, lines)) + len(lines)
+        positions = list(range(first, first + len(lines)))
+        values: list[bytes | None] = lines  # type: ignore[assignment]
+        if not all(lines) or any(line.endswith(b"\r") for line in lines[:1]):
+            # Blank lines are no messages; CRLF files lose their CR.
+            kept = [(n, v.rstrip(b"\r")) for n, v in zip(positions, lines) if v.rstrip(b"\r")]
+            positions = [n for n, _ in kept]
+            values = [v for _, v in kept]
         return [RawBatch(self._source, values, positions)] if values else []
+
+    def _read_lines(self) -> list[bytes]:
+        """Up to `batch_size` whole lines (without newline), split in C from large reads."""
+        while len(self._buffered) < self._batch_size and not self._eof:
+            chunk = self._file.read(READ_BYTES)
+            if not chunk:
+                self._eof = True
+                if self._pending:
+                    self._buffered.append(self._pending)
+                    self._pending = b""
+                break
+            parts = (self._pending + chunk).split(b"\n")
+            self._pending = parts.pop()
+            self._buffered.extend(parts)
+        lines = self._buffered[: self._batch_size]
+        del self._buffered[: self._batch_size]
+        return lines
 
     def snapshot(self) -> tuple[int, int]:
         return self._offset, self._line

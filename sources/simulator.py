@@ -25,7 +25,12 @@ from candlewax.records import RawBatch
 
 SimMessage = tuple[bytes, bytes]  # (key = symbol, value)
 
-_BASES = ["BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "AVAX", "LINK", "DOT", "LTC", "BNB", "ATOM"]
+# Reference price levels (USD) and relative activity of the simulated markets.
+_MARKETS = [
+    ("BTC", 60_000.0, 10.0), ("ETH", 3_000.0, 7.0), ("SOL", 150.0, 4.0), ("XRP", 0.6, 3.0),
+    ("BNB", 550.0, 2.0), ("DOGE", 0.12, 2.0), ("ADA", 0.45, 1.5), ("AVAX", 30.0, 1.0),
+    ("LINK", 14.0, 1.0), ("DOT", 6.0, 0.8), ("LTC", 70.0, 0.8), ("ATOM", 7.0, 0.5),
+]
 
 
 @dataclass(frozen=True)
@@ -79,15 +84,19 @@ class TradeSimulator:
 
     def _new_symbol(self, index: int) -> _Symbol:
         rng = self.rng
-        base = _BASES[index % len(_BASES)] + ("" if index < len(_BASES) else str(index // len(_BASES)))
-        price = math.exp(rng.uniform(math.log(0.5), math.log(60_000)))
-        tick = 10 ** (math.floor(math.log10(price)) - 4)
+        base, level, activity = _MARKETS[index % len(_MARKETS)]
+        if index >= len(_MARKETS):  # more symbols than reference markets: invented ones
+            base = f"{base}{index // len(_MARKETS)}"
+            level = math.exp(rng.uniform(math.log(0.05), math.log(5_000)))
+            activity = rng.paretovariate(1.5) * 0.3
+        price = level * rng.uniform(0.8, 1.2)
+        tick = 10.0 ** (math.floor(math.log10(price)) - 6)
         return _Symbol(
             name=f"{base}-USD",
-            price=round(price / tick) * tick,
+            price=_on_tick(price, tick),
             tick=tick,
             volatility=rng.uniform(0.0002, 0.002),
-            weight=rng.paretovariate(1.2),
+            weight=activity,
         )
 
     def messages(self) -> Iterator[SimMessage]:
@@ -98,12 +107,12 @@ class TradeSimulator:
             self.clock_ms += rng.expovariate(cfg.rate) * 1000.0
             now = int(self.clock_ms)
             symbol = self._pick(now)
-            yield from self._release(symbol.name, now)
+            yield from self._release(now)
             trade_id += 1
             self._step_price(symbol, now)
             message = {
                 "symbol": symbol.name,
-                "price": round(symbol.price, 10),
+                "price": symbol.price,
                 "size": round(max(1e-4, rng.lognormvariate(-1.0, 1.4)), 4),
                 "ts": now,
                 "trade_id": trade_id,
@@ -149,14 +158,14 @@ class TradeSimulator:
         elapsed_s = max(0.001, (now - symbol.last_ts) / 1000.0) if symbol.last_ts else 0.001
         shock = self.rng.gauss(0.0, symbol.volatility * math.sqrt(elapsed_s))
         price = symbol.price * math.exp(shock)
-        symbol.price = max(symbol.tick, round(price / symbol.tick) * symbol.tick)
+        symbol.price = max(symbol.tick, _on_tick(price, symbol.tick))
 
     def _hold(self, release_ms: int, message: SimMessage) -> None:
         self._held_seq += 1
         heapq.heappush(self._held, (release_ms, self._held_seq, message))
 
-    def _release(self, symbol_name: str, now: int) -> Iterator[SimMessage]:
-        # Release held messages whose time has come (by the global clock).
+    def _release(self, now: int) -> Iterator[SimMessage]:
+        """Held messages whose time has come (by the stream's clock)."""
         while self._held and self._held[0][0] <= now:
             yield heapq.heappop(self._held)[2]
 
@@ -197,6 +206,12 @@ class TradeSimulator:
         elif kind == "empty":
             return b""
         return encode(bad)
+
+
+def _on_tick(price: float, tick: float) -> float:
+    """`price` rounded to a multiple of `tick`, printed without binary noise."""
+    decimals = max(0, -math.floor(math.log10(tick)))
+    return round(round(price / tick) * tick, decimals)
 
 
 class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):

@@ -25,7 +25,7 @@ def run(rows, spec=SPEC, splits=None):
             events = engine.on_trades(trades_frame(rows[start:end]))
             candles += events.candles
             drift += events.drift
-            late += events.trades.get_column("late").to_list()
+            late += events.trades.late.tolist()
         start = end
     events = engine.on_end()
     return candles + events.candles, drift + events.drift, late

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import random
 
-from operators.dedupe import Deduplicator
-from tests.factories import T0, trades_frame
+from operators.dedupe import Deduplicator, with_dedupe_keys
+from tests.factories import T0
+from tests.factories import trades_frame as plain_frame
+
+
+def trades_frame(rows, ids=None, fingerprint=False):
+    return with_dedupe_keys(plain_frame(rows, ids=ids), fingerprint)
 
 
 def kept_ids(dedupe: Deduplicator, rows, ids):
@@ -14,7 +19,7 @@ def kept_ids(dedupe: Deduplicator, rows, ids):
 
 
 def test_a_repeated_trade_id_within_the_horizon_is_dropped_and_counted():
-    dedupe = Deduplicator(horizon_ms=60_000, fingerprint=False)
+    dedupe = Deduplicator(horizon_ms=60_000)
     kept, duplicates = dedupe.filter(
         trades_frame([(T0, 1, 1), (T0 + 1, 2, 1), (T0 + 2, 1, 1)], ids=[1, 2, 1])
     )
@@ -26,7 +31,7 @@ def test_a_repeated_trade_id_within_the_horizon_is_dropped_and_counted():
 
 
 def test_an_id_seen_beyond_the_horizon_is_a_new_trade():
-    dedupe = Deduplicator(horizon_ms=10_000, fingerprint=False)
+    dedupe = Deduplicator(horizon_ms=10_000)
     assert kept_ids(dedupe, [(T0, 1, 1)], [7]) == ["7"]
     assert kept_ids(dedupe, [(T0 + 10_000, 1, 1)], [8]) == ["8"]
     # id 7 was seen at T0; the newest event time is now T0+10s: exactly at the horizon
@@ -35,17 +40,25 @@ def test_an_id_seen_beyond_the_horizon_is_a_new_trade():
 
 def test_trades_without_id_pass_unless_fingerprinting_is_on():
     rows = [(T0, 5, 1), (T0, 5, 1)]
-    plain = Deduplicator(60_000, fingerprint=False)
+    plain = Deduplicator(60_000)
     assert plain.filter(trades_frame(rows))[0].height == 2
-    fingerprinted = Deduplicator(60_000, fingerprint=True)
-    kept, duplicates = fingerprinted.filter(trades_frame(rows))
+    fingerprinted = Deduplicator(60_000)
+    kept, duplicates = fingerprinted.filter(trades_frame(rows, fingerprint=True))
     assert (kept.height, duplicates) == (1, 1)
     # a different price is a different fingerprint
-    assert fingerprinted.filter(trades_frame([(T0, 5.5, 1)]))[0].height == 1
+    assert fingerprinted.filter(trades_frame([(T0, 5.5, 1)], fingerprint=True))[0].height == 1
+
+
+def test_ids_that_look_alike_but_differ_are_different_trades():
+    dedupe = Deduplicator(60_000)
+    ids = [7, "007", "7", "+7", "7.0", "x7", 12345678901234567890123, "12345678901234567890123"]
+    rows = [(T0 + i, 1, 1) for i in range(len(ids))]
+    # 7 and "7" are the same id (an integer and its digits); the others are all distinct
+    assert kept_ids(dedupe, rows, ids) == ["7", "007", "+7", "7.0", "x7", "12345678901234567890123"]
 
 
 def test_state_stays_bounded_by_the_horizon():
-    dedupe = Deduplicator(horizon_ms=1_000, fingerprint=False)
+    dedupe = Deduplicator(horizon_ms=1_000)
     for second in range(100):
         ids = [second * 100 + i for i in range(100)]
         dedupe.filter(trades_frame([(T0 + second * 1000 + i, 1, 1) for i in range(100)], ids=ids))
@@ -59,9 +72,9 @@ def test_the_result_does_not_depend_on_batch_boundaries():
     for i in range(2_000):
         rows.append((T0 + i * 10 + rng.randint(-50, 50), 1.0, 1.0))
         ids.append(rng.randint(0, 400) if rng.random() < 0.5 else 10_000 + i)
-    expected = kept_ids(Deduplicator(2_000, False), rows, ids)
+    expected = kept_ids(Deduplicator(2_000), rows, ids)
     for _ in range(5):
-        dedupe = Deduplicator(2_000, False)
+        dedupe = Deduplicator(2_000)
         got, start = [], 0
         while start < len(rows):
             end = start + rng.randint(1, 300)

@@ -1,0 +1,58 @@
+"""Shared bench helpers: a cached NDJSON file of simulated trades, timing, flow runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bytewax.testing import cluster_main, run_main
+
+from candlewax.metrics import FlowMetrics
+from config.settings import Settings
+from flows.ohlcv import build_flow
+from sources.simulator import SimulatorConfig, TradeSimulator
+
+DATA = Path(__file__).resolve().parent / "data"
+START_MS = 1_723_161_600_000  # 2024-08-09T00:00:00Z
+
+
+def trades_file(count: int, symbols: int = 12) -> Path:
+    """A clean NDJSON file of `count` simulated trades (made once, then reused)."""
+    path = DATA / f"trades-{count}-{symbols}.ndjson"
+    if path.exists():
+        return path
+    DATA.mkdir(parents=True, exist_ok=True)
+    print(f"generating {count:,} trades into {path} ...", flush=True)
+    simulator = TradeSimulator(
+        SimulatorConfig(symbols=symbols, trades=count, rate=5_000, seed=1, start_ms=START_MS)
+    )
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as out:
+        chunk: list[bytes] = []
+        for _, value in simulator.messages():
+            chunk.append(value)
+            if len(chunk) == 100_000:
+                out.write(b"\n".join(chunk) + b"\n")
+                chunk.clear()
+        if chunk:
+            out.write(b"\n".join(chunk) + b"\n")
+    temporary.rename(path)
+    return path
+
+
+def timed(label: str, action) -> float:
+    began = time.perf_counter()
+    action()
+    seconds = time.perf_counter() - began
+    print(f"  {label}: {seconds:.2f} s", flush=True)
+    return seconds
+
+
+def run_flow(settings: Settings, workers: int = 1) -> FlowMetrics:
+    metrics = FlowMetrics()
+    flow = build_flow(settings, metrics=metrics)
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return metrics
