@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     kafka_candles_topic: str = "candles"
     kafka_dlq_topic: str = "trades.dlq"
     kafka_drift_topic: str = "candles.drift"
-    kafka_poll_timeout: DurationMs = 50
+    kafka_poll_timeout: DurationMs = 10
     kafka_security_protocol: str | None = None
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None

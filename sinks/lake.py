@@ -9,6 +9,8 @@ Layout (../shared/DESIGN.md):
 Rows are buffered and written in files of many rows (a size or age bound), never a file
 per record. A file is written under a hidden temporary name and renamed into place, so a
 reader never sees half a file. Partition columns live in the path, not in the files.
+Files are written on a background thread (polars releases the GIL while it encodes and
+compresses), so the flow keeps computing meanwhile; at most one write is in flight.
 """
 
 from __future__ import annotations
@@ -18,44 +20,57 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from candlewax.records import TRADE_LAKE_SCHEMA, Candle, DriftRecord, FlaggedTrades, Rejection
 
 
-def trades_to_arrow(batches: Sequence[FlaggedTrades]) -> pa.Table:
-    """Flagged trades (from the candle step) as the lake's trade table."""
-    frame = pl.concat([b.trades for b in batches], how="vertical_relaxed", rechunk=True)
+def _from_records(record_type: Any) -> Callable[[Sequence[Any]], pl.DataFrame]:
+    def to_frame(records: Sequence[Any]) -> pl.DataFrame:
+        frame = pl.from_arrow(record_type.to_arrow(records))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    return to_frame
+
+
+_TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name != "late"]
+
+
+def trades_frame(batches: Sequence[FlaggedTrades]) -> pl.DataFrame:
+    """Flagged trades (from the candle step) as rows of the lake's `trades` dataset."""
+    frame = pl.concat([b.trades.select(_TRADE_COLUMNS) for b in batches], rechunk=False)
     late = pl.Series("late", np.concatenate([b.late for b in batches]), dtype=pl.Boolean)
-    columns = [name for name in TRADE_LAKE_SCHEMA.names if name != "late"]
-    return frame.select(columns).with_columns(late).to_arrow().cast(TRADE_LAKE_SCHEMA)
+    return frame.with_columns(
+        pl.col("ts").cast(pl.Datetime("ms", "UTC")), late
+    )
 
 
 @dataclass(frozen=True)
 class LakeDataset:
-    """One top-level directory of the lake: its records, partition columns and date column."""
+    """One top-level directory of the lake: its rows, partition columns and date column."""
 
     name: str
     partition_by: tuple[str, ...]
     date_column: str
-    to_arrow: Callable[[Sequence[Any]], pa.Table]
+    to_frame: Callable[[Sequence[Any]], pl.DataFrame]
 
 
-CANDLES = LakeDataset("candles", ("resolution", "date"), "window_start", Candle.to_arrow)
-TRADES = LakeDataset("trades", ("date",), "ts", trades_to_arrow)
-DRIFT = LakeDataset("drift", ("date",), "window_start", DriftRecord.to_arrow)
-DLQ = LakeDataset("dlq", ("date",), "received_at", Rejection.to_arrow)
+CANDLES = LakeDataset("candles", ("resolution", "date"), "window_start", _from_records(Candle))
+TRADES = LakeDataset("trades", ("date",), "ts", trades_frame)
+DRIFT = LakeDataset("drift", ("date",), "window_start", _from_records(DriftRecord))
+DLQ = LakeDataset("dlq", ("date",), "received_at", _from_records(Rejection))
 DATASETS = {d.name: d for d in (CANDLES, TRADES, DRIFT, DLQ)}
 
 
 class LakeWriter:
-    """Buffers Arrow tables of one dataset and writes them as partitioned Parquet files."""
+    """Buffers rows of one dataset and writes them as partitioned Parquet files."""
 
     def __init__(
         self,
@@ -66,6 +81,7 @@ class LakeWriter:
         flush_rows: int = 250_000,
         flush_interval_ms: int = 30_000,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = False,
     ):
         self.root = Path(root)
         self.dataset = dataset
@@ -73,41 +89,58 @@ class LakeWriter:
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_ms / 1000.0
         self._clock = clock
-        self._tables: list[pa.Table] = []
+        self._frames: list[pl.DataFrame] = []
         self._rows = 0
         self._first_at: float | None = None
         self._file_seq = itertools.count()
+        self._executor = ThreadPoolExecutor(1, f"lake-{dataset.name}") if background else None
+        self._in_flight: Future[list[Path]] | None = None
         self.files_written: list[Path] = []
 
-    def add(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
+    def add(self, records: Sequence[Any]) -> None:
+        if not records:
             return
-        self._tables.append(table)
-        self._rows += table.num_rows
+        frame = self.dataset.to_frame(records)
+        self._frames.append(frame)
+        self._rows += frame.height
         if self._first_at is None:
             self._first_at = self._clock()
         if self._rows >= self.flush_rows or self._clock() - self._first_at >= self.flush_interval_s:
-            self.flush()
+            self.flush(wait=False)
 
-    def flush(self) -> list[Path]:
-        if not self._tables:
-            return []
-        table = pa.concat_tables(self._tables)
-        self._tables, self._rows, self._first_at = [], 0, None
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.with_columns(
+    def flush(self, wait: bool = True) -> None:
+        """Write what is buffered; with `wait`, return only once every file is in place."""
+        self._collect()  # one write in flight at most; its errors surface here
+        if self._frames:
+            frames, self._frames, self._rows, self._first_at = self._frames, [], 0, None
+            if self._executor is None:
+                self.files_written.extend(self._write_partitions(frames))
+            else:
+                self._in_flight = self._executor.submit(self._write_partitions, frames)
+        if wait:
+            self._collect()
+
+    def close(self) -> None:
+        self.flush(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    def _collect(self) -> None:
+        future, self._in_flight = self._in_flight, None
+        if future is not None:
+            self.files_written.extend(future.result())
+
+    def _write_partitions(self, frames: list[pl.DataFrame]) -> list[Path]:
+        frame = pl.concat(frames, how="vertical_relaxed").with_columns(
             pl.col(self.dataset.date_column).dt.date().cast(pl.String).alias("date")
         )
         written = []
-        for key, part in frame.partition_by(
-            list(self.dataset.partition_by), as_dict=True, maintain_order=True
-        ).items():
+        partition_by = list(self.dataset.partition_by)
+        for key, part in frame.partition_by(partition_by, as_dict=True, maintain_order=True).items():
             directory = self.root / self.dataset.name
-            for column, value in zip(self.dataset.partition_by, key, strict=True):
+            for column, value in zip(partition_by, key, strict=True):
                 directory = directory / f"{column}={value}"
-            written.append(self._write(directory, part.drop(list(self.dataset.partition_by))))
-        self.files_written.extend(written)
+            written.append(self._write(directory, part.drop(partition_by)))
         return written
 
     def _write(self, directory: Path, frame: pl.DataFrame) -> Path:

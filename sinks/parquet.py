@@ -15,11 +15,10 @@ class _LakePartition(StatelessSinkPartition[Any]):
         self.writer = writer
 
     def write_batch(self, items: list[Any]) -> None:
-        if items:
-            self.writer.add(self.writer.dataset.to_arrow(items))
+        self.writer.add(items)
 
     def close(self) -> None:
-        self.writer.flush()
+        self.writer.close()
 
 
 class LakeSink(DynamicSink[Any]):
@@ -40,5 +39,6 @@ class LakeSink(DynamicSink[Any]):
             writer_id=new_writer_id(worker_index),
             flush_rows=self.flush_rows,
             flush_interval_ms=self.flush_interval_ms,
+            background=True,
         )
         return _LakePartition(writer)

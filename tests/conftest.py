@@ -15,7 +15,7 @@ from candlewax.metrics import FlowMetrics
 from candlewax.records import Candle, DriftRecord, Rejection
 from config.settings import Settings
 from flows.ohlcv import FlowSinks, build_flow
-from sinks.lake import trades_to_arrow
+from sinks.lake import trades_frame
 from sources.testing import raw_batches
 from tests import factories
 
@@ -58,9 +58,7 @@ def run_flow(
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    trades = (
-        pl.from_arrow(trades_to_arrow(out["trades"])) if out["trades"] else pl.DataFrame()
-    )
+    trades = trades_frame(out["trades"]) if out["trades"] else pl.DataFrame()
     return FlowResult(out["candles"], out["drift"], trades, out["dlq"], metrics)
 
 

@@ -29,8 +29,9 @@ def sample_candles() -> list[Candle]:
 
 def test_writer_lays_out_hive_partitions_of_zstd_parquet_in_few_files(tmp_path):
     writer = LakeWriter(tmp_path, CANDLES, writer_id="t", flush_rows=10**6)
-    writer.add(Candle.to_arrow(sample_candles()))
-    written = writer.flush()
+    writer.add(sample_candles())
+    writer.flush()
+    written = writer.files_written
     relative = sorted(str(p.relative_to(tmp_path).parent) for p in written)
     assert relative == [
         f"candles/resolution={r}/date={d}"
@@ -49,18 +50,18 @@ def test_writer_flushes_by_row_count_and_by_age(tmp_path):
     writer = LakeWriter(tmp_path, CANDLES, writer_id="t", flush_rows=300,
                         flush_interval_ms=5_000, clock=lambda: now[0])
     rows = [c for c in sample_candles() if c.resolution == "1s"][:100]
-    writer.add(Candle.to_arrow(rows))
+    writer.add(rows)
     assert writer.files_written == []
     now[0] = 5.0
-    writer.add(Candle.to_arrow(rows[:1]))
+    writer.add(rows[:1])
     assert len(writer.files_written) == 1, "five seconds old: flushed"
-    writer.add(Candle.to_arrow(rows * 3))
+    writer.add(rows * 3)
     assert len(writer.files_written) == 2, "300 rows: flushed"
 
 
 def test_duckdb_reads_the_lake_and_prunes_partitions(tmp_path):
     writer = LakeWriter(tmp_path, CANDLES, writer_id="t")
-    writer.add(Candle.to_arrow(sample_candles()))
+    writer.add(sample_candles())
     writer.flush()
     glob = f"{tmp_path}/candles/**/*.parquet"
     con = duckdb.connect()

@@ -1,0 +1,87 @@
+"""Trades/s of the flow reading a real broker, next to a bare confluent-kafka consumer.
+
+    python -m bench.throughput_kafka [--trades 2000000] [--partitions 4] [--workers 1]
+
+Starts the embedded Tansu broker, produces the trades (keyed by symbol), then reads the
+topic twice: with a bare consumer doing nothing per message, and with `flows.ohlcv`
+(`CANDLEWAX_KAFKA_TAIL=false`, candles to Kafka and the lake). Target: >= 300 k trades/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from bench.common import run_flow, timed, trades_file
+from candlewax.broker import EmbeddedBroker
+from candlewax.topics import produce
+from config.settings import Settings
+from sources.kafka import CONSUMER_DEFAULTS
+
+
+def file_messages(path: Path):
+    with open(path, "rb") as lines:
+        for line in lines:
+            value = line.rstrip(b"\n")
+            symbol = value.split(b'"symbol":"', 1)[1].split(b'"', 1)[0]
+            yield symbol, value
+
+
+def bare_consume(bootstrap: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({
+        **CONSUMER_DEFAULTS, "bootstrap.servers": bootstrap, "group.id": "bench",
+        "enable.partition.eof": True, "enable.auto.commit": False,
+    })
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    count, ended = 0, set()
+    while len(ended) < partitions:
+        for message in consumer.consume(100_000, 0.05):
+            error = message.error()
+            if error is None:
+                count += 1
+            elif error.code() == KafkaError._PARTITION_EOF:
+                ended.add(message.partition())
+    consumer.close()
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trades", type=int, default=2_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    path = trades_file(args.trades)
+    topic = "bench.trades"
+    with EmbeddedBroker() as broker:
+        broker.create_topics({topic: args.partitions, "candles": 4, "trades.dlq": 1, "candles.drift": 1})
+        began = time.perf_counter()
+        sent = produce({"bootstrap.servers": broker.bootstrap}, topic, file_messages(path))
+        print(f"  produced {sent:,} trades into {args.partitions} partitions in "
+              f"{time.perf_counter() - began:.1f} s")
+
+        counted: list[int] = []
+        bare_s = timed("bare confluent-kafka consumer", lambda: counted.append(
+            bare_consume(broker.bootstrap, topic, args.partitions)))
+        assert counted[0] == sent, f"bare consumer read {counted[0]} of {sent}"
+
+        with tempfile.TemporaryDirectory() as lake:
+            settings = Settings(
+                source="kafka", kafka_brokers=broker.bootstrap, kafka_tail=False,
+                kafka_trades_topic=topic, lake_dir=Path(lake), metrics_port=0,
+            )
+            summary: dict = {}
+            flow_s = timed(f"flows.ohlcv from Kafka, {args.workers} worker(s)",
+                           lambda: summary.update(run_flow(settings, args.workers).summary()))
+        assert summary["received"] == sent, summary
+    print(f"bare consumer : {sent / bare_s:>12,.0f} messages/s")
+    print(f"flows.ohlcv   : {sent / flow_s:>12,.0f} trades/s (target >= 300,000)")
+    print(f"ratio         : {bare_s / flow_s:.2f} of the bare consumer's rate")
+
+
+if __name__ == "__main__":
+    main()
