@@ -46,11 +46,18 @@ def main() -> None:
     print(f"input: {path} ({path.stat().st_size / 1e6:.0f} MB, {args.trades:,} trades)")
 
     bars: list[int] = []
-    polars_s = timed("plain polars (read NDJSON + group by, 3 resolutions)", lambda: bars.append(plain_polars(path)))
+    polars_s = timed(
+        "plain polars (read NDJSON + group by, 3 resolutions)",
+        lambda: bars.append(plain_polars(path)),
+    )
     with tempfile.TemporaryDirectory() as lake:
         settings = Settings(
-            source="file", source_path=path, lake_dir=Path(lake), metrics_port=0,
-            batch_size=args.batch_size, kafka_brokers="",
+            source="file",
+            source_path=path,
+            lake_dir=Path(lake),
+            metrics_port=0,
+            batch_size=args.batch_size,
+            kafka_brokers="",
         )
         result = {}
         flow_s = timed(

@@ -32,10 +32,15 @@ def file_messages(path: Path):
 
 
 def bare_consume(bootstrap: str, topic: str, partitions: int) -> int:
-    consumer = Consumer({
-        **CONSUMER_DEFAULTS, "bootstrap.servers": bootstrap, "group.id": "bench",
-        "enable.partition.eof": True, "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            **CONSUMER_DEFAULTS,
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     count, ended = 0, set()
     while len(ended) < partitions:
@@ -58,25 +63,37 @@ def main() -> None:
     path = trades_file(args.trades)
     topic = "bench.trades"
     with EmbeddedBroker() as broker:
-        broker.create_topics({topic: args.partitions, "candles": 4, "trades.dlq": 1, "candles.drift": 1})
+        broker.create_topics(
+            {topic: args.partitions, "candles": 4, "trades.dlq": 1, "candles.drift": 1}
+        )
         began = time.perf_counter()
         sent = produce({"bootstrap.servers": broker.bootstrap}, topic, file_messages(path))
-        print(f"  produced {sent:,} trades into {args.partitions} partitions in "
-              f"{time.perf_counter() - began:.1f} s")
+        print(
+            f"  produced {sent:,} trades into {args.partitions} partitions in "
+            f"{time.perf_counter() - began:.1f} s"
+        )
 
         counted: list[int] = []
-        bare_s = timed("bare confluent-kafka consumer", lambda: counted.append(
-            bare_consume(broker.bootstrap, topic, args.partitions)))
+        bare_s = timed(
+            "bare confluent-kafka consumer",
+            lambda: counted.append(bare_consume(broker.bootstrap, topic, args.partitions)),
+        )
         assert counted[0] == sent, f"bare consumer read {counted[0]} of {sent}"
 
         with tempfile.TemporaryDirectory() as lake:
             settings = Settings(
-                source="kafka", kafka_brokers=broker.bootstrap, kafka_tail=False,
-                kafka_trades_topic=topic, lake_dir=Path(lake), metrics_port=0,
+                source="kafka",
+                kafka_brokers=broker.bootstrap,
+                kafka_tail=False,
+                kafka_trades_topic=topic,
+                lake_dir=Path(lake),
+                metrics_port=0,
             )
             summary: dict = {}
-            flow_s = timed(f"flows.ohlcv from Kafka, {args.workers} worker(s)",
-                           lambda: summary.update(run_flow(settings, args.workers).summary()))
+            flow_s = timed(
+                f"flows.ohlcv from Kafka, {args.workers} worker(s)",
+                lambda: summary.update(run_flow(settings, args.workers).summary()),
+            )
         assert summary["received"] == sent, summary
     print(f"bare consumer : {sent / bare_s:>12,.0f} messages/s")
     print(f"flows.ohlcv   : {sent / flow_s:>12,.0f} trades/s (target >= 300,000)")

@@ -68,12 +68,15 @@ class EmbeddedBroker:
         command = [
             str(tansu_binary()),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
         with open(self.log_path, "wb") as log_file:
-            self._process = subprocess.Popen(  # noqa: S603
+            self._process = subprocess.Popen(
                 command,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -106,7 +109,8 @@ class EmbeddedBroker:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(
-                        f"the Tansu broker did not answer on {self.bootstrap} within {timeout_s:.0f} s"
+                        f"the Tansu broker did not answer on {self.bootstrap} "
+                        f"within {timeout_s:.0f} s"
                     ) from None
                 time.sleep(0.2)
 
@@ -132,7 +136,10 @@ class EmbeddedBroker:
         return self.start() if self._process is None else self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -148,7 +155,9 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = admin.list_topics(timeout=timeout_s).topics
     new = [NewTopic(name, count, 1) for name, count in topics.items() if name not in existing]
-    for name, future in admin.create_topics(new, operation_timeout=timeout_s).items() if new else []:
+    for name, future in (
+        admin.create_topics(new, operation_timeout=timeout_s).items() if new else []
+    ):
         try:
             future.result(timeout_s)
         except KafkaException as exc:
@@ -163,4 +172,6 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.
         ):
             return
         time.sleep(0.1)
-    raise RuntimeError(f"topics {sorted(topics)} did not appear on {bootstrap} in {timeout_s:.0f} s")
+    raise RuntimeError(
+        f"topics {sorted(topics)} did not appear on {bootstrap} in {timeout_s:.0f} s"
+    )

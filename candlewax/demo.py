@@ -29,12 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trades", type=int, default=300_000, help="simulated trades (default 300000)")
+    parser.add_argument(
+        "--trades", type=int, default=300_000, help="simulated trades (default 300000)"
+    )
     parser.add_argument("--symbols", type=int, default=12, help="simulated symbols (default 12)")
     parser.add_argument("--workers", type=int, default=2, help="Bytewax workers (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     parser.add_argument(
-        "--output", type=Path, default=Path("demo-output"),
+        "--output",
+        type=Path,
+        default=Path("demo-output"),
         help="directory for the lake and logs, emptied first (default ./demo-output)",
     )
 
@@ -57,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
         produced = produce_trades(broker.bootstrap, args)
         flow_seconds = run_flow(broker.bootstrap, lake, output, args.workers)
-        say(f"flow consumed {produced:,} messages in {flow_seconds:.1f} s "
-            f"({produced / flow_seconds:,.0f} messages/s, including start-up)")
+        say(
+            f"flow consumed {produced:,} messages in {flow_seconds:.1f} s "
+            f"({produced / flow_seconds:,.0f} messages/s, including start-up)"
+        )
         report(broker.bootstrap, lake, output)
     return 0
 
@@ -66,18 +72,29 @@ def run(args: argparse.Namespace) -> int:
 def produce_trades(bootstrap: str, args: argparse.Namespace) -> int:
     rate = 2_000.0
     start = int(time.time() * 1000) - int(args.trades / rate * 1000)
-    simulator = TradeSimulator(SimulatorConfig(
-        symbols=args.symbols, trades=args.trades, rate=rate, seed=args.seed, start_ms=start,
-        duplicate_rate=0.01, disorder_rate=0.03, late_rate=0.005, malformed_rate=0.01,
-    ))
+    simulator = TradeSimulator(
+        SimulatorConfig(
+            symbols=args.symbols,
+            trades=args.trades,
+            rate=rate,
+            seed=args.seed,
+            start_ms=start,
+            duplicate_rate=0.01,
+            disorder_rate=0.03,
+            late_rate=0.005,
+            malformed_rate=0.01,
+        )
+    )
     began = time.monotonic()
 
     def progress(count: int) -> None:
         say(f"produced {count:,} messages ({count / (time.monotonic() - began):,.0f}/s)")
 
     count = produce({"bootstrap.servers": bootstrap}, "trades", simulator.messages(), progress)
-    say(f"produced {count:,} messages to 'trades' ({simulator.emitted_trades:,} trades; "
-        "~1% duplicates, 3% out of order, 0.5% late, 1% malformed)")
+    say(
+        f"produced {count:,} messages to 'trades' ({simulator.emitted_trades:,} trades; "
+        "~1% duplicates, 3% out of order, 0.5% late, 1% malformed)"
+    )
     return count
 
 
@@ -96,7 +113,9 @@ def run_flow(bootstrap: str, lake: Path, output: Path, workers: int) -> float:
     began = time.monotonic()
     log_path = output / "flow.log"
     with open(log_path, "wb") as log_file:
-        process = subprocess.run(command, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.run(
+            command, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT
+        )
     seconds = time.monotonic() - began
     summary = [line for line in log_path.read_text().splitlines() if "run summary" in line]
     for line in summary:
@@ -113,8 +132,10 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
     dlq = read_topic(client, "trades.dlq")
     drift = [msgspec.json.decode(r.value or b"") for r in read_topic(client, "candles.drift")]
     alerts = sum(1 for d in drift if d["alert"])
-    say(f"topic 'candles': {len(candles):,} candles " + ", ".join(
-        f"{r}: {n:,}" for r, n in sorted(by_resolution.items(), key=lambda kv: kv[0])))
+    say(
+        f"topic 'candles': {len(candles):,} candles "
+        + ", ".join(f"{r}: {n:,}" for r, n in sorted(by_resolution.items(), key=lambda kv: kv[0]))
+    )
     say(f"topic 'trades.dlq': {len(dlq):,} rejected messages (original bytes, reason in headers)")
     say(f"topic 'candles.drift': {len(drift):,} drift records, {alerts:,} alerts above 0.5 %")
 
@@ -140,8 +161,10 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
         files = list((lake / dataset).rglob("*.parquet"))
         say(f"  {lake / dataset}  ({len(files)} Parquet files)")
     say(f"  flow log: {output / 'flow.log'}; broker log: {output / 'tansu.log'}")
-    say("query it: python -c \"import duckdb; duckdb.sql(\\\"select * from read_parquet("
-        f"'{glob}', hive_partitioning = true) limit 5\\\").show()\"")
+    say(
+        'query it: python -c "import duckdb; duckdb.sql(\\"select * from read_parquet('
+        f"'{glob}', hive_partitioning = true) limit 5\\\").show()\""
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

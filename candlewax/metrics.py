@@ -31,24 +31,32 @@ class FlowMetrics:
             "candlewax_messages", "Messages by final outcome.", ["outcome"], registry=r
         )
         self.rejected = Counter(
-            "candlewax_rejected", "Messages sent to the dead-letter queue, by reason.",
-            ["reason"], registry=r,
+            "candlewax_rejected",
+            "Messages sent to the dead-letter queue, by reason.",
+            ["reason"],
+            registry=r,
         )
         self.candles = Counter(
-            "candlewax_candles_emitted", "Candles emitted, by resolution.", ["resolution"],
+            "candlewax_candles_emitted",
+            "Candles emitted, by resolution.",
+            ["resolution"],
             registry=r,
         )
         self.drift_records = Counter(
-            "candlewax_drift_records", "Drift records written (one per late trade and bar).",
-            ["resolution"], registry=r,
+            "candlewax_drift_records",
+            "Drift records written (one per late trade and bar).",
+            ["resolution"],
+            registry=r,
         )
         self.drift_alerts = Counter(
-            "candlewax_drift_alerts", "Drift records above the alert threshold.",
-            ["resolution"], registry=r,
+            "candlewax_drift_alerts",
+            "Drift records above the alert threshold.",
+            ["resolution"],
+            registry=r,
         )
         self.late_expired = Counter(
             "candlewax_late_expired",
-            "Late trades older than the drift retention: stored flagged in the lake, no drift record.",
+            "Late trades older than the drift retention: in the lake, flagged; no drift record.",
             registry=r,
         )
         for outcome in OUTCOMES:
@@ -83,8 +91,16 @@ class FlowMetrics:
         log.info(
             "run summary: received=%s accepted=%s duplicate=%s filtered=%s rejected=%s late=%s "
             "(%s); rejected by reason=%s; candles=%s; drift records=%s, alerts=%s",
-            s["received"], s["accepted"], s["duplicate"], s["filtered"], s["rejected"], s["late"],
-            balance, s["rejected_by_reason"], s["candles_by_resolution"], s["drift_records"],
+            s["received"],
+            s["accepted"],
+            s["duplicate"],
+            s["filtered"],
+            s["rejected"],
+            s["late"],
+            balance,
+            s["rejected_by_reason"],
+            s["candles_by_resolution"],
+            s["drift_records"],
             s["drift_alerts"],
         )
 
@@ -106,7 +122,9 @@ def serve_metrics(port: int, registry: CollectorRegistry = REGISTRY) -> int | No
     try:
         start_http_server(port, addr="0.0.0.0", registry=registry)
     except OSError as exc:
-        log.warning("metrics: cannot listen on port %s (%s); continuing without /metrics", port, exc)
+        log.warning(
+            "metrics: cannot listen on port %s (%s); continuing without /metrics", port, exc
+        )
         return None
     log.info("metrics: serving http://%s:%s/metrics", socket.gethostname(), port)
     return port

@@ -259,8 +259,14 @@ class DriftRecord(_Record):
             ("late_trades", pa.int64()),
             ("max_lateness_ms", pa.int64()),
             ("emitted_missing", pa.bool_()),
-            *[(f"emitted_{f}", pa.int64() if f == "trade_count" else pa.float64()) for f in DRIFT_FIELDS],
-            *[(f"corrected_{f}", pa.int64() if f == "trade_count" else pa.float64()) for f in DRIFT_FIELDS],
+            *[
+                (f"emitted_{f}", pa.int64() if f == "trade_count" else pa.float64())
+                for f in DRIFT_FIELDS
+            ],
+            *[
+                (f"corrected_{f}", pa.int64() if f == "trade_count" else pa.float64())
+                for f in DRIFT_FIELDS
+            ],
             *[(f"drift_{f}", pa.float64()) for f in DRIFT_FIELDS],
             ("max_drift", pa.float64()),
             ("drifted_fields", pa.string()),
@@ -268,4 +274,8 @@ class DriftRecord(_Record):
             ("detected_event_ts", TIMESTAMP_MS),
         ]
     )
-    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = ("window_start", "window_end", "detected_event_ts")
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = (
+        "window_start",
+        "window_end",
+        "detected_event_ts",
+    )

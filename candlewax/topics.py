@@ -53,12 +53,14 @@ def read_topic(client_config: dict[str, Any], topic: str) -> list[Record]:
     """Every record of every partition of a topic, from the beginning to its end."""
     metadata = AdminClient(client_config).list_topics(topic, timeout=10).topics[topic]
     partitions = sorted(metadata.partitions)
-    consumer = Consumer({
-        **client_config,
-        "group.id": "candlewax-reader",
-        "enable.partition.eof": True,
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            **client_config,
+            "group.id": "candlewax-reader",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     records: list[Record] = []
     ended: set[int] = set()
@@ -68,13 +70,20 @@ def read_topic(client_config: dict[str, Any], topic: str) -> list[Record]:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        ended.add(message.partition())
+                        ended.add(message.partition() or 0)
                         continue
                     raise RuntimeError(f"reading {topic!r}: {error}")
-                records.append(Record(
-                    message.key(), message.value(), dict(message.headers() or []),
-                    message.partition(), message.offset(),
-                ))
+                pairs: list[tuple[str, Any]] = list(message.headers() or [])  # type: ignore[arg-type]
+                headers = {k: v for k, v in pairs if isinstance(v, bytes)}
+                records.append(
+                    Record(
+                        message.key(),
+                        message.value(),
+                        headers,
+                        message.partition() or 0,
+                        message.offset() or 0,
+                    )
+                )
     finally:
         consumer.close()
     return records

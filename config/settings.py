@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from candlewax.records import DRIFT_FIELDS
 from config.durations import format_duration, parse_duration_ms
 
 ENV_PREFIX = "CANDLEWAX_"
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     dedupe_horizon: DurationMs = 300_000
     dedupe_fingerprint: bool = False
     drift_threshold: float = Field(default=0.005, gt=0)
+    drift_alert_fields: Annotated[list[str], NoDecode] = Field(
+        default=["open", "high", "low", "close", "volume", "vwap"]
+    )
     drift_retention: DurationMs = 600_000
     ts_min: Annotated[int, NoDecode] = 946_684_800_000  # 2000-01-01T00:00:00Z
     ts_max_future: DurationMs = 3_600_000
@@ -117,10 +121,20 @@ class Settings(BaseSettings):
         for res in parsed[1:]:
             if res % base:
                 raise ValueError(
-                    f"every resolution must be a multiple of the smallest ({format_duration(base)}) "
+                    "every resolution must be a multiple of the smallest "
+                    f"({format_duration(base)}) "
                     f"so coarser candles are exact roll-ups; {format_duration(res)} is not"
                 )
         return parsed
+
+    @field_validator("drift_alert_fields", mode="before")
+    @classmethod
+    def _drift_fields(cls, value: Any) -> list[str]:
+        items = [f.strip() for f in value.split(",")] if isinstance(value, str) else list(value)
+        unknown = sorted(set(items) - set(DRIFT_FIELDS))
+        if unknown or not items:
+            raise ValueError(f"expected a comma-separated list of {', '.join(DRIFT_FIELDS)}")
+        return items
 
     @field_validator("kafka_consumer_config", "kafka_producer_config", mode="before")
     @classmethod
@@ -198,7 +212,7 @@ def parse_epoch_ms(value: Any) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Any) -> str:
     location = error.get("loc") or ()
     field = str(location[0]) if location else ""
     variable = f"{ENV_PREFIX}{field.upper()}" if field else "settings"

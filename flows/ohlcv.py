@@ -89,7 +89,9 @@ def candle_spec(settings: Settings) -> CandleSpec:
         allowed_lateness_ms=settings.allowed_lateness,
         drift_retention_ms=settings.drift_retention,
         live=not settings.bounded_input,
-        drift=DriftPolicy(threshold=settings.drift_threshold),
+        drift=DriftPolicy(
+            threshold=settings.drift_threshold, fields=tuple(settings.drift_alert_fields)
+        ),
     )
 
 

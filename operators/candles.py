@@ -237,10 +237,15 @@ class SymbolCandles:
         open_bars = self.state.open[base]
         for k, (first, last) in enumerate(zip(firsts.tolist(), lasts.tolist(), strict=True)):
             bar = Bar(
-                float(price[first]), (int(ts[first]), int(seq[first])),
-                float(price[last]), (int(ts[last]), int(seq[last])),
-                highs[k], lows[k], last - first + 1,
-                sizes[k].tolist(), notionals[k].tolist(),
+                float(price[first]),
+                (int(ts[first]), int(seq[first])),
+                float(price[last]),
+                (int(ts[last]), int(seq[last])),
+                highs[k],
+                lows[k],
+                last - first + 1,
+                sizes[k].tolist(),
+                notionals[k].tolist(),
             )
             start = int(window[first])
             current = open_bars.get(start)
@@ -258,7 +263,8 @@ class SymbolCandles:
             bars = state.open[res]
             pending = state.open_late[res]
             ends = sorted(
-                {s for s in bars if s + res <= watermark} | {s for s in pending if s + res <= watermark}
+                {s for s in bars if s + res <= watermark}
+                | {s for s in pending if s + res <= watermark}
             )
             for start in ends:
                 bar = bars.pop(start, None)

@@ -85,11 +85,11 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     now = rules.now_ms()
     for index in refused:
         verdict = classify_malformed(values[index])
-        if verdict == FILTERED:
-            filtered += 1
+        if isinstance(verdict, tuple):
+            why, where, detail = verdict
+            rejected.append((index, _rejection(batch, index, why, where, detail, now)))
         else:
-            reason, field_name, detail = verdict
-            rejected.append((index, _rejection(batch, index, reason, field_name, detail, now)))
+            filtered += 1
 
     if refused:
         refused_set = set(refused)
@@ -104,8 +104,8 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     filtered += frame.height - int(frame.select(is_trade.sum()).item() or 0)
     frame = frame.filter(is_trade)
 
-    reason, field_name = _value_problems(rules.ts_min, now + rules.ts_max_future_ms)
-    checked = frame.with_columns(reason.alias("_reason"), field_name.alias("_field"))
+    reason_expr, field_expr = _value_problems(rules.ts_min, now + rules.ts_max_future_ms)
+    checked = frame.with_columns(reason_expr.alias("_reason"), field_expr.alias("_field"))
     bad = checked.filter(pl.col("_reason").is_not_null())
     for row, why, where, value in bad.select(
         "_row", "_reason", "_field", pl.struct("symbol", "price", "size", "ts")
@@ -182,7 +182,11 @@ def classify_malformed(raw: bytes | None) -> tuple[str, str | None, str] | str:
     except (ValueError, RecursionError) as exc:
         return RejectReason.INVALID_JSON.value, None, f"not valid JSON: {str(exc)[:160]}"
     if not isinstance(obj, dict):
-        return RejectReason.NOT_AN_OBJECT.value, None, f"expected a JSON object, got {_json_type(obj)}"
+        return (
+            RejectReason.NOT_AN_OBJECT.value,
+            None,
+            f"expected a JSON object, got {_json_type(obj)}",
+        )
 
     kind = obj.get("type")
     if kind is not None:
@@ -226,7 +230,11 @@ def _json_type(value: Any) -> str:
 
 
 def _wrong_type(name: str, value: Any, expected: str) -> tuple[str, str, str]:
-    return RejectReason.WRONG_TYPE.value, name, f"{name} must be {expected}, got {_json_type(value)}"
+    return (
+        RejectReason.WRONG_TYPE.value,
+        name,
+        f"{name} must be {expected}, got {_json_type(value)}",
+    )
 
 
 def _text_problem(name: str, value: Any) -> Problem:

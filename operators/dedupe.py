@@ -98,7 +98,7 @@ class Deduplicator:
             and state.previous.keys().isdisjoint(distinct)
         ):
             # The common case: nothing seen before and no repeat inside the batch.
-            state.current.update(zip(present, present_ts))
+            state.current.update(zip(present, present_ts, strict=True))  # type: ignore[arg-type]
             kept, duplicates = trades, 0
         else:
             keep = self._keep_mask(keys, ts.tolist(), (newest - self.horizon_ms).tolist())

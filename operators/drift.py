@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from candlewax.records import DRIFT_FIELDS, DriftRecord, bar_id
 from operators.bars import Bar
@@ -64,8 +65,15 @@ def drift_record(
     """The drift record of one bar, comparing what was emitted with the corrected bar."""
     before = bar_fields(emitted) if emitted is not None else None
     after = bar_fields(corrected)
-    drifts = {f: relative_drift(None if before is None else before[f], after[f]) for f in DRIFT_FIELDS}
+    drifts = {
+        f: relative_drift(None if before is None else before[f], after[f]) for f in DRIFT_FIELDS
+    }
     drifted = policy.drifted(drifts)
+    columns: dict[str, Any] = {
+        **_prefixed("emitted_", before),
+        **_prefixed("corrected_", after),
+        **{f"drift_{f}": drifts[f] for f in DRIFT_FIELDS},
+    }
     return DriftRecord(
         bar_id=bar_id(symbol, resolution, window_start),
         symbol=symbol,
@@ -76,9 +84,7 @@ def drift_record(
         late_trades=late_trades,
         max_lateness_ms=max_lateness_ms,
         emitted_missing=before is None,
-        **_prefixed("emitted_", before),
-        **_prefixed("corrected_", after),
-        **{f"drift_{f}": drifts[f] for f in DRIFT_FIELDS},
+        **columns,
         max_drift=max(drifts[f] for f in policy.fields) if policy.fields else 0.0,
         drifted_fields=",".join(drifted),
         alert=bool(drifted),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
 import bytewax.operators as op
 import polars as pl
 from bytewax.dataflow import Stream, operator

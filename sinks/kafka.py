@@ -18,7 +18,7 @@ from candlewax.records import Candle, DriftRecord, Rejection
 
 log = logging.getLogger(__name__)
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 KafkaMessage = tuple[bytes | None, bytes | None, Headers | None]
 
 PRODUCER_DEFAULTS: dict[str, Any] = {

@@ -47,9 +47,7 @@ def trades_frame(batches: Sequence[FlaggedTrades]) -> pl.DataFrame:
     """Flagged trades (from the candle step) as rows of the lake's `trades` dataset."""
     frame = pl.concat([b.trades.select(_TRADE_COLUMNS) for b in batches], rechunk=False)
     late = pl.Series("late", np.concatenate([b.late for b in batches]), dtype=pl.Boolean)
-    return frame.with_columns(
-        pl.col("ts").cast(pl.Datetime("ms", "UTC")), late
-    )
+    return frame.with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")), late)
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,9 @@ class LakeWriter:
         )
         written = []
         partition_by = list(self.dataset.partition_by)
-        for key, part in frame.partition_by(partition_by, as_dict=True, maintain_order=True).items():
+        for key, part in frame.partition_by(
+            partition_by, as_dict=True, maintain_order=True
+        ).items():
             directory = self.root / self.dataset.name
             for column, value in zip(partition_by, key, strict=True):
                 directory = directory / f"{column}={value}"

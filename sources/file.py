@@ -21,7 +21,7 @@ READ_BYTES = 16 * 1024 * 1024  # upper bound on one read; batches stop at `batch
 def open_binary(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")  # noqa: SIM115
+    return open(path, "rb")
 
 
 class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
@@ -47,7 +47,8 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
         values: list[bytes | None] = lines  # type: ignore[assignment]
         if not all(lines) or any(line.endswith(b"\r") for line in lines[:1]):
             # Blank lines are no messages; CRLF files lose their CR.
-            kept = [(n, v.rstrip(b"\r")) for n, v in zip(positions, lines) if v.rstrip(b"\r")]
+            stripped = [v.rstrip(b"\r") for v in lines]
+            kept = [(n, v) for n, v in zip(positions, stripped, strict=True) if v]
             positions = [n for n, _ in kept]
             values = [v for _, v in kept]
         return [RawBatch(self._source, values, positions)] if values else []

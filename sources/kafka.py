@@ -75,7 +75,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
                 return []
         values = [m.value() for m in messages]
         keys = [m.key() for m in messages]
-        offsets = [m.offset() for m in messages]
+        offsets: list[int] = [m.offset() for m in messages]  # type: ignore[misc]
         self._offset = offsets[-1] + 1
         return [RawBatch(self._source, values, offsets, keys)]
 
@@ -89,7 +89,8 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
                     self._eof = True  # hand over what we have; stop on the next call
             else:
                 raise RuntimeError(
-                    f"error consuming Kafka topic {self._topic!r} partition {self._partition}: {error}"
+                    f"error consuming Kafka topic {self._topic!r} "
+                    f"partition {self._partition}: {error}"
                 )
         return kept
 
@@ -128,14 +129,16 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         metadata = admin.list_topics(self._topic, timeout=30)
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None:
-            reason = "not found" if topic is None else topic.error.str()
+            reason = "not found" if topic is None else str(topic.error)
             raise RuntimeError(
                 f"cannot read Kafka topic {self._topic!r} at "
                 f"{self._client_config.get('bootstrap.servers')}: {reason}"
             )
         return [f"{index}-{self._topic}" for index in sorted(topic.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> KafkaBatchPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> KafkaBatchPartition:
         index, topic = for_part.split("-", 1)
         if topic != self._topic:
             raise RuntimeError(

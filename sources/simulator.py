@@ -27,9 +27,18 @@ SimMessage = tuple[bytes, bytes]  # (key = symbol, value)
 
 # Reference price levels (USD) and relative activity of the simulated markets.
 _MARKETS = [
-    ("BTC", 60_000.0, 10.0), ("ETH", 3_000.0, 7.0), ("SOL", 150.0, 4.0), ("XRP", 0.6, 3.0),
-    ("BNB", 550.0, 2.0), ("DOGE", 0.12, 2.0), ("ADA", 0.45, 1.5), ("AVAX", 30.0, 1.0),
-    ("LINK", 14.0, 1.0), ("DOT", 6.0, 0.8), ("LTC", 70.0, 0.8), ("ATOM", 7.0, 0.5),
+    ("BTC", 60_000.0, 10.0),
+    ("ETH", 3_000.0, 7.0),
+    ("SOL", 150.0, 4.0),
+    ("XRP", 0.6, 3.0),
+    ("BNB", 550.0, 2.0),
+    ("DOGE", 0.12, 2.0),
+    ("ADA", 0.45, 1.5),
+    ("AVAX", 30.0, 1.0),
+    ("LINK", 14.0, 1.0),
+    ("DOT", 6.0, 0.8),
+    ("LTC", 70.0, 0.8),
+    ("ATOM", 7.0, 0.5),
 ]
 
 
@@ -62,9 +71,22 @@ class _Symbol:
 
 
 MALFORMED_KINDS = (
-    "invalid_json", "not_an_object", "missing_field", "string_price", "bool_size",
-    "null_price", "fractional_ts", "exponent_ts", "nan_price", "infinite_size",
-    "overflow_price", "negative_price", "zero_size", "bad_symbol", "ts_in_seconds", "empty",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "string_price",
+    "bool_size",
+    "null_price",
+    "fractional_ts",
+    "exponent_ts",
+    "nan_price",
+    "infinite_size",
+    "overflow_price",
+    "negative_price",
+    "zero_size",
+    "bad_symbol",
+    "ts_in_seconds",
+    "empty",
 )
 
 
@@ -260,6 +282,8 @@ class SimulatorSource(FixedPartitionedSource[RawBatch, int]):
     def list_parts(self) -> list[str]:
         return ["simulator"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SimulatorPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> _SimulatorPartition:
         batch = self.batch_size if self.config.speed == 0 else max(1, min(self.batch_size, 1_000))
         return _SimulatorPartition(self.config, batch, resume_state)

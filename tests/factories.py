@@ -28,7 +28,9 @@ def trade(
     return msgspec.json.encode(message)
 
 
-def trades_frame(rows: list[tuple[int, float, float]], symbol: str = "BTC-USD", ids: list | None = None) -> pl.DataFrame:
+def trades_frame(
+    rows: list[tuple[int, float, float]], symbol: str = "BTC-USD", ids: list | None = None
+) -> pl.DataFrame:
     """A decoded trade batch of one symbol from (ts, price, size) rows."""
     return pl.DataFrame(
         {
@@ -36,7 +38,10 @@ def trades_frame(rows: list[tuple[int, float, float]], symbol: str = "BTC-USD", 
             "ts": [r[0] for r in rows],
             "price": [float(r[1]) for r in rows],
             "size": [float(r[2]) for r in rows],
-            "trade_id": [None if ids is None else (None if ids[i] is None else str(ids[i])) for i in range(len(rows))],
+            "trade_id": [
+                None if ids is None else (None if ids[i] is None else str(ids[i]))
+                for i in range(len(rows))
+            ],
             "side": [None] * len(rows),
             "venue": [None] * len(rows),
         },

@@ -8,7 +8,9 @@ from candlewax import topics
 from candlewax.topics import Record
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+def produce(
+    bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
     return topics.produce({"bootstrap.servers": bootstrap}, topic, messages)
 
 

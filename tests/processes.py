@@ -24,11 +24,13 @@ def run_flow_processes(
     command = [sys.executable, "-m", "bytewax.run", "flows.ohlcv", "-w", str(workers)]
     if processes > 1:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
-        commands = [command + ["-i", str(i), "-a", addresses] for i in range(processes)]
+        commands = [[*command, "-i", str(i), "-a", addresses] for i in range(processes)]
     else:
         commands = [command]
     running = [
-        subprocess.Popen(c, env=base_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            c, env=base_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         for c in commands
     ]
     logs = []
@@ -36,7 +38,9 @@ def run_flow_processes(
         out, _ = process.communicate(timeout=timeout_s)
         text = out.decode(errors="replace")
         logs.append(text)
-        assert process.returncode == 0, f"flow process failed ({process.returncode}):\n{text[-4000:]}"
+        assert process.returncode == 0, (
+            f"flow process failed ({process.returncode}):\n{text[-4000:]}"
+        )
     return logs
 
 

@@ -29,20 +29,28 @@ def _valid(message: bytes | None, ts_min: int, ts_max: int) -> dict | None:
         return None
 
     def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        return (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        )
 
     ok = (
-        isinstance(obj.get("symbol"), str) and SYMBOL.match(obj["symbol"])
-        and number(obj.get("price")) and number(obj.get("size"))
-        and type(obj.get("ts")) is int and ts_min <= obj["ts"] <= ts_max
+        isinstance(obj.get("symbol"), str)
+        and SYMBOL.match(obj["symbol"])
+        and number(obj.get("price"))
+        and number(obj.get("size"))
+        and type(obj.get("ts")) is int
+        and ts_min <= obj["ts"] <= ts_max
         and (obj.get("trade_id") is None or type(obj["trade_id"]) in (int, str))
     )
     return obj if ok else None
 
 
 def reference_trades(
-    messages: Sequence[bytes | None], lateness_ms: int, base_ms: int,
-    ts_min: int = 946_684_800_000, ts_max: int = 2**62,
+    messages: Sequence[bytes | None],
+    lateness_ms: int,
+    base_ms: int,
+    ts_min: int = 946_684_800_000,
+    ts_max: int = 2**62,
 ) -> pl.DataFrame:
     """Valid, deduplicated trades in arrival order with a `late` flag."""
     rows = []
@@ -90,7 +98,9 @@ def reference_candles(
 ) -> pl.DataFrame:
     base = min(resolutions.values())
     trades = reference_trades(messages, lateness_ms, base, **bounds).filter(~pl.col("late"))
-    return pl.concat([candles_of(trades, ms, name) for name, ms in resolutions.items()]).sort("bar_id")
+    return pl.concat([candles_of(trades, ms, name) for name, ms in resolutions.items()]).sort(
+        "bar_id"
+    )
 
 
 def assert_candles_match(candles: Sequence, expected: pl.DataFrame, rel: float = 1e-9) -> None:
@@ -104,7 +114,11 @@ def assert_candles_match(candles: Sequence, expected: pl.DataFrame, rel: float =
     for bar, row in want.items():
         candle = got[bar]
         assert (candle.open, candle.high, candle.low, candle.close, candle.trade_count) == (
-            row["open"], row["high"], row["low"], row["close"], row["trade_count"]
+            row["open"],
+            row["high"],
+            row["low"],
+            row["close"],
+            row["trade_count"],
         ), bar
         assert math.isclose(candle.volume, row["volume"], rel_tol=rel), bar
         assert math.isclose(candle.vwap, row["vwap"], rel_tol=rel), bar

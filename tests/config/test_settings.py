@@ -67,4 +67,6 @@ def test_every_setting_is_documented_in_the_readme():
     text = README.read_text()
     documented = set(re.findall(r"`(CANDLEWAX_[A-Z_]+)`", text))
     for name in Settings.model_fields:
-        assert f"CANDLEWAX_{name.upper()}" in documented, f"CANDLEWAX_{name.upper()} is not in the README"
+        assert f"CANDLEWAX_{name.upper()}" in documented, (
+            f"CANDLEWAX_{name.upper()} is not in the README"
+        )

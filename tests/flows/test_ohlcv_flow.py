@@ -21,8 +21,15 @@ def faulty_stream(n: int = 30_000, seed: int = 1) -> list[bytes]:
     """Simulated trades with duplicates, disorder, late and malformed messages mixed in."""
     sim = TradeSimulator(
         SimulatorConfig(
-            symbols=6, trades=n, rate=300, seed=seed, start_ms=T0,
-            duplicate_rate=0.02, disorder_rate=0.05, late_rate=0.01, malformed_rate=0.02,
+            symbols=6,
+            trades=n,
+            rate=300,
+            seed=seed,
+            start_ms=T0,
+            duplicate_rate=0.02,
+            disorder_rate=0.05,
+            late_rate=0.01,
+            malformed_rate=0.02,
         )
     )
     messages = [value for _, value in sim.messages()]
@@ -65,7 +72,9 @@ def test_every_message_has_one_outcome_and_the_counts_add_up(stream):
     truth = reference_trades(stream, 1_000, 1_000, ts_max=T0 + 10**9)
     assert counts["accepted"] == truth.filter(~pl.col("late")).height
     assert counts["late"] == truth.filter(pl.col("late")).height
-    assert counts["filtered"] == sum(b'"type":"add"' in m or b'"type":"cancel"' in m or b'"type":"modify"' in m for m in stream)
+    assert counts["filtered"] == sum(
+        b'"type":"add"' in m or b'"type":"cancel"' in m or b'"type":"modify"' in m for m in stream
+    )
     assert counts["rejected"] == len(result.dlq) > 0
     assert sum(counts["rejected_by_reason"].values()) == counts["rejected"]
     assert counts["candles_by_resolution"] == {
@@ -97,9 +106,13 @@ def test_late_trades_are_recorded_as_drift_against_the_truth(stream):
     corrected = {row["bar_id"]: row for row in candles_of(truth, 1_000, "1s").iter_rows(named=True)}
     for bar, record in base.items():
         want = corrected[bar]
-        assert (record.corrected_open, record.corrected_high, record.corrected_low,
-                record.corrected_close, record.corrected_trade_count) == (
-            want["open"], want["high"], want["low"], want["close"], want["trade_count"])
+        assert (
+            record.corrected_open,
+            record.corrected_high,
+            record.corrected_low,
+            record.corrected_close,
+            record.corrected_trade_count,
+        ) == (want["open"], want["high"], want["low"], want["close"], want["trade_count"])
         assert math.isclose(record.corrected_volume, want["volume"], rel_tol=1e-9)
     alerts = [r for r in result.drift if r.alert]
     assert alerts and all(r.max_drift > 0.005 for r in alerts)
@@ -126,6 +139,6 @@ def test_dedupe_and_lateness_follow_the_settings():
     lenient = run_flow(messages, factories.settings(allowed_lateness="5s"))
     assert strict.metrics.summary()["duplicate"] == 1 and strict.metrics.summary()["late"] == 1
     assert lenient.metrics.summary()["late"] == 0
-    first = "BTC-USD:1s:%d" % T0
+    first = f"BTC-USD:1s:{T0}"
     assert {c.bar_id: c.trade_count for c in lenient.candles}[first] == 2
     assert {c.bar_id: c.trade_count for c in strict.candles}[first] == 1

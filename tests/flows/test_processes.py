@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.flows.test_ohlcv_flow import RESOLUTIONS, faulty_stream
 from tests.factories import T0
+from tests.flows.test_ohlcv_flow import RESOLUTIONS, faulty_stream
 from tests.processes import lake_candles, lake_table, run_flow_processes
 from tests.reference import reference_candles
 

@@ -8,13 +8,13 @@ import msgspec
 import polars as pl
 import pytest
 
+from candlewax.records import Candle
+from sources.simulator import SimulatorConfig, TradeSimulator
 from tests.factories import T0
 from tests.flows.test_ohlcv_flow import RESOLUTIONS
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import lake_table, run_flow_processes
 from tests.reference import assert_candles_match, reference_candles, reference_trades
-from candlewax.records import Candle
-from sources.simulator import SimulatorConfig, TradeSimulator
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -22,14 +22,27 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 def test_trades_topic_to_candles_dlq_and_drift_topics(broker, tmp_path):
     prefix = f"it-{uuid.uuid4().hex[:6]}"
     topics = {
-        "trades": f"{prefix}.trades", "candles": f"{prefix}.candles",
-        "dlq": f"{prefix}.trades.dlq", "drift": f"{prefix}.candles.drift",
+        "trades": f"{prefix}.trades",
+        "candles": f"{prefix}.candles",
+        "dlq": f"{prefix}.trades.dlq",
+        "drift": f"{prefix}.candles.drift",
     }
-    broker.create_topics({topics["trades"]: 3, topics["candles"]: 2, topics["dlq"]: 1, topics["drift"]: 1})
-    sim = TradeSimulator(SimulatorConfig(
-        symbols=5, trades=20_000, rate=400, seed=9, start_ms=T0,
-        duplicate_rate=0.02, disorder_rate=0.05, late_rate=0.01, malformed_rate=0.02,
-    ))
+    broker.create_topics(
+        {topics["trades"]: 3, topics["candles"]: 2, topics["dlq"]: 1, topics["drift"]: 1}
+    )
+    sim = TradeSimulator(
+        SimulatorConfig(
+            symbols=5,
+            trades=20_000,
+            rate=400,
+            seed=9,
+            start_ms=T0,
+            duplicate_rate=0.02,
+            disorder_rate=0.05,
+            late_rate=0.01,
+            malformed_rate=0.02,
+        )
+    )
     messages = list(sim.messages())
     produce(broker.bootstrap, topics["trades"], messages)
 
@@ -57,8 +70,19 @@ def test_trades_topic_to_candles_dlq_and_drift_topics(broker, tmp_path):
     assert_candles_match(candles, reference_candles(values, 1_000, RESOLUTIONS, ts_max=T0 + 10**9))
     first = msgspec.json.decode(records[0].value)
     assert set(first) == {
-        "symbol", "resolution", "window_start", "window_end", "open", "high", "low", "close",
-        "volume", "vwap", "trade_count", "bar_id", "revision",
+        "symbol",
+        "resolution",
+        "window_start",
+        "window_end",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "vwap",
+        "trade_count",
+        "bar_id",
+        "revision",
     }
     assert isinstance(first["window_start"], int)
 

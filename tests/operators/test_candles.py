@@ -36,10 +36,15 @@ def by_id(candles):
 
 
 def test_ohlcv_arithmetic_with_ties_broken_by_arrival():
-    rows = [(T0 + 500, 10.0, 1.0), (T0 + 100, 11.0, 2.0), (T0 + 900, 9.0, 1.0), (T0 + 900, 12.0, 4.0),
-            (T0 + 100, 13.0, 1.0)]
+    rows = [
+        (T0 + 500, 10.0, 1.0),
+        (T0 + 100, 11.0, 2.0),
+        (T0 + 900, 9.0, 1.0),
+        (T0 + 900, 12.0, 4.0),
+        (T0 + 100, 13.0, 1.0),
+    ]
     candles, drift, late = run(rows)
-    bar = by_id(candles)["BTC-USD:1s:%d" % T0]
+    bar = by_id(candles)[f"BTC-USD:1s:{T0}"]
     # open: earliest ts (T0+100), the first to arrive of the two; close: latest, last to arrive
     assert (bar.open, bar.high, bar.low, bar.close) == (11.0, 13.0, 9.0, 12.0)
     assert bar.volume == 9.0 and bar.trade_count == 5
@@ -51,7 +56,9 @@ def test_ohlcv_arithmetic_with_ties_broken_by_arrival():
 def test_windows_are_epoch_aligned_and_empty_windows_make_no_candle():
     candles, _, _ = run([(T0 + 1_999, 1.0, 1.0), (T0 + 5_001, 2.0, 1.0)])
     assert sorted(c.bar_id for c in candles if c.resolution == "1s") == [
-        "BTC-USD:1s:%d" % (T0 + 1_000), "BTC-USD:1s:%d" % (T0 + 5_000)]
+        f"BTC-USD:1s:{T0 + 1_000}",
+        f"BTC-USD:1s:{T0 + 5_000}",
+    ]
 
 
 def test_a_window_closes_when_the_watermark_reaches_its_end():
@@ -60,12 +67,12 @@ def test_a_window_closes_when_the_watermark_reaches_its_end():
     # newest event time T0+1999: watermark T0+999 < end T0+1000
     assert engine.on_trades(trades_frame([(T0 + 1_999, 1.0, 1.0)])).candles == []
     closed = engine.on_trades(trades_frame([(T0 + 2_000, 1.0, 1.0)])).candles
-    assert [c.bar_id for c in closed] == ["BTC-USD:1s:%d" % T0]
+    assert [c.bar_id for c in closed] == [f"BTC-USD:1s:{T0}"]
 
 
 def test_a_trade_within_the_allowed_lateness_is_folded_in():
     candles, drift, late = run([(T0 + 900, 1.0, 1.0), (T0 + 1_800, 2.0, 1.0), (T0 + 950, 3.0, 1.0)])
-    assert by_id(candles)["BTC-USD:1s:%d" % T0].trade_count == 2
+    assert by_id(candles)[f"BTC-USD:1s:{T0}"].trade_count == 2
     assert late == [False, False, False] and drift == []
 
 
@@ -73,22 +80,28 @@ def test_a_late_trade_is_not_folded_and_goes_to_drift_for_every_resolution():
     rows = [(T0 + 100, 100.0, 1.0), (T0 + 2_500, 100.0, 1.0), (T0 + 200, 200.0, 1.0)]
     candles, drift, late = run(rows)
     assert late == [False, False, True]
-    assert by_id(candles)["BTC-USD:1s:%d" % T0].high == 100.0
+    assert by_id(candles)[f"BTC-USD:1s:{T0}"].high == 100.0
     records = {d.bar_id: d for d in drift}
-    assert set(records) == {"BTC-USD:1s:%d" % T0, "BTC-USD:10s:%d" % T0, "BTC-USD:1m:%d" % T0}
-    base = records["BTC-USD:1s:%d" % T0]
+    assert set(records) == {f"BTC-USD:1s:{T0}", f"BTC-USD:10s:{T0}", f"BTC-USD:1m:{T0}"}
+    base = records[f"BTC-USD:1s:{T0}"]
     assert (base.emitted_high, base.corrected_high, base.late_trades) == (100.0, 200.0, 1)
     assert base.drift_high == pytest.approx(1.0) and base.alert
     assert base.max_lateness_ms == 2_300
     # the 10 s bar was still open: it went out without the trade, and says so when it closed
-    coarse = records["BTC-USD:10s:%d" % T0]
-    assert (coarse.emitted_high, coarse.corrected_high, coarse.corrected_trade_count) == (100.0, 200.0, 3)
+    coarse = records[f"BTC-USD:10s:{T0}"]
+    assert (coarse.emitted_high, coarse.corrected_high, coarse.corrected_trade_count) == (
+        100.0,
+        200.0,
+        3,
+    )
 
 
 def test_a_late_trade_for_an_empty_window_reports_a_missing_bar():
     _, drift, late = run([(T0 + 100, 1.0, 1.0), (T0 + 5_000, 1.0, 1.0), (T0 + 3_500, 7.0, 1.0)])
     base = next(d for d in drift if d.resolution == "1s")
-    assert late[-1] and base.emitted_missing and base.corrected_close == 7.0 and base.max_drift == 1.0
+    assert (
+        late[-1] and base.emitted_missing and base.corrected_close == 7.0 and base.max_drift == 1.0
+    )
 
 
 def test_coarser_candles_are_the_roll_up_and_match_trades_grouped_directly():
@@ -103,8 +116,11 @@ def test_coarser_candles_are_the_roll_up_and_match_trades_grouped_directly():
     assert_candles_match(candles, reference_candles(messages, 1_000, RESOLUTIONS))
     bars = by_id(candles)
     for coarse in (c for c in candles if c.resolution == "10s"):
-        parts = [bars[f"BTC-USD:1s:{coarse.window_start + i * 1000}"] for i in range(10)
-                 if f"BTC-USD:1s:{coarse.window_start + i * 1000}" in bars]
+        parts = [
+            bars[f"BTC-USD:1s:{coarse.window_start + i * 1000}"]
+            for i in range(10)
+            if f"BTC-USD:1s:{coarse.window_start + i * 1000}" in bars
+        ]
         assert coarse.volume == pytest.approx(sum(p.volume for p in parts))
         assert coarse.high == max(p.high for p in parts) and coarse.open == parts[0].open
 
@@ -119,12 +135,14 @@ def test_output_does_not_depend_on_how_the_input_was_batched():
     expected = run(rows)
     assert sum(expected[2]) > 50, "the input has late trades"
     for _ in range(4):
-        cuts = sorted(rng.sample(range(1, len(rows)), rng.randint(1, 60))) + [len(rows)]
+        cuts = [*sorted(rng.sample(range(1, len(rows)), rng.randint(1, 60))), len(rows)]
         assert run(rows, splits=cuts) == expected  # every candle and drift record, bit for bit
 
 
 def test_live_watermark_advances_with_system_time_so_an_idle_symbol_closes():
-    engine = SymbolCandles(CandleSpec(resolutions=(1_000, 10_000), allowed_lateness_ms=1_000, live=True))
+    engine = SymbolCandles(
+        CandleSpec(resolutions=(1_000, 10_000), allowed_lateness_ms=1_000, live=True)
+    )
     assert engine.on_trades(trades_frame([(T0 + 200, 1.0, 1.0)]), now_ms=50_000.0).candles == []
     # next window end T0+1000; watermark now T0-800: it needs 1.8 s of system time
     assert engine.next_close_at_ms() == pytest.approx(51_800.0)

@@ -44,7 +44,11 @@ REJECTIONS = [
     (b'{"symbol":"A","price":1,"size":Infinity,"ts":%d}' % T0, "not_finite", "size"),
     (b'{"symbol":"A","price":-Infinity,"size":1,"ts":%d}' % T0, "not_finite", "price"),
     (b'{"symbol":"A","price":1e999,"size":1,"ts":%d}' % T0, "not_finite", "price"),
-    (b'{"symbol":"A","price":1,"size":1,"ts":123456789012345678901234567890}', "ts_out_of_range", "ts"),
+    (
+        b'{"symbol":"A","price":1,"size":1,"ts":123456789012345678901234567890}',
+        "ts_out_of_range",
+        "ts",
+    ),
     (b'{"symbol":"A","price":0,"size":1,"ts":%d}' % T0, "non_positive", "price"),
     (b'{"symbol":"A","price":-3.5,"size":1,"ts":%d}' % T0, "non_positive", "price"),
     (b'{"symbol":"A","price":1,"size":0,"ts":%d}' % T0, "non_positive", "size"),
@@ -55,7 +59,11 @@ REJECTIONS = [
     (b'{"symbol":"A","price":1,"size":1,"ts":%d}' % (T0 // 1000), "ts_out_of_range", "ts"),
     (b'{"symbol":"A","price":1,"size":1,"ts":%d}' % (T0 + 3_600_001), "ts_out_of_range", "ts"),
     (b'{"symbol":"A","price":1,"size":1,"ts":%d,"trade_id":1.5}' % T0, "wrong_type", "trade_id"),
-    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"trade_id":{"a":1}}' % T0, "wrong_type", "trade_id"),
+    (
+        b'{"symbol":"A","price":1,"size":1,"ts":%d,"trade_id":{"a":1}}' % T0,
+        "wrong_type",
+        "trade_id",
+    ),
     (b'{"symbol":"A","price":1,"size":1,"ts":%d,"side":1}' % T0, "wrong_type", "side"),
     (b'{"symbol":"A","price":1,"size":1,"ts":%d,"type":5}' % T0, "wrong_type", "type"),
 ]
@@ -76,7 +84,9 @@ def test_contract_breaks_go_to_the_dlq_with_reason_field_bytes_and_position(mess
 
 def test_valid_trades_keep_their_fields_and_arrival_order():
     decoded = decode(
-        trade("ETH-USD", 2000.5, 0.25, T0 + 5, trade_id=17, side="buy", venue="X", extra={"a": [1]}),
+        trade(
+            "ETH-USD", 2000.5, 0.25, T0 + 5, trade_id=17, side="buy", venue="X", extra={"a": [1]}
+        ),
         trade("BTC/USDT:PERP", 60000, 1, T0, trade_id="abc-1"),
         trade("sol_usd.x", 1e-8, 5e6, T0 + 3_600_000),
     )

@@ -20,9 +20,17 @@ def test_relative_drift():
 
 def record(emitted: Bar | None, corrected: Bar, threshold: float = 0.005):
     return drift_record(
-        symbol="A", resolution="1s", window_start=T0, window_ms=1000, emitted=emitted,
-        corrected=corrected, revision=0, late_trades=1, max_lateness_ms=1500,
-        detected_event_ts=T0 + 3000, policy=DriftPolicy(threshold=threshold),
+        symbol="A",
+        resolution="1s",
+        window_start=T0,
+        window_ms=1000,
+        emitted=emitted,
+        corrected=corrected,
+        revision=0,
+        late_trades=1,
+        max_lateness_ms=1500,
+        detected_event_ts=T0 + 3000,
+        policy=DriftPolicy(threshold=threshold),
     )
 
 
@@ -41,9 +49,17 @@ def test_alert_fields_and_threshold_are_policy():
     emitted = Bar.of_trade(T0, 0, 1000.0, 1000.0)
     corrected = emitted.merged(Bar.of_trade(T0 + 1, 1, 1001.0, 0.001))
     quiet = drift_record(
-        symbol="A", resolution="1s", window_start=T0, window_ms=1000, emitted=emitted,
-        corrected=corrected, revision=0, late_trades=1, max_lateness_ms=0,
-        detected_event_ts=T0, policy=DriftPolicy(threshold=0.005, fields=("close", "vwap")),
+        symbol="A",
+        resolution="1s",
+        window_start=T0,
+        window_ms=1000,
+        emitted=emitted,
+        corrected=corrected,
+        revision=0,
+        late_trades=1,
+        max_lateness_ms=0,
+        detected_event_ts=T0,
+        policy=DriftPolicy(threshold=0.005, fields=("close", "vwap")),
     )
     assert not quiet.alert and quiet.drifted_fields == ""
     assert record(emitted, corrected, threshold=0.0005).drifted_fields == "high,close,trade_count"

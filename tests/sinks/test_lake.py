@@ -13,8 +13,20 @@ DAY = 86_400_000
 
 
 def candle(symbol: str, resolution: str, start: int, width: int, price: float = 1.0) -> Candle:
-    return Candle(symbol, resolution, start, start + width, price, price, price, price, 2.0, price,
-                  3, bar_id(symbol, resolution, start))
+    return Candle(
+        symbol,
+        resolution,
+        start,
+        start + width,
+        price,
+        price,
+        price,
+        price,
+        2.0,
+        price,
+        3,
+        bar_id(symbol, resolution, start),
+    )
 
 
 def sample_candles() -> list[Candle]:
@@ -47,8 +59,14 @@ def test_writer_lays_out_hive_partitions_of_zstd_parquet_in_few_files(tmp_path):
 
 def test_writer_flushes_by_row_count_and_by_age(tmp_path):
     now = [0.0]
-    writer = LakeWriter(tmp_path, CANDLES, writer_id="t", flush_rows=300,
-                        flush_interval_ms=5_000, clock=lambda: now[0])
+    writer = LakeWriter(
+        tmp_path,
+        CANDLES,
+        writer_id="t",
+        flush_rows=300,
+        flush_interval_ms=5_000,
+        clock=lambda: now[0],
+    )
     rows = [c for c in sample_candles() if c.resolution == "1s"][:100]
     writer.add(rows)
     assert writer.files_written == []

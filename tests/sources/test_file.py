@@ -1,0 +1,57 @@
+"""The NDJSON file source: every line once, in order, with its line number; resumable."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from sources.file import NdjsonFilePartition, NdjsonFileSource
+
+
+def drain(partition) -> list:
+    batches = []
+    while True:
+        try:
+            batches.extend(partition.next_batch())
+        except StopIteration:
+            return batches
+
+
+def lines_of(batches):
+    return [(n, v) for b in batches for n, v in zip(b.positions, b.values, strict=True)]
+
+
+def test_lines_come_in_order_with_line_numbers_blank_lines_skipped(tmp_path):
+    path = tmp_path / "t.ndjson"
+    path.write_bytes(b'{"a":1}\n\n{"a":2}\n{"a":3}')  # no newline at the end
+    batches = drain(NdjsonFilePartition(path, batch_size=2, resume=None))
+    assert lines_of(batches) == [(1, b'{"a":1}'), (3, b'{"a":2}'), (4, b'{"a":3}')]
+    assert batches[0].position(0) == f"file:{path}@1"
+
+
+def test_crlf_and_gzip_files(tmp_path):
+    path = tmp_path / "t.ndjson.gz"
+    with gzip.open(path, "wb") as out:
+        out.write(b'{"a":1}\r\n{"a":2}\r\n')
+    assert lines_of(drain(NdjsonFilePartition(path, 10, None))) == [
+        (1, b'{"a":1}'),
+        (2, b'{"a":2}'),
+    ]
+
+
+def test_a_resume_continues_after_the_snapshot(tmp_path):
+    path = tmp_path / "t.ndjson"
+    path.write_bytes(b"".join(b'{"n":%d}\n' % i for i in range(1, 101)))
+    first = NdjsonFilePartition(path, batch_size=30, resume=None)
+    head = first.next_batch()
+    resumed = NdjsonFilePartition(path, batch_size=30, resume=first.snapshot())
+    rest = drain(resumed)
+    numbers = [n for n, _ in lines_of(head + rest)]
+    assert numbers == list(range(1, 101))
+    assert lines_of(rest)[0] == (31, b'{"n":31}')
+
+
+def test_a_missing_file_names_the_setting(tmp_path):
+    with pytest.raises(FileNotFoundError, match="CANDLEWAX_SOURCE_PATH"):
+        NdjsonFileSource(tmp_path / "nope.ndjson")
