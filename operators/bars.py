@@ -9,7 +9,7 @@ order), so a candle has the same value to the last bit however its trades were b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from candlewax.records import Candle, bar_id
 
@@ -66,29 +66,11 @@ class Bar:
 
     def compact(self) -> Bar:
         """The same bar with its sums folded into one term each (for finished candles)."""
-        return Bar(
-            self.open,
-            self.open_key,
-            self.close,
-            self.close_key,
-            self.high,
-            self.low,
-            self.trade_count,
-            [self.volume],
-            [self.notional],
-        )
+        return replace(self, volume_terms=[self.volume], notional_terms=[self.notional])
 
     def copy(self) -> Bar:
-        return Bar(
-            self.open,
-            self.open_key,
-            self.close,
-            self.close_key,
-            self.high,
-            self.low,
-            self.trade_count,
-            list(self.volume_terms),
-            list(self.notional_terms),
+        return replace(
+            self, volume_terms=list(self.volume_terms), notional_terms=list(self.notional_terms)
         )
 
     def to_candle(

@@ -18,7 +18,8 @@ def test_relative_drift():
     assert relative_drift(None, 5.0) == 1.0
 
 
-def record(emitted: Bar | None, corrected: Bar, threshold: float = 0.005):
+def record(emitted: Bar | None, corrected: Bar, threshold: float = 0.005, fields=None):
+    policy = DriftPolicy(threshold=threshold, **({"fields": fields} if fields else {}))
     return drift_record(
         symbol="A",
         resolution="1s",
@@ -30,7 +31,7 @@ def record(emitted: Bar | None, corrected: Bar, threshold: float = 0.005):
         late_trades=1,
         max_lateness_ms=1500,
         detected_event_ts=T0 + 3000,
-        policy=DriftPolicy(threshold=threshold),
+        policy=policy,
     )
 
 
@@ -48,19 +49,7 @@ def test_a_late_trade_moving_the_close_by_a_tenth_of_a_percent_is_not_an_alert()
 def test_alert_fields_and_threshold_are_policy():
     emitted = Bar.of_trade(T0, 0, 1000.0, 1000.0)
     corrected = emitted.merged(Bar.of_trade(T0 + 1, 1, 1001.0, 0.001))
-    quiet = drift_record(
-        symbol="A",
-        resolution="1s",
-        window_start=T0,
-        window_ms=1000,
-        emitted=emitted,
-        corrected=corrected,
-        revision=0,
-        late_trades=1,
-        max_lateness_ms=0,
-        detected_event_ts=T0,
-        policy=DriftPolicy(threshold=0.005, fields=("close", "vwap")),
-    )
+    quiet = record(emitted, corrected, fields=("close", "vwap"))
     assert not quiet.alert and quiet.drifted_fields == ""
     assert record(emitted, corrected, threshold=0.0005).drifted_fields == "high,close,trade_count"
 
