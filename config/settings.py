@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     def _source_needs(self) -> Settings:
         if self.source == "file" and self.source_path is None:
             raise ValueError("CANDLEWAX_SOURCE=file needs CANDLEWAX_SOURCE_PATH (an NDJSON file)")
+        if self.source == "file" and not self.source_path.is_file():  # type: ignore[union-attr]
+            raise ValueError(f"CANDLEWAX_SOURCE_PATH: no such file: {self.source_path}")
         if self.source == "kafka" and not self.brokers:
             raise ValueError(
                 "CANDLEWAX_SOURCE=kafka needs CANDLEWAX_KAFKA_BROKERS (host:port,...); "

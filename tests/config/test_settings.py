@@ -23,9 +23,10 @@ def test_defaults_follow_the_design(monkeypatch):
     assert (settings.kafka_dlq_topic, settings.kafka_drift_topic) == ("trades.dlq", "candles.drift")
 
 
-def test_values_from_the_environment(monkeypatch):
+def test_values_from_the_environment(monkeypatch, tmp_path):
+    (tmp_path / "trades.ndjson").write_text("")
     monkeypatch.setenv("CANDLEWAX_SOURCE", "file")
-    monkeypatch.setenv("CANDLEWAX_SOURCE_PATH", "/data/trades.ndjson")
+    monkeypatch.setenv("CANDLEWAX_SOURCE_PATH", str(tmp_path / "trades.ndjson"))
     monkeypatch.setenv("CANDLEWAX_RESOLUTIONS", "5s, 1s, 1m, 1h")
     monkeypatch.setenv("CANDLEWAX_ALLOWED_LATENESS", "250ms")
     monkeypatch.setenv("CANDLEWAX_KAFKA_TAIL", "false")
@@ -70,3 +71,28 @@ def test_every_setting_is_documented_in_the_readme():
         assert f"CANDLEWAX_{name.upper()}" in documented, (
             f"CANDLEWAX_{name.upper()} is not in the README"
         )
+
+
+def test_the_flow_refuses_to_start_with_one_clear_message(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDLEWAX_")}
+    env.update(
+        {
+            "PYTHONPATH": str(README.parent),
+            "CANDLEWAX_SOURCE": "file",
+            "CANDLEWAX_SOURCE_PATH": str(tmp_path / "missing.ndjson"),
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "CANDLEWAX_SOURCE_PATH: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
