@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from bytewax.testing import cluster_main, run_main
 
+from candlewax.broker import free_port
 from candlewax.metrics import FlowMetrics
 from config.settings import Settings
 from flows.ohlcv import build_flow
 from sources.simulator import SimulatorConfig, TradeSimulator
 
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench" / "data"
 START_MS = 1_723_161_600_000  # 2024-08-09T00:00:00Z
 
 
@@ -46,6 +51,20 @@ def timed(label: str, action) -> float:
     seconds = time.perf_counter() - began
     print(f"  {label}: {seconds:.2f} s", flush=True)
     return seconds
+
+
+def run_flow_processes(env: dict[str, str], processes: int, workers: int) -> None:
+    """Run `python -m bytewax.run flows.ohlcv` as a cluster of local processes."""
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    command = [sys.executable, "-m", "bytewax.run", "flows.ohlcv", "-w", str(workers)]
+    full_env = {**os.environ, "CANDLEWAX_METRICS_PORT": "0", "PYTHONPATH": str(ROOT), **env}
+    running = [
+        subprocess.Popen([*command, "-i", str(i), "-a", addresses], env=full_env, cwd=ROOT)
+        for i in range(processes)
+    ]
+    codes = [p.wait() for p in running]
+    if any(codes):
+        raise RuntimeError(f"flow processes exited with {codes}")
 
 
 def run_flow(settings: Settings, workers: int = 1) -> FlowMetrics:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from bench.common import run_flow, timed, trades_file
+from bench.common import run_flow, run_flow_processes, timed, trades_file
 from candlewax.broker import EmbeddedBroker
 from candlewax.topics import produce
 from config.settings import Settings
@@ -59,6 +59,12 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=2_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run the flow as this many `bytewax.run` processes (timed from their start)",
+    )
     args = parser.parse_args()
     path = trades_file(args.trades)
     topic = "bench.trades"
@@ -80,21 +86,31 @@ def main() -> None:
         )
         assert counted[0] == sent, f"bare consumer read {counted[0]} of {sent}"
 
+        label = f"flows.ohlcv from Kafka, {args.processes} process(es) x {args.workers} worker(s)"
         with tempfile.TemporaryDirectory() as lake:
-            settings = Settings(
-                source="kafka",
-                kafka_brokers=broker.bootstrap,
-                kafka_tail=False,
-                kafka_trades_topic=topic,
-                lake_dir=Path(lake),
-                metrics_port=0,
-            )
-            summary: dict = {}
-            flow_s = timed(
-                f"flows.ohlcv from Kafka, {args.workers} worker(s)",
-                lambda: summary.update(run_flow(settings, args.workers).summary()),
-            )
-        assert summary["received"] == sent, summary
+            if args.processes == 1:
+                settings = Settings(
+                    source="kafka",
+                    kafka_brokers=broker.bootstrap,
+                    kafka_tail=False,
+                    kafka_trades_topic=topic,
+                    lake_dir=Path(lake),
+                    metrics_port=0,
+                )
+                summary: dict = {}
+                flow_s = timed(
+                    label, lambda: summary.update(run_flow(settings, args.workers).summary())
+                )
+                assert summary["received"] == sent, summary
+            else:
+                env = {
+                    "CANDLEWAX_SOURCE": "kafka",
+                    "CANDLEWAX_KAFKA_BROKERS": broker.bootstrap,
+                    "CANDLEWAX_KAFKA_TAIL": "false",
+                    "CANDLEWAX_KAFKA_TRADES_TOPIC": topic,
+                    "CANDLEWAX_LAKE_DIR": lake,
+                }
+                flow_s = timed(label, lambda: run_flow_processes(env, args.processes, args.workers))
     print(f"bare consumer : {sent / bare_s:>12,.0f} messages/s")
     print(f"flows.ohlcv   : {sent / flow_s:>12,.0f} trades/s (target >= 300,000)")
     print(f"ratio         : {bare_s / flow_s:.2f} of the bare consumer's rate")

@@ -32,7 +32,7 @@ class RawBatch:
 
     source: str
     values: list[bytes | None]
-    positions: list[int]
+    positions: Sequence[int]  # a list, or a range when they are consecutive
     keys: list[bytes | None] | None = None
 
     def position(self, index: int) -> str:

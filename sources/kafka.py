@@ -11,11 +11,12 @@ surfaced instead of swallowed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from candlewax.records import RawBatch
@@ -67,17 +68,24 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._awake = None if messages else datetime.now(timezone.utc) + self._idle_wait
         if not messages:
             return []
-        # Per-message work is the cost here: one C-level pass per field, no Python loop body.
-        errors = [m.error() for m in messages]
+        # Per-message work is the cost here: one C-level pass per field (map over the
+        # method descriptors), no Python loop body.
+        errors = list(map(Message.error, messages))
         if any(errors):
             messages = self._without_errors(messages, errors)
             if not messages:
                 return []
-        values = [m.value() for m in messages]
-        keys = [m.key() for m in messages]
-        offsets: list[int] = [m.offset() for m in messages]  # type: ignore[misc]
-        self._offset = offsets[-1] + 1
-        return [RawBatch(self._source, values, offsets, keys)]
+        values = list(map(Message.value, messages))
+        keys = list(map(Message.key, messages))
+        first, last = messages[0].offset(), messages[-1].offset()
+        assert first is not None and last is not None
+        positions: Sequence[int]
+        if last - first + 1 == len(messages):
+            positions = range(first, last + 1)  # the usual case: no gaps, nothing to list
+        else:
+            positions = list(map(Message.offset, messages))  # type: ignore[arg-type]
+        self._offset = last + 1
+        return [RawBatch(self._source, values, positions, keys)]
 
     def _without_errors(self, messages: list[Any], errors: list[Any]) -> list[Any]:
         kept = []
