@@ -34,8 +34,8 @@ def trades_file(count: int, symbols: int = 12) -> Path:
     temporary = path.with_suffix(".tmp")
     with open(temporary, "wb") as out:
         chunk: list[bytes] = []
-        for _, value in simulator.messages():
-            chunk.append(value)
+        for message in simulator.messages():
+            chunk.append(message.value)
             if len(chunk) == 100_000:
                 out.write(b"\n".join(chunk) + b"\n")
                 chunk.clear()

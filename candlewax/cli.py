@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
-from candlewax import demo
+from candlewax import demo, profile, replay, simulate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,9 +26,28 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.run)
 
+    for name, module, summary in (
+        ("simulate", simulate, "generate a realistic trade stream with faults"),
+        ("replay", replay, "publish historical trades from files, in event-time order"),
+        ("profile", profile, "report the data quality of a trade file or the lake"),
+    ):
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except BrokenPipeError:
+        # The reader went away (`candlewax simulate | head`): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

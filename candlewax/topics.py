@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,32 +21,58 @@ class Record:
     offset: int
 
 
+class KafkaOutput:
+    """Sends messages to one topic, waiting (not failing) when the local queue is full;
+    delivery errors are raised, never dropped."""
+
+    def __init__(self, client_config: dict[str, Any], topic: str):
+        self.topic = topic
+        self.producer = Producer({**PRODUCER_CONFIG, **client_config})
+        self.sent = 0
+        self._failure: str | None = None
+
+    def _on_delivery(self, error: Any, message: Any) -> None:
+        if error is not None and self._failure is None:
+            self._failure = f"delivery to {self.topic!r} failed: {error}"
+
+    def send(self, key: bytes | None, value: bytes | None) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        self.sent += 1
+        if self.sent % 10_000 == 0:
+            self.producer.poll(0)
+            self._raise()
+
+    def _raise(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(self._failure)
+
+    def close(self) -> None:
+        remaining = self.producer.flush(60)
+        self._raise()
+        if remaining:
+            raise RuntimeError(f"{remaining} messages to {self.topic!r} were not delivered in 60 s")
+
+
 def produce(
     client_config: dict[str, Any],
     topic: str,
-    messages: Iterable[tuple[bytes | None, bytes | None]],
+    messages: Iterable[Sequence[Any]],
     progress: Callable[[int], None] | None = None,
     every: int = 50_000,
 ) -> int:
-    """Produce `(key, value)` pairs, waiting when the local queue is full; returns the count."""
-    producer = Producer({**PRODUCER_CONFIG, **client_config})
-    count = 0
-    for key, value in messages:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        count += 1
-        if count % every == 0:
-            producer.poll(0)
-            if progress is not None:
-                progress(count)
-    remaining = producer.flush(60)
-    if remaining:
-        raise RuntimeError(f"{remaining} messages to {topic!r} were not delivered within 60 s")
-    return count
+    """Produce `(key, value, ...)` items; returns the count."""
+    output = KafkaOutput(client_config, topic)
+    for message in messages:
+        output.send(message[0], message[1])
+        if progress is not None and output.sent % every == 0:
+            progress(output.sent)
+    output.close()
+    return output.sent
 
 
 def read_topic(client_config: dict[str, Any], topic: str) -> list[Record]:

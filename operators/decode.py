@@ -43,7 +43,14 @@ class _TradeShape(msgspec.Struct, gc=False):
     type: str | None = None
 
 
+class _KindShape(msgspec.Struct, gc=False):
+    """Just the `type` of a message: order-book noise is filtered at C speed."""
+
+    type: str | None = None
+
+
 _check_shape = msgspec.json.Decoder(_TradeShape).decode
+_check_kind = msgspec.json.Decoder(_KindShape).decode
 _SHAPE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, TypeError)
 _READ_SCHEMA = {**TRADE_SCHEMA, "type": pl.String()}
 
@@ -84,6 +91,9 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     filtered = 0
     now = rules.now_ms()
     for index in refused:
+        if _is_noise(values[index]):
+            filtered += 1
+            continue
         verdict = classify_malformed(values[index])
         if isinstance(verdict, tuple):
             why, where, detail = verdict
@@ -115,6 +125,15 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     trades = checked.filter(pl.col("_reason").is_null()).select(list(TRADE_SCHEMA))
     rejected.sort(key=lambda pair: pair[0])
     return DecodedBatch(trades, [r for _, r in rejected], filtered, len(values))
+
+
+def _is_noise(raw: bytes | None) -> bool:
+    """A message whose `type` says it is not a trade (an order-book event, say)."""
+    try:
+        kind = _check_kind(raw).type  # type: ignore[arg-type]
+    except _SHAPE_ERRORS:
+        return False
+    return kind is not None and kind != "trade"
 
 
 def _read_rows(rows: list[bytes]) -> pl.DataFrame:

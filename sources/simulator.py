@@ -1,11 +1,16 @@
-"""A realistic multi-symbol trade stream with injected faults (a first version).
+"""A realistic multi-symbol trade stream with injected faults, deterministic by seed.
 
 Each symbol has its own price level, volatility, tick size and activity; prices follow a
-geometric random walk rounded to the tick (never <= 0), sizes are heavy-tailed
-(log-normal), and symbols switch between busy and quiet spells, so some go idle for
-seconds. Faults are rates: duplicates (re-sent with the same `trade_id`), disorder
-within the allowed lateness, trades held back beyond it (late), and malformed messages
-of every kind the contract rejects. The stream is a pure function of the seed.
+geometric random walk rounded to the tick (never <= 0); sizes are heavy-tailed (a
+log-normal body with a Pareto tail); symbols switch between busy and quiet spells, so
+some go idle for seconds. The stream ends after a count of trades or a span of event
+time, or never (endless): then every `cycle_trades` trades the price levels drift and
+the activity is jittered, so no two cycles repeat.
+
+Faults are rates (shares of trades): duplicates (re-sent with the same `trade_id`),
+disorder within the allowed lateness, late beyond it, malformed messages of every kind
+the contract rejects, fat fingers (prices far off the market), timestamps in the
+future. Order-book noise (`type` add/cancel/modify) can make up a share of the stream.
 """
 
 from __future__ import annotations
@@ -17,13 +22,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from candlewax.records import RawBatch
 
-SimMessage = tuple[bytes, bytes]  # (key = symbol, value)
+
+class SimMessage(NamedTuple):
+    key: bytes  # the symbol, as Kafka producers key trades
+    value: bytes
+    ts: int  # the stream's event time when the message is sent (for pacing)
+
 
 # Reference price levels (USD) and relative activity of the simulated markets.
 _MARKETS = [
@@ -40,35 +51,6 @@ _MARKETS = [
     ("LTC", 70.0, 0.8),
     ("ATOM", 7.0, 0.5),
 ]
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    symbols: int = 8
-    trades: int = 100_000  # 0 = endless
-    rate: float = 2_000.0  # trades per second of event time, all symbols together
-    speed: float = 0.0  # 0 = as fast as possible, 1 = real time, N = N x real time
-    seed: int = 7
-    start_ms: int | None = None  # event time of the first trade; None = now
-    allowed_lateness_ms: int = 1_000
-    base_window_ms: int = 1_000
-    duplicate_rate: float = 0.0
-    disorder_rate: float = 0.0
-    late_rate: float = 0.0
-    malformed_rate: float = 0.0
-
-
-@dataclass
-class _Symbol:
-    name: str
-    price: float
-    tick: float
-    volatility: float  # per sqrt(second)
-    weight: float
-    busy: bool = True
-    next_switch_ms: int = 0
-    last_ts: int = 0
-
 
 MALFORMED_KINDS = (
     "invalid_json",
@@ -88,10 +70,49 @@ MALFORMED_KINDS = (
     "ts_in_seconds",
     "empty",
 )
+NOISE_TYPES = ("add", "cancel", "modify")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    symbols: int = 8
+    trades: int = 100_000  # trades to generate; 0 = no count limit
+    duration_ms: int = 0  # event time to cover; 0 = no time limit (both 0: endless)
+    rate: float = 2_000.0  # trades per second of event time, all symbols together
+    speed: float = 0.0  # 0 = as fast as possible, 1 = real time, N = N x real time
+    seed: int = 7
+    start_ms: int | None = None  # event time of the first trade; None = now
+    cycle_trades: int = 100_000  # endless runs: trades per cycle between level drifts
+    allowed_lateness_ms: int = 1_000
+    base_window_ms: int = 1_000
+    duplicate_rate: float = 0.0
+    disorder_rate: float = 0.0
+    late_rate: float = 0.0
+    malformed_rate: float = 0.0
+    fat_finger_rate: float = 0.0
+    future_rate: float = 0.0
+    future_offset_ms: int = 7_200_000  # beyond the contract's default 1 h bound: rejected
+    noise_share: float = 0.0  # share of all messages that are order-book noise (< 1)
+
+    @property
+    def endless(self) -> bool:
+        return self.trades == 0 and self.duration_ms == 0
+
+
+@dataclass
+class _Symbol:
+    name: str
+    price: float
+    tick: float
+    volatility: float  # per sqrt(second)
+    weight: float
+    busy: bool = True
+    next_switch_ms: int = 0
+    last_ts: int = 0
 
 
 class TradeSimulator:
-    """Generates `(key, value)` messages; `messages()` is deterministic for a seed."""
+    """Generates `SimMessage`s; `messages()` is a pure function of the config (and seed)."""
 
     def __init__(self, config: SimulatorConfig):
         self.config = config
@@ -100,9 +121,10 @@ class TradeSimulator:
         self.symbols = [self._new_symbol(i) for i in range(config.symbols)]
         self.clock_ms = float(self.start_ms)
         self.emitted_trades = 0
-        # Messages held back (disorder / late), released once their symbol's time passes.
-        self._held: list[tuple[int, int, SimMessage]] = []
+        self.rate = config.rate
+        self._held: list[tuple[int, int, SimMessage]] = []  # (release time, seq, message)
         self._held_seq = 0
+        self._order_id = 0
 
     def _new_symbol(self, index: int) -> _Symbol:
         rng = self.rng
@@ -121,21 +143,32 @@ class TradeSimulator:
             weight=activity,
         )
 
+    def _more(self, trade_id: int) -> bool:
+        cfg = self.config
+        if cfg.trades and trade_id >= cfg.trades:
+            return False
+        return not (cfg.duration_ms and self.clock_ms - self.start_ms >= cfg.duration_ms)
+
     def messages(self) -> Iterator[SimMessage]:
         cfg, rng = self.config, self.rng
         encode = msgspec.json.encode
+        noise_per_trade = cfg.noise_share / (1.0 - cfg.noise_share) if cfg.noise_share else 0.0
         trade_id = 0
-        while cfg.trades == 0 or trade_id < cfg.trades:
-            self.clock_ms += rng.expovariate(cfg.rate) * 1000.0
+        while self._more(trade_id):
+            if cfg.endless and trade_id and trade_id % cfg.cycle_trades == 0:
+                self._drift_cycle()
+            self.clock_ms += rng.expovariate(self.rate) * 1000.0
             now = int(self.clock_ms)
             symbol = self._pick(now)
             yield from self._release(now)
+            if noise_per_trade:
+                yield from self._noise(symbol, now, noise_per_trade)
             trade_id += 1
             self._step_price(symbol, now)
-            message = {
+            message: dict[str, Any] = {
                 "symbol": symbol.name,
                 "price": symbol.price,
-                "size": round(max(1e-4, rng.lognormvariate(-1.0, 1.4)), 4),
+                "size": self._size(),
                 "ts": now,
                 "trade_id": trade_id,
                 "side": "buy" if rng.random() < 0.5 else "sell",
@@ -143,28 +176,86 @@ class TradeSimulator:
                 "type": "trade",
             }
             symbol.last_ts = max(symbol.last_ts, now)
-            key = symbol.name.encode()
-            value = encode(message)
             self.emitted_trades += 1
-            roll = rng.random()
-            if roll < cfg.malformed_rate:
-                yield key, self._malformed(message)
-                continue
-            roll -= cfg.malformed_rate
-            if roll < cfg.late_rate:
-                delay = cfg.allowed_lateness_ms + cfg.base_window_ms + rng.randint(0, 3_000)
-                self._hold(now + delay, (key, value))
-                continue
-            roll -= cfg.late_rate
-            if roll < cfg.disorder_rate:
-                self._hold(now + rng.randint(1, max(1, cfg.allowed_lateness_ms // 2)), (key, value))
-                continue
-            yield key, value
-            if rng.random() < cfg.duplicate_rate:
-                self._hold(now + rng.randint(0, 500), (key, value))
-        # The end: whatever is still held goes out now, in release order.
-        while self._held:
+            yield from self._with_faults(symbol, message, now, encode)
+        while self._held:  # the end: whatever is still held goes out, in release order
             yield heapq.heappop(self._held)[2]
+
+    def _with_faults(
+        self, symbol: _Symbol, message: dict[str, Any], now: int, encode: Any
+    ) -> Iterator[SimMessage]:
+        cfg, rng = self.config, self.rng
+        key = symbol.name.encode()
+        fault = self._draw_fault()
+        if fault == "malformed":
+            yield SimMessage(key, self._malformed(message), now)
+            return
+        if fault == "fat_finger":
+            factor = rng.choice((0.1, 0.5, 2.0, 10.0))
+            message = {**message, "price": _on_tick(message["price"] * factor, symbol.tick)}
+        elif fault == "future":
+            message = {**message, "ts": now + cfg.future_offset_ms}
+        value = encode(message)
+        if fault == "late":
+            delay = cfg.allowed_lateness_ms + cfg.base_window_ms + rng.randint(0, 3_000)
+            self._hold(now + delay, SimMessage(key, value, now))
+            return
+        if fault == "disorder":
+            delay = rng.randint(1, max(1, cfg.allowed_lateness_ms // 2))
+            self._hold(now + delay, SimMessage(key, value, now))
+            return
+        yield SimMessage(key, value, now)
+        if rng.random() < cfg.duplicate_rate:
+            self._hold(now + rng.randint(0, 500), SimMessage(key, value, now))
+
+    def _draw_fault(self) -> str | None:
+        """At most one fault per trade, each with its configured probability."""
+        cfg = self.config
+        roll = self.rng.random()
+        for rate, fault in (
+            (cfg.malformed_rate, "malformed"),
+            (cfg.fat_finger_rate, "fat_finger"),
+            (cfg.future_rate, "future"),
+            (cfg.late_rate, "late"),
+            (cfg.disorder_rate, "disorder"),
+        ):
+            if roll < rate:
+                return fault
+            roll -= rate
+        return None
+
+    def _size(self) -> float:
+        rng = self.rng
+        if rng.random() < 0.05:  # the tail: occasional block trades
+            return round(min(1e6, 0.5 * rng.paretovariate(1.3)), 4)
+        return round(max(1e-4, rng.lognormvariate(-1.0, 1.2)), 4)
+
+    def _noise(self, symbol: _Symbol, now: int, mean: float) -> Iterator[SimMessage]:
+        rng, encode = self.rng, msgspec.json.encode
+        count = int(mean) + (1 if rng.random() < mean - int(mean) else 0)
+        key = symbol.name.encode()
+        for _ in range(count):
+            self._order_id += 1
+            kind = rng.choice(NOISE_TYPES)
+            event: dict[str, Any] = {
+                "type": kind,
+                "symbol": symbol.name,
+                "order_id": self._order_id,
+                "ts": now,
+            }
+            if kind != "cancel":
+                offset = symbol.tick * rng.randint(1, 50) * (1 if rng.random() < 0.5 else -1)
+                event["price"] = _on_tick(max(symbol.tick, symbol.price + offset), symbol.tick)
+                event["size"] = self._size()
+            yield SimMessage(key, encode(event), now)
+
+    def _drift_cycle(self) -> None:
+        """Endless runs: a new cycle moves every price level and jitters the activity."""
+        rng = self.rng
+        for symbol in self.symbols:
+            symbol.price = _on_tick(symbol.price * math.exp(rng.gauss(0.0, 0.02)), symbol.tick)
+            symbol.weight *= rng.uniform(0.8, 1.25)
+        self.rate = self.config.rate * rng.uniform(0.8, 1.2)
 
     def _pick(self, now: int) -> _Symbol:
         rng = self.rng
@@ -179,8 +270,7 @@ class TradeSimulator:
     def _step_price(self, symbol: _Symbol, now: int) -> None:
         elapsed_s = max(0.001, (now - symbol.last_ts) / 1000.0) if symbol.last_ts else 0.001
         shock = self.rng.gauss(0.0, symbol.volatility * math.sqrt(elapsed_s))
-        price = symbol.price * math.exp(shock)
-        symbol.price = max(symbol.tick, _on_tick(price, symbol.tick))
+        symbol.price = max(symbol.tick, _on_tick(symbol.price * math.exp(shock), symbol.tick))
 
     def _hold(self, release_ms: int, message: SimMessage) -> None:
         self._held_seq += 1
@@ -189,16 +279,30 @@ class TradeSimulator:
     def _release(self, now: int) -> Iterator[SimMessage]:
         """Held messages whose time has come (by the stream's clock)."""
         while self._held and self._held[0][0] <= now:
-            yield heapq.heappop(self._held)[2]
+            release, _, message = heapq.heappop(self._held)
+            yield message._replace(ts=release)
 
-    def _malformed(self, trade: dict) -> bytes:
+    def _malformed(self, trade: dict[str, Any]) -> bytes:
         kind = self.rng.choice(MALFORMED_KINDS)
         bad = dict(trade)
         encode = msgspec.json.encode
+        ts_text = b'"ts":%d' % bad["ts"]
         if kind == "invalid_json":
             return encode(bad)[:-7]
         if kind == "not_an_object":
             return encode([bad["symbol"], bad["price"]])
+        if kind == "fractional_ts":
+            return encode(bad).replace(ts_text, ts_text + b".5")
+        if kind == "exponent_ts":
+            return encode(bad).replace(ts_text, ts_text + b"e0")
+        if kind == "nan_price":
+            return encode(bad).replace(b'"price":', b'"price":NaN,"_p":')
+        if kind == "infinite_size":
+            return encode(bad).replace(b'"size":', b'"size":Infinity,"_s":')
+        if kind == "overflow_price":
+            return encode(bad).replace(b'"price":', b'"price":1e999,"_p":')
+        if kind == "empty":
+            return b""
         if kind == "missing_field":
             del bad[self.rng.choice(["symbol", "price", "size", "ts"])]
         elif kind == "string_price":
@@ -207,16 +311,6 @@ class TradeSimulator:
             bad["size"] = True
         elif kind == "null_price":
             bad["price"] = None
-        elif kind == "fractional_ts":
-            return encode(bad).replace(b'"ts":%d' % bad["ts"], b'"ts":%d.5' % bad["ts"])
-        elif kind == "exponent_ts":
-            return encode(bad).replace(b'"ts":%d' % bad["ts"], b'"ts":%de0' % bad["ts"])
-        elif kind == "nan_price":
-            return encode(bad).replace(b'"price":', b'"price":NaN,"_p":')
-        elif kind == "infinite_size":
-            return encode(bad).replace(b'"size":', b'"size":Infinity,"_s":')
-        elif kind == "overflow_price":
-            return encode(bad).replace(b'"price":', b'"price":1e999,"_p":')
         elif kind == "negative_price":
             bad["price"] = -bad["price"]
         elif kind == "zero_size":
@@ -225,8 +319,6 @@ class TradeSimulator:
             bad["symbol"] = bad["symbol"] + " !"
         elif kind == "ts_in_seconds":
             bad["ts"] = bad["ts"] // 1000
-        elif kind == "empty":
-            return b""
         return encode(bad)
 
 
@@ -252,9 +344,9 @@ class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):
     def next_batch(self) -> list[RawBatch]:
         values: list[bytes | None] = []
         keys: list[bytes | None] = []
-        for key, value in self._messages:
-            keys.append(key)
-            values.append(value)
+        for message in self._messages:
+            keys.append(message.key)
+            values.append(message.value)
             if len(values) >= self._batch_size:
                 break
         if not values:

@@ -32,7 +32,7 @@ def faulty_stream(n: int = 30_000, seed: int = 1) -> list[bytes]:
             malformed_rate=0.02,
         )
     )
-    messages = [value for _, value in sim.messages()]
+    messages = [m.value for m in sim.messages()]
     # and some order-book noise
     rng = random.Random(seed)
     for i in range(0, len(messages), 97):

@@ -43,7 +43,7 @@ def test_trades_topic_to_candles_dlq_and_drift_topics(broker, tmp_path):
             malformed_rate=0.02,
         )
     )
-    messages = list(sim.messages())
+    messages = [(m.key, m.value) for m in sim.messages()]
     produce(broker.bootstrap, topics["trades"], messages)
 
     logs = run_flow_processes(

@@ -12,7 +12,7 @@ from tests.factories import T0
 
 def stream(**overrides):
     config = SimulatorConfig(**{"trades": 20_000, "start_ms": T0, **overrides})
-    return list(TradeSimulator(config).messages())
+    return [(m.key, m.value) for m in TradeSimulator(config).messages()]
 
 
 def test_the_same_seed_gives_the_same_stream_and_another_seed_another():

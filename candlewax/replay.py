@@ -1,0 +1,192 @@
+"""`candlewax replay`: publish historical trades in the contract's shape, in event-time
+order, keyed by symbol, paced as fast as possible, in real time or N x real time.
+
+Every file is read by its format adapter (`sources/formats`) and judged by the flow's
+own validation; what is not sent is reported with its reason and an example position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from candlewax.outputs import describe, open_output
+from candlewax.pacing import paced
+from candlewax.progress import Progress
+from sources.formats import FORMATS, ReadOptions, TradeFile, read_trade_file
+from sources.formats.common import CONTRACT_COLUMNS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="trade files; .gz, .zst and .zip are read directly",
+    )
+    reading = parser.add_argument_group("reading")
+    reading.add_argument(
+        "--format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help="file format (default: from the name and first line)",
+    )
+    reading.add_argument(
+        "--symbol",
+        help="symbol for files without one (Binance CSV, Kibot; default from the file name)",
+    )
+    reading.add_argument("--venue", help="venue to set on every trade")
+    reading.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="CSV/Parquet: the file column of a contract field, e.g. "
+        "--column ts=time --column size=qty (repeatable)",
+    )
+    reading.add_argument(
+        "--ts-unit",
+        default="auto",
+        help="CSV/Parquet/Binance: unit of numeric times (s, ms, us, ns; "
+        "default auto, by magnitude) or a strptime format for text times",
+    )
+    reading.add_argument(
+        "--timezone",
+        help="zone of local-time stamps (Kibot: America/New_York by default; others: UTC)",
+    )
+    pacing = parser.add_argument_group("pacing")
+    pacing.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="0 = as fast as possible (default), 1 = real time, N = N x",
+    )
+    pacing.add_argument(
+        "--loop",
+        type=int,
+        default=1,
+        metavar="N",
+        help="play the files N times (0 = forever); each repeat is shifted "
+        "past the previous one in time and its ids get a '~N' suffix",
+    )
+    out = parser.add_argument_group("where to")
+    out.add_argument(
+        "--brokers",
+        default=os.environ.get("CANDLEWAX_KAFKA_BROKERS") or None,
+        help="Kafka bootstrap servers (default $CANDLEWAX_KAFKA_BROKERS)",
+    )
+    out.add_argument(
+        "--topic",
+        default=os.environ.get("CANDLEWAX_KAFKA_TRADES_TOPIC", "trades"),
+        help="Kafka topic (default trades)",
+    )
+    out.add_argument("--output", "-o", help="NDJSON file when no brokers (default stdout)")
+
+
+def options_from(args: argparse.Namespace) -> ReadOptions:
+    columns = {}
+    for item in args.column:
+        field, sep, column = item.partition("=")
+        if not sep or field not in CONTRACT_COLUMNS:
+            raise SystemExit(
+                f"candlewax replay: --column wants FIELD=COLUMN with FIELD one of "
+                f"{', '.join(CONTRACT_COLUMNS)}; got {item!r}"
+            )
+        columns[field] = column
+    return ReadOptions(
+        format=args.format,
+        symbol=args.symbol,
+        venue=args.venue,
+        columns=columns,
+        ts_unit=args.ts_unit,
+        timezone=args.timezone,
+    )
+
+
+def report(read: TradeFile, out=sys.stderr) -> None:
+    """What a file held and what will not be sent, with reasons and example positions."""
+    print(
+        f"{read.path}: {read.format}, {read.rows:,} rows, {read.trades.height:,} valid trades",
+        file=out,
+    )
+    reasons: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for reason, count in read.skipped.items():
+        reasons[f"skipped: {reason}"] += count
+        examples[f"skipped: {reason}"] = read.examples.get(reason, "")
+    for rejection in read.rejections:
+        key = f"rejected: {rejection.reason}" + (f" ({rejection.field})" if rejection.field else "")
+        reasons[key] += 1
+        examples.setdefault(key, rejection.source.rsplit("@", 1)[-1])
+    if read.filtered:
+        reasons["filtered: not a trade (type)"] += read.filtered
+    for reason, count in reasons.most_common():
+        where = f"  e.g. {examples[reason]}" if examples.get(reason) else ""
+        print(f"  not sent: {count:>9,}  {reason}{where}", file=out)
+
+
+def ordered_trades(files: list[TradeFile]) -> pl.DataFrame:
+    """All valid trades in event-time order (ties keep file order)."""
+    return pl.concat([f.trades for f in files]).sort("ts", maintain_order=True)
+
+
+def cycles(trades: pl.DataFrame, loops: int) -> Iterator[tuple[bytes, bytes, int]]:
+    """`(key, value, ts)` for each trade, repeated `loops` times (0 = forever)."""
+    ts = trades.get_column("ts")
+    span = int(ts.max()) - int(ts.min()) + 1  # type: ignore[arg-type]
+    cycle = 0
+    while loops == 0 or cycle < loops:
+        shifted = trades
+        if cycle:
+            shifted = trades.with_columns(
+                pl.col("ts") + cycle * span,
+                pl.col("trade_id") + f"~{cycle}",
+            )
+        lines = shifted.select(CONTRACT_COLUMNS).write_ndjson().encode().rstrip(b"\n").split(b"\n")
+        keys = shifted.get_column("symbol").to_list()
+        for key, value, ts in zip(keys, lines, shifted.get_column("ts").to_list(), strict=True):
+            yield key.encode(), value, ts
+        cycle += 1
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    files = []
+    for path in args.files:
+        try:
+            read = read_trade_file(path, options)
+        except (OSError, ValueError) as exc:
+            print(f"candlewax replay: {exc}", file=sys.stderr)
+            return 2
+        report(read)
+        files.append(read)
+    trades = ordered_trades(files)
+    if trades.height == 0:
+        print("candlewax replay: no valid trades to send", file=sys.stderr)
+        return 1
+    target = describe(args.brokers, args.topic, args.output)
+    output = open_output(args.brokers, args.topic, args.output)
+    total = trades.height * args.loop if args.loop else None
+    progress = Progress(f"replay -> {target}", total, unit="trades")
+    try:
+        for key, value, _ in paced(cycles(trades, args.loop), lambda m: m[2], args.speed):
+            output.send(key, value)
+            progress.advance()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        output.close()
+        seconds = progress.done()
+    print(
+        f"sent {output.sent:,} trades to {target} in {seconds:.1f} s "
+        f"({output.sent / max(seconds, 1e-9):,.0f}/s)",
+        file=sys.stderr,
+    )
+    return 0

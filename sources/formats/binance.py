@@ -1,0 +1,144 @@
+"""Binance trade data: the public trade CSV dumps and websocket capture lines.
+
+Trade CSV dumps (data.binance.vision): `id,price,qty,quote_qty,time,is_buyer_maker[,
+is_best_match]`, with or without a header; `time` in ms (µs in spot files from 2025 on,
+told apart by magnitude). The symbol is not in the file: it comes from `--symbol` or the
+file name (`BTCUSDT-trades-2024-08-08.csv`).
+
+Websocket captures: `<receive time ns> <JSON>` lines of the combined-stream envelope
+`{"stream": ..., "data": {...}}`. Trade events (`"e": "trade"`, and `aggTrade`) become
+trades: `s` symbol, `t` (`a`) id, `p`/`q` decimal strings, `T` trade time in ms, `m`
+buyer-is-maker (so the taker sold). Depth and book-ticker events are skipped and counted.
+
+The taker's side is the trade's `side`: `sell` when the buyer was the maker.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from sources.formats.common import Parsed, ReadOptions, epoch_ms, read_text_table
+from sources.formats.compressed import base_name
+
+TRADE_CSV_COLUMNS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"]
+_SYMBOL_IN_NAME = re.compile(r"^([A-Z0-9]+)-(?:agg)?trades-", re.IGNORECASE)
+_TRADE_EVENTS = {"trade": "t", "aggTrade": "a"}
+
+
+def symbol_from_name(path: Path) -> str | None:
+    match = _SYMBOL_IN_NAME.match(base_name(path))
+    return match.group(1).upper() if match else None
+
+
+def read_trade_csv(data: bytes, path: Path, options: ReadOptions) -> Parsed:
+    symbol = options.symbol or symbol_from_name(path)
+    if symbol is None:
+        raise ValueError(f"{path}: Binance trade files carry no symbol; give --symbol")
+    has_header = data[:3].lower() == b"id,"
+    sample = data.split(b"\n", 1)[0 if not has_header else 1 : 2]
+    width = len(sample[0].split(b",")) if sample and sample[0] else 6
+    frame = read_text_table(data, TRADE_CSV_COLUMNS[:width], has_header=has_header)
+    trades = frame.with_row_index("position", offset=1).select(
+        pl.lit(symbol).alias("symbol"),
+        epoch_ms(pl.col("time"), options.ts_unit).alias("ts"),
+        pl.col("price").cast(pl.Float64, strict=False),
+        pl.col("qty").cast(pl.Float64, strict=False).alias("size"),
+        pl.col("id").alias("trade_id"),
+        _side(pl.col("is_buyer_maker").str.to_lowercase() == "true"),
+        pl.lit(options.venue or "binance").alias("venue"),
+        pl.col("position").cast(pl.Int64),
+    )
+    return Parsed(rows=frame.height, trades=trades)
+
+
+def _side(buyer_is_maker: pl.Expr) -> pl.Expr:
+    return pl.when(buyer_is_maker).then(pl.lit("sell")).otherwise(pl.lit("buy")).alias("side")
+
+
+def _event_kind(event: dict[str, Any]) -> str:
+    if "e" in event:
+        return str(event["e"])
+    if "lastUpdateId" in event and "bids" in event:
+        return "depthSnapshot"
+    if "b" in event and "a" in event:
+        return "bookTicker"
+    return "unknown"
+
+
+def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
+    venue = options.venue or "binance"
+    rows: list[tuple[Any, ...]] = []
+    parsed = Parsed(rows=0, trades=pl.DataFrame())
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        parsed.rows += 1
+        where = f"line {number}"
+        _, _, body = line.partition(b" ")
+        try:
+            message = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            parsed.skip("unreadable_line", where)
+            continue
+        event = message.get("data", message) if isinstance(message, dict) else None
+        if not isinstance(event, dict):
+            parsed.skip("unreadable_line", where)
+            continue
+        kind = _event_kind(event)
+        id_field = _TRADE_EVENTS.get(kind)
+        if id_field is None:
+            parsed.skip(f"not_a_trade_event:{kind}", where)
+            continue
+        rows.append(
+            (
+                event.get("s"),
+                event.get("T"),
+                _number(event.get("p")),
+                _number(event.get("q")),
+                _text(event.get(id_field)),
+                event.get("m"),
+                number,
+            )
+        )
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "symbol": pl.String,
+            "ts": pl.Int64,
+            "price": pl.Float64,
+            "size": pl.Float64,
+            "trade_id": pl.String,
+            "buyer_is_maker": pl.Boolean,
+            "position": pl.Int64,
+        },
+        orient="row",
+        strict=False,
+    )
+    parsed.trades = frame.select(
+        pl.col("symbol").fill_null(pl.lit(options.symbol, dtype=pl.String)),
+        "ts",
+        "price",
+        "size",
+        "trade_id",
+        _side(pl.col("buyer_is_maker")),
+        pl.lit(venue).alias("venue"),
+        "position",
+    )
+    return parsed
+
+
+def _number(value: Any) -> float | None:
+    """Binance sends prices and quantities as decimal strings."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

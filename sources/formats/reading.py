@@ -1,0 +1,106 @@
+"""Read any supported trade file into validated contract trades (see the package doc)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from candlewax.records import RawBatch, Rejection
+from operators.decode import ValidationRules, decode_batch
+from sources.formats import binance, kibot, tabular
+from sources.formats.common import CONTRACT_COLUMNS, Parsed, ReadOptions
+from sources.formats.compressed import base_name, read_bytes
+
+FORMATS = ("ndjson", "csv", "parquet", "binance-csv", "binance-ws", "kibot")
+
+
+@dataclass
+class TradeFile:
+    """A file read and judged by the trade contract, in file order."""
+
+    path: Path
+    format: str
+    rows: int
+    trades: pl.DataFrame  # valid trades, TRADE_SCHEMA
+    rejections: list[Rejection]
+    filtered: int
+    skipped: Counter[str]
+    examples: dict[str, str]
+
+    @property
+    def rejected_by_reason(self) -> Counter[str]:
+        return Counter(r.reason for r in self.rejections)
+
+
+def detect_format(path: Path) -> str:
+    """The format from the file name, and for `.csv`/`.txt` from the first line."""
+    name = base_name(path).lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".ndjson", ".jsonl", ".json")):
+        return "ndjson"
+    head = read_bytes(path)[:4096].split(b"\n", 1)[0].strip()
+    if head[:1].isdigit() and b" {" in head:
+        return "binance-ws"
+    if head.startswith(b"{"):
+        return "ndjson"
+    if "-trades-" in name or "-aggtrades-" in name or head.startswith(b"id,price,qty"):
+        return "binance-csv"
+    fields = head.split(b",")
+    if len(fields) == 6 and b"/" in fields[0] and b":" in fields[1]:
+        return "kibot"
+    return "csv"
+
+
+def read_trade_file(path: Path, options: ReadOptions | None = None) -> TradeFile:
+    options = options or ReadOptions()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    fmt = detect_format(path) if options.format == "auto" else options.format
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    data = read_bytes(path)
+    source = f"file:{path.name}"
+    if fmt == "ndjson":
+        lines = data.split(b"\n")
+        numbered = [(n, line.rstrip(b"\r")) for n, line in enumerate(lines, 1) if line.strip()]
+        values: list[bytes | None] = [line for _, line in numbered]
+        positions = [n for n, _ in numbered]
+        parsed = Parsed(rows=len(values), trades=pl.DataFrame())
+    else:
+        parsed = _ADAPTERS[fmt](data, path, options)
+        values, positions = _contract_lines(parsed.trades)
+    decoded = decode_batch(RawBatch(source, values, positions), ValidationRules())
+    return TradeFile(
+        path=path,
+        format=fmt,
+        rows=parsed.rows,
+        trades=decoded.trades,
+        rejections=decoded.rejections,
+        filtered=decoded.filtered,
+        skipped=parsed.skipped,
+        examples=parsed.examples,
+    )
+
+
+def _contract_lines(frame: pl.DataFrame) -> tuple[list[bytes | None], list[int]]:
+    """Rows as contract JSON messages (a missing value is JSON null), with positions."""
+    if frame.height == 0:
+        return [], []
+    body = frame.select(CONTRACT_COLUMNS).write_ndjson().encode()
+    lines: list[bytes | None] = list(body.rstrip(b"\n").split(b"\n"))
+    return lines, frame.get_column("position").to_list()
+
+
+_ADAPTERS: dict[str, Callable[[bytes, Path, ReadOptions], Parsed]] = {
+    "csv": tabular.read_csv,
+    "parquet": tabular.read_parquet,
+    "binance-csv": binance.read_trade_csv,
+    "binance-ws": binance.read_ws_capture,
+    "kibot": kibot.read_ticks,
+}
