@@ -94,10 +94,12 @@ def _load_lake(lake: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     if not list((lake / "trades").rglob("*.parquet")):
         raise FileNotFoundError(f"{lake}: no Parquet files under trades/ (is it a candlewax lake?)")
     con = duckdb.connect()
-    trades = con.execute(
+    relation = con.sql(
         f"select symbol, epoch_ms(ts) as ts, price, size, trade_id, side, venue "
         f"from read_parquet('{trades_glob}', hive_partitioning = true) order by ts"
-    ).pl()
+    )
+    assert relation is not None
+    trades = relation.pl()
     rejected: dict[str, int] = {}
     if list((lake / "dlq").rglob("*.parquet")):
         rows = con.execute(
