@@ -147,6 +147,7 @@ SECTIONS = (
     ("Price outliers (fat-finger check)", "outliers"),
     ("Largest outliers", "outlier_examples"),
     ("Duplicates (extra copies)", "duplicates"),
+    ("Trade id sequence (ids missing between the first and the last)", "id_sequence"),
     ("Out-of-order arrivals", "out_of_order"),
     ("Rejected by the trade contract", "rejected"),
     ("Skipped (not trades)", "skipped"),

@@ -32,6 +32,7 @@ class QualityReport:
     outliers: list[dict[str, Any]]
     outlier_examples: list[dict[str, Any]]
     duplicates: list[dict[str, Any]]
+    id_sequence: list[dict[str, Any]]
     out_of_order: list[dict[str, Any]]
     rejected: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
@@ -161,6 +162,29 @@ def duplicates(trades: pl.DataFrame) -> list[dict[str, Any]]:
     return by_print.join(by_id, on="symbol", how="left").fill_null(0).sort("symbol").to_dicts()
 
 
+def id_sequence(trades: pl.DataFrame) -> list[dict[str, Any]]:
+    """For venues with consecutive integer trade ids (Binance, most exchanges): ids
+    missing between the first and the last, i.e. trades the feed lost."""
+    numeric = trades.with_columns(
+        pl.col("trade_id").cast(pl.String).str.to_integer(strict=False).alias("id_number")
+    ).filter(pl.col("id_number").is_not_null())
+    return (
+        numeric.group_by("symbol")
+        .agg(
+            pl.col("id_number").min().alias("first_id"),
+            pl.col("id_number").max().alias("last_id"),
+            pl.col("id_number").n_unique().alias("distinct_ids"),
+        )
+        .with_columns(
+            (pl.col("last_id") - pl.col("first_id") + 1 - pl.col("distinct_ids")).alias(
+                "missing_ids"
+            )
+        )
+        .sort("symbol")
+        .to_dicts()
+    )
+
+
 def out_of_order(trades: pl.DataFrame) -> list[dict[str, Any]]:
     """Trades that arrived after a later one of their symbol; depth = how far behind."""
     depth = (pl.col("ts").cum_max().over("symbol") - pl.col("ts")).alias("depth_ms")
@@ -235,6 +259,7 @@ def profile(
         outliers=outlier_rows,
         outlier_examples=examples,
         duplicates=duplicates(trades),
+        id_sequence=id_sequence(trades),
         out_of_order=out_of_order(trades),
         rejected=[
             {"reason": k, "rows": v}

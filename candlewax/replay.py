@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     files = []
     for path in args.files:
+        print(f"reading {path} ...", file=sys.stderr, flush=True)
         try:
             read = read_trade_file(path, options)
         except (OSError, ValueError) as exc:

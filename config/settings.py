@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     # --- the simulator source (a first version; see `sources/simulator.py`) ----------
     sim_symbols: int = Field(default=8, ge=1, le=10_000)
     sim_trades: int = Field(default=100_000, ge=0)
+    sim_duration: DurationMs = 0
     sim_rate: float = Field(default=2_000.0, gt=0)
     sim_speed: float = Field(default=0.0, ge=0)
     sim_seed: int = 7
@@ -94,6 +95,9 @@ class Settings(BaseSettings):
     sim_disorder_rate: float = Field(default=0.0, ge=0, le=1)
     sim_late_rate: float = Field(default=0.0, ge=0, le=1)
     sim_malformed_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_fat_finger_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_future_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_noise_share: float = Field(default=0.0, ge=0, lt=1)
 
     @field_validator(
         "kafka_poll_timeout",
@@ -102,6 +106,7 @@ class Settings(BaseSettings):
         "dedupe_horizon",
         "drift_retention",
         "ts_max_future",
+        "sim_duration",
         mode="before",
     )
     @classmethod
@@ -181,7 +186,7 @@ class Settings(BaseSettings):
             return True
         if self.source == "kafka":
             return not self.kafka_tail
-        return self.sim_trades > 0 and self.sim_speed == 0
+        return (self.sim_trades > 0 or self.sim_duration > 0) and self.sim_speed == 0
 
     def kafka_client_config(self) -> dict[str, Any]:
         """Connection settings shared by consumers, producers and admin clients."""

@@ -99,6 +99,7 @@ def simulator_config(settings: Settings) -> SimulatorConfig:
     return SimulatorConfig(
         symbols=settings.sim_symbols,
         trades=settings.sim_trades,
+        duration_ms=settings.sim_duration,
         rate=settings.sim_rate,
         speed=settings.sim_speed,
         seed=settings.sim_seed,
@@ -109,6 +110,9 @@ def simulator_config(settings: Settings) -> SimulatorConfig:
         disorder_rate=settings.sim_disorder_rate,
         late_rate=settings.sim_late_rate,
         malformed_rate=settings.sim_malformed_rate,
+        fat_finger_rate=settings.sim_fat_finger_rate,
+        future_rate=settings.sim_future_rate,
+        noise_share=settings.sim_noise_share,
     )
 
 

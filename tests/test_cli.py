@@ -1,0 +1,112 @@
+"""The `candlewax` commands as a user runs them: help, simulate, replay, profile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPOT = ROOT / "tests" / "fixtures" / "binance-ws" / "spot_btcusdt_20240808_excerpt.txt"
+
+
+def candlewax(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "candlewax.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        (
+            "simulate",
+            ["--count", "--endless", "--speed", "--duplicates", "--fat-finger", "--noise"],
+        ),
+        ("replay", ["--format", "--column", "--speed", "--loop", "--brokers", "--ts-unit"]),
+        (
+            "profile",
+            ["--gaps", "--outlier-trades", "--outlier-window", "--report", "--json", "--clean"],
+        ),
+        ("demo", ["--trades", "--workers"]),
+    ],
+)
+def test_every_command_explains_its_options(command, options):
+    text = candlewax(command, "--help").stdout
+    for option in options:
+        assert option in text
+
+
+def test_simulate_is_deterministic_by_seed_and_writes_ndjson(tmp_path):
+    common = ["--count", "2000", "--seed", "5", "--start", "2024-08-09", "--duplicates", "0.05"]
+    candlewax("simulate", *common, "-o", str(tmp_path / "a.ndjson"))
+    candlewax("simulate", *common, "-o", str(tmp_path / "b.ndjson.gz"))
+    first = (tmp_path / "a.ndjson").read_bytes()
+    import gzip
+
+    assert first == gzip.decompress((tmp_path / "b.ndjson.gz").read_bytes())
+    lines = first.splitlines()
+    assert 2050 < len(lines) < 2150
+    assert msgspec.json.decode(lines[0])["ts"] == 1723161600000
+
+
+def test_replay_sends_valid_trades_in_event_time_order_and_reports_the_rest(tmp_path):
+    source = tmp_path / "mixed.ndjson"
+    source.write_bytes(
+        b'{"symbol":"A","price":2,"size":1,"ts":1723161600500,"trade_id":2}\n'
+        b'{"symbol":"A","price":1,"size":1,"ts":1723161600100,"trade_id":1}\n'
+        b'{"symbol":"A","price":"x","size":1,"ts":1723161600200}\n'
+        b'{"type":"cancel","order_id":5}\n'
+    )
+    out = tmp_path / "out.ndjson"
+    result = candlewax("replay", str(source), "-o", str(out))
+    sent = [msgspec.json.decode(line) for line in out.read_bytes().splitlines()]
+    assert [t["trade_id"] for t in sent] == ["1", "2"]
+    assert "rejected: wrong_type (price)  e.g. 3" in result.stderr
+    assert "filtered: not a trade" in result.stderr and "sent 2 trades" in result.stderr
+
+
+def test_replay_loops_shift_time_and_ids(tmp_path):
+    out = tmp_path / "out.ndjson"
+    candlewax("replay", str(SPOT), "--loop", "2", "-o", str(out))
+    sent = [msgspec.json.decode(line) for line in out.read_bytes().splitlines()]
+    assert len(sent) == 2 * 56
+    assert [t["ts"] for t in sent] == sorted(t["ts"] for t in sent)
+    assert len({t["trade_id"] for t in sent}) == 112 and sent[56]["trade_id"].endswith("~1")
+
+
+def test_replay_of_a_file_that_is_not_there_says_so():
+    result = candlewax("replay", "no-such-file.csv", check=False)
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_profile_writes_markdown_html_json_and_clean_parquet(tmp_path):
+    result = candlewax(
+        "profile",
+        str(SPOT),
+        "--json",
+        str(tmp_path / "q.json"),
+        "--clean",
+        str(tmp_path / "clean.parquet"),
+    )
+    assert "## Gaps" in result.stdout and "| BTCUSDT |" in result.stdout
+    figures = json.loads((tmp_path / "q.json").read_text())
+    assert figures["overview"]["valid_trades"] == 56
+    assert {row["threshold_ms"] for row in figures["gaps"]} == {500, 5_000, 30_000}
+    clean = pl.read_parquet(tmp_path / "clean.parquet")
+    assert clean.height == 56 and clean.get_column("ts").is_sorted()
+    candlewax("profile", str(SPOT), "--report", str(tmp_path / "q.html"))
+    page = (tmp_path / "q.html").read_text()
+    assert page.startswith("<!doctype html>") and "<table>" in page
