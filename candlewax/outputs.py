@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
+from candlewax.pacing import paced
+from candlewax.progress import Progress
 from candlewax.topics import KafkaOutput
 
 
@@ -36,6 +41,28 @@ class LinesOutput:
             self.stream.close()
 
 
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--brokers/--topic` (Kafka, keyed by symbol) or `--output` (NDJSON), for the tools."""
+    out = parser.add_argument_group("where to")
+    out.add_argument(
+        "--brokers",
+        default=os.environ.get("CANDLEWAX_KAFKA_BROKERS") or None,
+        help="Kafka bootstrap servers (default $CANDLEWAX_KAFKA_BROKERS); messages are keyed "
+        "by symbol",
+    )
+    out.add_argument(
+        "--topic",
+        default=os.environ.get("CANDLEWAX_KAFKA_TRADES_TOPIC", "trades"),
+        help="Kafka topic (default $CANDLEWAX_KAFKA_TRADES_TOPIC or trades)",
+    )
+    out.add_argument(
+        "--output",
+        "-o",
+        help="NDJSON file to write when no brokers are given (.gz compresses); "
+        "default standard output",
+    )
+
+
 def open_output(brokers: str | None, topic: str, path: str | None) -> MessageOutput:
     """Kafka when brokers are given, else the file at `path`, else standard output."""
     if brokers:
@@ -46,6 +73,27 @@ def open_output(brokers: str | None, topic: str, path: str | None) -> MessageOut
         stream = gzip.open(target, "wb") if target.suffix == ".gz" else open(target, "wb")  # noqa: SIM115
         return LinesOutput(stream, owned=True)  # type: ignore[arg-type]
     return LinesOutput(sys.stdout.buffer, owned=False)
+
+
+def send_all(
+    messages: Iterable[Sequence[Any]],
+    output: MessageOutput,
+    progress: Progress,
+    speed: float,
+    counted: Callable[[], int] | None = None,
+) -> float:
+    """Send `(key, value, event ms)` items, paced by `speed`, reporting progress (by
+    `counted()`, else messages sent); Ctrl-C stops cleanly. Returns the seconds taken."""
+    try:
+        for key, value, _ in paced(messages, lambda m: m[2], speed):
+            output.send(key, value)
+            progress.update(counted() if counted else output.sent)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        output.close()
+        seconds = progress.done()
+    return seconds
 
 
 def describe(brokers: str | None, topic: str, path: str | None) -> str:

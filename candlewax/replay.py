@@ -8,7 +8,6 @@ own validation; what is not sent is reported with its reason and an example posi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from candlewax.outputs import describe, open_output
-from candlewax.pacing import paced
+from candlewax.outputs import add_output_arguments, describe, open_output, send_all
 from candlewax.progress import Progress
 from sources.formats import FORMATS, ReadOptions, TradeFile, read_trade_file
 from sources.formats.common import CONTRACT_COLUMNS
@@ -76,18 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="play the files N times (0 = forever); each repeat is shifted "
         "past the previous one in time and its ids get a '~N' suffix",
     )
-    out = parser.add_argument_group("where to")
-    out.add_argument(
-        "--brokers",
-        default=os.environ.get("CANDLEWAX_KAFKA_BROKERS") or None,
-        help="Kafka bootstrap servers (default $CANDLEWAX_KAFKA_BROKERS)",
-    )
-    out.add_argument(
-        "--topic",
-        default=os.environ.get("CANDLEWAX_KAFKA_TRADES_TOPIC", "trades"),
-        help="Kafka topic (default trades)",
-    )
-    out.add_argument("--output", "-o", help="NDJSON file when no brokers (default stdout)")
+    add_output_arguments(parser)
 
 
 def options_from(args: argparse.Namespace) -> ReadOptions:
@@ -176,15 +163,7 @@ def run(args: argparse.Namespace) -> int:
     output = open_output(args.brokers, args.topic, args.output)
     total = trades.height * args.loop if args.loop else None
     progress = Progress(f"replay -> {target}", total, unit="trades")
-    try:
-        for key, value, _ in paced(cycles(trades, args.loop), lambda m: m[2], args.speed):
-            output.send(key, value)
-            progress.advance()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        output.close()
-        seconds = progress.done()
+    seconds = send_all(cycles(trades, args.loop), output, progress, args.speed)
     print(
         f"sent {output.sent:,} trades to {target} in {seconds:.1f} s "
         f"({output.sent / max(seconds, 1e-9):,.0f}/s)",

@@ -5,11 +5,9 @@ source (`CANDLEWAX_SOURCE=simulator`)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from candlewax.outputs import describe, open_output
-from candlewax.pacing import paced
+from candlewax.outputs import add_output_arguments, describe, open_output, send_all
 from candlewax.progress import Progress
 from config.durations import parse_duration_ms
 from config.settings import parse_epoch_ms
@@ -104,24 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(type add/cancel/modify), e.g. 0.98",
     )
 
-    out = parser.add_argument_group("where to")
-    out.add_argument(
-        "--brokers",
-        default=os.environ.get("CANDLEWAX_KAFKA_BROKERS") or None,
-        help="Kafka bootstrap servers (default $CANDLEWAX_KAFKA_BROKERS); "
-        "messages are keyed by symbol",
-    )
-    out.add_argument(
-        "--topic",
-        default=os.environ.get("CANDLEWAX_KAFKA_TRADES_TOPIC", "trades"),
-        help="Kafka topic (default trades)",
-    )
-    out.add_argument(
-        "--output",
-        "-o",
-        default=None,
-        help="NDJSON file to write (.gz compresses) when no brokers; default standard output",
-    )
+    add_output_arguments(parser)
 
 
 def config_from(args: argparse.Namespace) -> SimulatorConfig:
@@ -157,15 +138,7 @@ def run(args: argparse.Namespace) -> int:
         total=config.trades or None,
         unit="trades",
     )
-    try:
-        for message in paced(simulator.messages(), lambda m: m.ts, config.speed):
-            output.send(message.key, message.value)
-            progress.update(simulator.emitted_trades)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        output.close()
-        progress.done()
+    send_all(simulator.messages(), output, progress, config.speed, lambda: simulator.emitted_trades)
     print(
         f"sent {output.sent:,} messages ({simulator.emitted_trades:,} trades, "
         f"{len(simulator.symbols)} symbols, seed {config.seed})",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -42,6 +43,32 @@ def run_flow_processes(
             f"flow process failed ({process.returncode}):\n{text[-4000:]}"
         )
     return logs
+
+
+def flow_topics(broker, trades_partitions: int = 1) -> dict[str, str]:
+    """Fresh topic names for one test (trades, candles, dlq, drift), created on `broker`."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    topics = {name: f"{prefix}.{name}" for name in ("trades", "candles", "dlq", "drift")}
+    broker.create_topics(
+        {name: trades_partitions if role == "trades" else 1 for role, name in topics.items()}
+    )
+    return topics
+
+
+def kafka_env(
+    bootstrap: str, topics: dict[str, str], lake_dir: Path, tail: bool = False
+) -> dict[str, str]:
+    """The settings of a flow reading and writing `topics` (see `flow_topics`)."""
+    return {
+        "CANDLEWAX_SOURCE": "kafka",
+        "CANDLEWAX_KAFKA_BROKERS": bootstrap,
+        "CANDLEWAX_KAFKA_TAIL": str(tail).lower(),
+        "CANDLEWAX_KAFKA_TRADES_TOPIC": topics["trades"],
+        "CANDLEWAX_KAFKA_CANDLES_TOPIC": topics["candles"],
+        "CANDLEWAX_KAFKA_DLQ_TOPIC": topics["dlq"],
+        "CANDLEWAX_KAFKA_DRIFT_TOPIC": topics["drift"],
+        "CANDLEWAX_LAKE_DIR": str(lake_dir),
+    }
 
 
 def lake_table(lake_dir: Path, dataset: str) -> pl.DataFrame:

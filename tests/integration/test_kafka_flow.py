@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import msgspec
 import polars as pl
 import pytest
@@ -13,23 +11,14 @@ from sources.simulator import SimulatorConfig, TradeSimulator
 from tests.factories import T0
 from tests.flows.test_ohlcv_flow import RESOLUTIONS
 from tests.kafka_helpers import produce, read_topic
-from tests.processes import lake_table, run_flow_processes
+from tests.processes import flow_topics, kafka_env, lake_table, run_flow_processes
 from tests.reference import assert_candles_match, reference_candles, reference_trades
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def test_trades_topic_to_candles_dlq_and_drift_topics(broker, tmp_path):
-    prefix = f"it-{uuid.uuid4().hex[:6]}"
-    topics = {
-        "trades": f"{prefix}.trades",
-        "candles": f"{prefix}.candles",
-        "dlq": f"{prefix}.trades.dlq",
-        "drift": f"{prefix}.candles.drift",
-    }
-    broker.create_topics(
-        {topics["trades"]: 3, topics["candles"]: 2, topics["dlq"]: 1, topics["drift"]: 1}
-    )
+    topics = flow_topics(broker, trades_partitions=3)
     sim = TradeSimulator(
         SimulatorConfig(
             symbols=5,
@@ -46,19 +35,7 @@ def test_trades_topic_to_candles_dlq_and_drift_topics(broker, tmp_path):
     messages = [(m.key, m.value) for m in sim.messages()]
     produce(broker.bootstrap, topics["trades"], messages)
 
-    logs = run_flow_processes(
-        {
-            "CANDLEWAX_SOURCE": "kafka",
-            "CANDLEWAX_KAFKA_BROKERS": broker.bootstrap,
-            "CANDLEWAX_KAFKA_TAIL": "false",
-            "CANDLEWAX_KAFKA_TRADES_TOPIC": topics["trades"],
-            "CANDLEWAX_KAFKA_CANDLES_TOPIC": topics["candles"],
-            "CANDLEWAX_KAFKA_DLQ_TOPIC": topics["dlq"],
-            "CANDLEWAX_KAFKA_DRIFT_TOPIC": topics["drift"],
-            "CANDLEWAX_LAKE_DIR": str(tmp_path / "lake"),
-        },
-        workers=2,
-    )
+    logs = run_flow_processes(kafka_env(broker.bootstrap, topics, tmp_path / "lake"), workers=2)
     assert "they add up" in logs[0]
 
     # Candles: keyed by bar_id, JSON per the contract, equal to the batch truth bar by bar.

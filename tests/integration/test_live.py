@@ -6,33 +6,24 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import msgspec
 import pytest
 
 from tests.factories import trade
 from tests.kafka_helpers import produce, read_topic
-from tests.processes import ROOT
+from tests.processes import ROOT, flow_topics, kafka_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def test_an_idle_symbols_last_candle_is_emitted_without_new_trades(broker, tmp_path):
-    prefix = f"live-{uuid.uuid4().hex[:6]}"
-    trades_topic, candles_topic = f"{prefix}.trades", f"{prefix}.candles"
-    broker.create_topics(
-        {trades_topic: 1, candles_topic: 1, f"{prefix}.dlq": 1, f"{prefix}.drift": 1}
-    )
+    topics = flow_topics(broker)
+    trades_topic, candles_topic = topics["trades"], topics["candles"]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CANDLEWAX_")},
         "PYTHONPATH": str(ROOT),
-        "CANDLEWAX_KAFKA_BROKERS": broker.bootstrap,
-        "CANDLEWAX_KAFKA_TRADES_TOPIC": trades_topic,
-        "CANDLEWAX_KAFKA_CANDLES_TOPIC": candles_topic,
-        "CANDLEWAX_KAFKA_DLQ_TOPIC": f"{prefix}.dlq",
-        "CANDLEWAX_KAFKA_DRIFT_TOPIC": f"{prefix}.drift",
-        "CANDLEWAX_LAKE_DIR": str(tmp_path / "lake"),
+        **kafka_env(broker.bootstrap, topics, tmp_path / "lake", tail=True),
         "CANDLEWAX_METRICS_PORT": "0",
         "CANDLEWAX_RESOLUTIONS": "1s,10s",
     }

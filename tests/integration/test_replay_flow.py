@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 import msgspec
 import pytest
 
 from candlewax.records import Candle
 from tests.flows.test_ohlcv_flow import RESOLUTIONS
 from tests.kafka_helpers import read_topic
-from tests.processes import run_flow_processes
+from tests.processes import flow_topics, kafka_env, run_flow_processes
 from tests.reference import assert_candles_match, reference_candles
 from tests.test_cli import ROOT, candlewax
 
@@ -19,11 +17,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "binance-ws"
 
 
 def test_replayed_binance_captures_become_the_right_candles(broker, tmp_path):
-    prefix = f"replay-{uuid.uuid4().hex[:6]}"
-    topics = {name: f"{prefix}.{name}" for name in ("trades", "candles", "dlq", "drift")}
-    broker.create_topics(
-        {topics["trades"]: 2, topics["candles"]: 1, topics["dlq"]: 1, topics["drift"]: 1}
-    )
+    topics = flow_topics(broker, trades_partitions=2)
     result = candlewax(
         "replay",
         str(FIXTURES / "spot_btcusdt_20240808_excerpt.txt"),
@@ -38,17 +32,7 @@ def test_replayed_binance_captures_become_the_right_candles(broker, tmp_path):
     records = read_topic(broker.bootstrap, topics["trades"])
     assert len(records) == 66
     assert {r.key for r in records} == {b"BTCUSDT", b"ETHUSDT"}
-    run_flow_processes(
-        {
-            "CANDLEWAX_KAFKA_BROKERS": broker.bootstrap,
-            "CANDLEWAX_KAFKA_TAIL": "false",
-            "CANDLEWAX_KAFKA_TRADES_TOPIC": topics["trades"],
-            "CANDLEWAX_KAFKA_CANDLES_TOPIC": topics["candles"],
-            "CANDLEWAX_KAFKA_DLQ_TOPIC": topics["dlq"],
-            "CANDLEWAX_KAFKA_DRIFT_TOPIC": topics["drift"],
-            "CANDLEWAX_LAKE_DIR": str(tmp_path / "lake"),
-        }
-    )
+    run_flow_processes(kafka_env(broker.bootstrap, topics, tmp_path / "lake"))
     candles = [
         msgspec.json.decode(r.value, type=Candle)
         for r in read_topic(broker.bootstrap, topics["candles"])
