@@ -117,7 +117,7 @@ def outliers(
     if options.outlier_window_ms:
         by_time = ordered.sort("symbol", "ts").with_columns(
             pl.col("price")
-            .rolling_median_by("ts", window_size=f"{options.outlier_window_ms}ms", closed="left")
+            .rolling_median_by("ts", window_size=f"{options.outlier_window_ms}i", closed="left")
             .over("symbol")
             .alias("reference")
         )

@@ -110,3 +110,29 @@ def test_profile_writes_markdown_html_json_and_clean_parquet(tmp_path):
     candlewax("profile", str(SPOT), "--report", str(tmp_path / "q.html"))
     page = (tmp_path / "q.html").read_text()
     assert page.startswith("<!doctype html>") and "<table>" in page
+
+
+def test_profile_reads_a_lake_written_by_the_flow(tmp_path):
+    from tests.flows.test_ohlcv_flow import faulty_stream
+    from tests.processes import run_flow_processes
+
+    source = tmp_path / "trades.ndjson"
+    source.write_bytes(b"\n".join(faulty_stream(5_000, seed=2)) + b"\n")
+    lake = tmp_path / "lake"
+    run_flow_processes(
+        {
+            "CANDLEWAX_SOURCE": "file",
+            "CANDLEWAX_SOURCE_PATH": str(source),
+            "CANDLEWAX_LAKE_DIR": str(lake),
+        }
+    )
+    candlewax("profile", str(lake), "--json", str(tmp_path / "lake.json"))
+    figures = json.loads((tmp_path / "lake.json").read_text())
+    lake_trades = pl.read_parquet(lake / "trades" / "**" / "*.parquet")
+    assert figures["overview"]["valid_trades"] == lake_trades.height
+    assert (
+        figures["overview"]["rejected"]
+        == pl.read_parquet(lake / "dlq" / "**" / "*.parquet").height
+        > 0
+    )
+    assert all(row["by_trade_id"] == 0 for row in figures["duplicates"]), "the lake is deduplicated"

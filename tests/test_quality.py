@@ -106,3 +106,12 @@ def test_rejections_skips_and_overview(report):
     assert report.rejected == [{"reason": "wrong_type", "rows": 4}]
     assert report.overview["valid_trades"] == 102 + 205 + 4 and report.overview["symbols"] == 3
     assert report.overview["rejected"] == 4 and report.overview["skipped"] == 9
+
+
+def test_a_time_window_reference_finds_the_same_fat_fingers():
+    result, scored = profile(
+        known_feed(), QualityOptions(outlier_window_ms=2_000), source="known", rows=311
+    )
+    assert by(result.outliers, symbol="B")[0]["outliers"] == 2
+    flagged = scored.filter(pl.col("outlier")).get_column("price").to_list()
+    assert sorted(flagged) == [25.0, 500.0]
