@@ -11,10 +11,20 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    start_http_server,
+)
 
 OUTCOMES = ("accepted", "duplicate", "filtered", "rejected", "late")
+# The largest relative field drift of a drift record, and how late late trades were.
+DRIFT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LATENESS_BUCKETS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 3600.0)
 log = logging.getLogger("candlewax")
 
 
@@ -38,7 +48,13 @@ class FlowMetrics:
         )
         self.candles = Counter(
             "candlewax_candles_emitted",
-            "Candles emitted, by resolution.",
+            "Candles emitted (restated ones included), by resolution.",
+            ["resolution"],
+            registry=r,
+        )
+        self.restated = Counter(
+            "candlewax_candles_restated",
+            "Candles emitted again because of late trades, by resolution.",
             ["resolution"],
             registry=r,
         )
@@ -51,7 +67,20 @@ class FlowMetrics:
         self.drift_alerts = Counter(
             "candlewax_drift_alerts",
             "Drift records above the alert threshold.",
+            ["symbol", "resolution"],
+            registry=r,
+        )
+        self.drift_ratio = Histogram(
+            "candlewax_drift_ratio",
+            "Largest relative field drift of each drift record.",
             ["resolution"],
+            buckets=DRIFT_BUCKETS,
+            registry=r,
+        )
+        self.lateness = Histogram(
+            "candlewax_late_trade_lateness_seconds",
+            "How far behind its symbol's newest trade each late trade arrived.",
+            buckets=LATENESS_BUCKETS_S,
             registry=r,
         )
         self.late_expired = Counter(
@@ -71,47 +100,65 @@ class FlowMetrics:
         if amount:
             self.outcomes.labels(outcome).inc(amount)
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:
         """Counts so far, as plain numbers (what the end-of-run log shows)."""
-        outcomes = {o: int(self.outcomes.labels(o)._value.get()) for o in OUTCOMES}
+        outcomes = {o: int(_sample(self.outcomes, "_total", outcome=o)) for o in OUTCOMES}
         return {
-            "received": int(self.received._value.get()),
+            "received": int(_sample(self.received, "_total")),
             **outcomes,
             "rejected_by_reason": _by_label(self.rejected, "reason"),
             "candles_by_resolution": _by_label(self.candles, "resolution"),
+            "restated_by_resolution": _by_label(self.restated, "resolution"),
             "drift_records": sum(_by_label(self.drift_records, "resolution").values()),
             "drift_alerts": sum(_by_label(self.drift_alerts, "resolution").values()),
-            "late_expired": int(self.late_expired._value.get()),
+            "drift_alerts_by_symbol": _by_label(self.drift_alerts, "symbol"),
+            "late_by_lateness_s": _histogram(self.lateness),
+            "late_expired": int(_sample(self.late_expired, "_total")),
         }
 
     def log_summary(self) -> None:
         s = self.summary()
-        total = sum(int(s[o]) for o in OUTCOMES)  # type: ignore[call-overload]
+        total = sum(int(s[o]) for o in OUTCOMES)
         balance = "they add up" if total == s["received"] else f"MISMATCH: outcomes sum to {total}"
         log.info(
             "run summary: received=%s accepted=%s duplicate=%s filtered=%s rejected=%s late=%s "
-            "(%s); rejected by reason=%s; candles=%s; drift records=%s, alerts=%s",
-            s["received"],
-            s["accepted"],
-            s["duplicate"],
-            s["filtered"],
-            s["rejected"],
-            s["late"],
-            balance,
-            s["rejected_by_reason"],
-            s["candles_by_resolution"],
-            s["drift_records"],
-            s["drift_alerts"],
-        )
+            "(%s); rejected by reason=%s; candles=%s (restated %s); drift records=%s, "
+            "alerts=%s by symbol %s; late trades by lateness (s, cumulative)=%s",
+            s["received"], s["accepted"], s["duplicate"], s["filtered"], s["rejected"],
+            s["late"], balance, s["rejected_by_reason"], s["candles_by_resolution"],
+            s["restated_by_resolution"], s["drift_records"], s["drift_alerts"],
+            s["drift_alerts_by_symbol"], s["late_by_lateness_s"],
+        )  # fmt: skip
+
+
+def _sample(metric: Any, suffix: str, **labels: str) -> float:
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith(suffix) and all(
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
+                return float(sample.value)
+    return 0.0
 
 
 def _by_label(counter: Counter, label: str) -> dict[str, int]:
     values: dict[str, int] = {}
-    for metric in counter.collect():
-        for sample in metric.samples:
+    for family in counter.collect():
+        for sample in family.samples:
             if sample.name.endswith("_total"):
-                values[sample.labels[label]] = int(sample.value)
+                key = sample.labels[label]
+                values[key] = values.get(key, 0) + int(sample.value)
     return values
+
+
+def _histogram(histogram: Histogram) -> dict[str, int]:
+    """Cumulative counts per upper bound (`le`), as Prometheus has them."""
+    return {
+        sample.labels["le"]: int(sample.value)
+        for family in histogram.collect()
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    }
 
 
 def serve_metrics(port: int, registry: CollectorRegistry = REGISTRY) -> int | None:

@@ -66,6 +66,7 @@ TRADE_LAKE_SCHEMA = pa.schema(
         ("side", pa.string()),
         ("venue", pa.string()),
         ("late", pa.bool_()),
+        ("seq", pa.int64()),
     ]
 )
 
@@ -76,6 +77,7 @@ class FlaggedTrades:
 
     trades: pl.DataFrame
     late: Any  # numpy bool array, one flag per row
+    seq: Any  # numpy int64 array: arrival order within the symbol (breaks ties on ts)
 
     def __len__(self) -> int:
         return self.trades.height

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
         default=["open", "high", "low", "close", "volume", "vwap"]
     )
     drift_retention: DurationMs = 600_000
+    restatement: bool = False
+    restatement_horizon: DurationMs = 300_000
     ts_min: Annotated[int, NoDecode] = 946_684_800_000  # 2000-01-01T00:00:00Z
     ts_max_future: DurationMs = 3_600_000
 
@@ -105,8 +107,9 @@ class Settings(BaseSettings):
         "allowed_lateness",
         "dedupe_horizon",
         "drift_retention",
-        "ts_max_future",
+        "restatement_horizon",
         "sim_duration",
+        "ts_max_future",
         mode="before",
     )
     @classmethod

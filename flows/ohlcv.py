@@ -92,6 +92,8 @@ def candle_spec(settings: Settings) -> CandleSpec:
         drift=DriftPolicy(
             threshold=settings.drift_threshold, fields=tuple(settings.drift_alert_fields)
         ),
+        restatement=settings.restatement,
+        restatement_horizon_ms=settings.restatement_horizon,
     )
 
 

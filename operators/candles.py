@@ -37,6 +37,14 @@ class CandleSpec:
     drift_retention_ms: int = 600_000
     live: bool = False
     drift: DriftPolicy = field(default_factory=DriftPolicy)
+    restatement: bool = False
+    restatement_horizon_ms: int = 300_000
+
+    @property
+    def keep_closed_ms(self) -> int:
+        """How long (event time) closed windows are kept: for drift, and for restating."""
+        horizon = self.restatement_horizon_ms if self.restatement else 0
+        return max(self.drift_retention_ms, horizon)
 
     @property
     def base(self) -> int:
@@ -50,11 +58,12 @@ class CandleSpec:
 class ClosedBar:
     """An emitted (or empty) window kept for late trades: what went out and what came late."""
 
-    emitted: Bar | None
-    revision: int = 0
-    late: Bar | None = None
+    emitted: Bar | None  # the candle as first emitted (the real-time estimate)
+    revision: int = 0  # of the newest candle published for this bar
+    late: Bar | None = None  # every late trade of the bar (what drift measures)
     late_trades: int = 0
     max_lateness_ms: int = 0
+    current: Bar | None = None  # the newest candle published: emitted + restated trades
 
     def add_late(self, trade: Bar, lateness_ms: int) -> None:
         if self.late is None:
@@ -65,9 +74,20 @@ class ClosedBar:
         self.max_lateness_ms = max(self.max_lateness_ms, lateness_ms)
 
     def copy(self) -> ClosedBar:
-        # `emitted` is never changed once set; only the late bar grows.
+        # `emitted` and `current` are replaced, never changed in place; `late` grows.
         late = None if self.late is None else self.late.copy()
-        return ClosedBar(self.emitted, self.revision, late, self.late_trades, self.max_lateness_ms)
+        return ClosedBar(
+            self.emitted, self.revision, late, self.late_trades, self.max_lateness_ms, self.current
+        )
+
+    def restate(self, trade: Bar) -> Bar:
+        """Fold a late trade into the published bar; the revision goes up by one (it is 0
+        for a bar whose window closed empty: its first candle)."""
+        if self.current is None:
+            self.current, self.revision = trade.copy(), 0
+        else:
+            self.current, self.revision = self.current.merged(trade), self.revision + 1
+        return self.current
 
     def corrected(self) -> Bar:
         assert self.late is not None
@@ -110,6 +130,8 @@ class CandleEvents:
     accepted: int = 0
     late: int = 0
     late_expired: int = 0
+    restated_bars: set[str] = field(default_factory=set)  # bar ids restated here
+    lateness_ms: list[int] = field(default_factory=list)  # of each late trade
 
 
 class SymbolCandles:
@@ -198,7 +220,7 @@ class SymbolCandles:
             state.max_ts_seen_at_ms = now_ms
         self._close_until(self.watermark(now_ms), events)
         self._expire(self.watermark(now_ms))
-        events.trades = FlaggedTrades(trades, late)
+        events.trades = FlaggedTrades(trades, late, seq)
         return events
 
     def on_clock(self, now_ms: float) -> CandleEvents:
@@ -272,7 +294,7 @@ class SymbolCandles:
                 candle = None
                 if bar is not None:
                     bar = bar.compact()
-                    closed.emitted = bar
+                    closed.emitted = closed.current = bar
                     candle = bar.to_candle(self._symbol, spec.name(res), start, res)
                     if res == base:
                         for coarse in spec.resolutions[1:]:
@@ -305,12 +327,19 @@ class SymbolCandles:
         state, spec = self.state, self.spec
         ts = trade.open_key[0]
         lateness_ms = newest - ts
-        floor = watermark - spec.drift_retention_ms
+        events.lateness_ms.append(lateness_ms)
+        floor = watermark - spec.keep_closed_ms
+        base_end = window_start(ts, spec.base) + spec.base
+        # One decision per trade, so every resolution is restated or none is.
+        restate = spec.restatement and base_end > watermark - spec.restatement_horizon_ms
         for res in spec.resolutions:
             start = window_start(ts, res)
-            if start + res > watermark:  # still open: the drift shows when it closes
-                pending = state.open_late[res].setdefault(start, ClosedBar(None))
-                pending.add_late(trade, lateness_ms)
+            if start + res > watermark:  # a coarse window still open
+                if restate:
+                    self._roll_up(res, start, trade)  # it goes out right, no drift
+                else:
+                    pending = state.open_late[res].setdefault(start, ClosedBar(None))
+                    pending.add_late(trade, lateness_ms)  # the drift shows when it closes
                 continue
             closed = state.closed[res].get(start)
             if closed is None:
@@ -320,6 +349,11 @@ class SymbolCandles:
                     continue
                 closed = state.closed[res][start] = ClosedBar(None)  # closed with no trades
             closed.add_late(trade, lateness_ms)
+            if restate:
+                bar = closed.restate(trade)
+                candle = bar.to_candle(self._symbol, spec.name(res), start, res, closed.revision)
+                events.candles.append(candle)
+                events.restated_bars.add(candle.bar_id)
             events.drift.append(self._drift(res, start, closed, newest))
 
     def _drift(self, res: int, start: int, closed: ClosedBar, detected: int) -> DriftRecord:
@@ -339,7 +373,7 @@ class SymbolCandles:
         )
 
     def _expire(self, watermark: float) -> None:
-        floor = watermark - self.spec.drift_retention_ms
+        floor = watermark - self.spec.keep_closed_ms
         if math.isinf(floor):
             return
         for res, closed in self.state.closed.items():

@@ -122,10 +122,15 @@ class _CandleLogic(StatefulBatchLogic[pl.DataFrame, CandleEvents, CandleState]):
             m.late_expired.inc(events.late_expired)
         for candle in events.candles:
             m.candles.labels(candle.resolution).inc()
+            if candle.revision or candle.bar_id in events.restated_bars:
+                m.restated.labels(candle.resolution).inc()
         for record in events.drift:
             m.drift_records.labels(record.resolution).inc()
+            m.drift_ratio.labels(record.resolution).observe(record.max_drift)
             if record.alert:
-                m.drift_alerts.labels(record.resolution).inc()
+                m.drift_alerts.labels(record.symbol, record.resolution).inc()
+        for lateness_ms in events.lateness_ms:
+            m.lateness.observe(lateness_ms / 1000.0)
         return [events], StatefulBatchLogic.RETAIN
 
     def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[CandleEvents], bool]:

@@ -40,14 +40,15 @@ def _from_records(record_type: Any) -> Callable[[Sequence[Any]], pl.DataFrame]:
     return to_frame
 
 
-_TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name != "late"]
+_TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name not in ("late", "seq")]
 
 
 def trades_frame(batches: Sequence[FlaggedTrades]) -> pl.DataFrame:
     """Flagged trades (from the candle step) as rows of the lake's `trades` dataset."""
     frame = pl.concat([b.trades.select(_TRADE_COLUMNS) for b in batches], rechunk=False)
     late = pl.Series("late", np.concatenate([b.late for b in batches]), dtype=pl.Boolean)
-    return frame.with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")), late)
+    seq = pl.Series("seq", np.concatenate([b.seq for b in batches]), dtype=pl.Int64)
+    return frame.with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")), late, seq)
 
 
 @dataclass(frozen=True)

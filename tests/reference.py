@@ -51,8 +51,10 @@ def reference_trades(
     base_ms: int,
     ts_min: int = 946_684_800_000,
     ts_max: int = 2**62,
+    restatement_horizon_ms: int = 0,
 ) -> pl.DataFrame:
-    """Valid, deduplicated trades in arrival order with a `late` flag."""
+    """Valid, deduplicated trades in arrival order with a `late` flag, and `restated`: a
+    late trade whose window ended less than the horizon before the watermark."""
     rows = []
     seen: set[tuple[str, str]] = set()
     for arrival, message in enumerate(messages):
@@ -68,7 +70,13 @@ def reference_trades(
     frame = pl.DataFrame(rows, schema=["arrival", "symbol", "ts", "price", "size"], orient="row")
     newest_before = pl.col("ts").cum_max().shift(1).over("symbol")
     window_end = pl.col("ts") - pl.col("ts") % base_ms + base_ms
-    return frame.with_columns(late=(window_end <= newest_before - lateness_ms).fill_null(False))
+    watermark = newest_before - lateness_ms
+    return frame.with_columns(
+        late=(window_end <= watermark).fill_null(False),
+        restated=(
+            (window_end <= watermark) & (window_end > watermark - restatement_horizon_ms)
+        ).fill_null(False),
+    )
 
 
 def candles_of(trades: pl.DataFrame, resolution_ms: int, name: str) -> pl.DataFrame:

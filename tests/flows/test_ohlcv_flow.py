@@ -142,3 +142,29 @@ def test_dedupe_and_lateness_follow_the_settings():
     first = f"BTC-USD:1s:{T0}"
     assert {c.bar_id: c.trade_count for c in lenient.candles}[first] == 2
     assert {c.bar_id: c.trade_count for c in strict.candles}[first] == 1
+
+
+@pytest.mark.parametrize("horizon", ["10m", "3s"])
+def test_with_restatement_the_current_candles_equal_the_truth(stream, horizon, workers):
+    """Current candles (highest revision) = candles of the on-time trades and of every late
+    trade inside the horizon; later ones only show as drift."""
+    settings = factories.settings(restatement=True, restatement_horizon=horizon)
+    result = run_flow(stream, settings, workers=workers, batch_size=1_000)
+    current: dict[str, object] = {}
+    for candle in result.candles:
+        if candle.revision >= getattr(current.get(candle.bar_id), "revision", -1):
+            current[candle.bar_id] = candle
+    horizon_ms = {"10m": 600_000, "3s": 3_000}[horizon]
+    truth = reference_trades(
+        stream, 1_000, 1_000, ts_max=T0 + 10**9, restatement_horizon_ms=horizon_ms
+    )
+    assert truth.filter(pl.col("restated")).height > 50
+    if horizon == "3s":
+        assert truth.filter(pl.col("late") & ~pl.col("restated")).height > 50
+    kept = truth.filter(~pl.col("late") | pl.col("restated"))
+    expected = pl.concat([candles_of(kept, ms, name) for name, ms in RESOLUTIONS.items()])
+    assert_candles_match(list(current.values()), expected.sort("bar_id"))
+    summary = result.metrics.summary()
+    assert sum(summary["candles_by_resolution"].values()) == len(result.candles)
+    revised = sum(c.revision > 0 for c in result.candles)
+    assert sum(summary["restated_by_resolution"].values()) >= revised > 0

@@ -157,3 +157,68 @@ def test_bounded_input_ignores_system_time_and_closes_everything_at_the_end():
     engine.on_trades(trades_frame([(T0 + 200, 1.0, 1.0)]), now_ms=0.0)
     assert engine.on_clock(10**12).candles == []
     assert sorted(c.resolution for c in engine.on_end().candles) == ["10s", "1m", "1s"]
+
+
+RESTATING = CandleSpec(
+    resolutions=(1_000, 10_000, 60_000),
+    allowed_lateness_ms=1_000,
+    restatement=True,
+    restatement_horizon_ms=5_000,
+)
+
+
+def test_a_late_trade_inside_the_horizon_restates_its_bars():
+    rows = [
+        (T0 + 100, 100.0, 1.0),
+        (T0 + 12_500, 100.0, 1.0),
+        (T0 + 11_900, 100.0, 1.0),
+        (T0 + 10_200, 300.0, 2.0),
+    ]  # late for [T0+10 s, +11 s), 2.3 s behind
+    candles, drift, late = run(rows, RESTATING)
+    assert late == [False, False, False, True]
+    versions = sorted(
+        (c.bar_id, c.revision, c.high, c.trade_count)
+        for c in candles
+        if c.window_start == T0 + 10_000
+    )
+    assert versions == [
+        (f"BTC-USD:10s:{T0 + 10_000}", 0, 300.0, 3),  # still open: it went out right
+        (f"BTC-USD:1s:{T0 + 10_000}", 0, 300.0, 1),  # closed empty: its first candle
+    ]
+    base = next(d for d in drift if d.resolution == "1s")
+    assert base.emitted_missing and base.revision == 0
+
+
+def test_restated_revisions_count_up_and_coarse_bars_follow():
+    rows = [
+        (T0 + 100, 10.0, 1.0),
+        (T0 + 10_500, 10.0, 1.0),
+        (T0 + 11_500, 10.0, 1.0),
+        (T0 + 200, 50.0, 1.0),
+        (T0 + 300, 5.0, 1.0),
+    ]  # late, 10.3 s behind: too late?
+    spec = CandleSpec(
+        resolutions=(1_000, 10_000),
+        allowed_lateness_ms=1_000,
+        restatement=True,
+        restatement_horizon_ms=20_000,
+    )
+    candles, drift, _ = run(rows, spec)
+    base = sorted(
+        (c.revision, c.high, c.low, c.trade_count)
+        for c in candles
+        if c.bar_id == f"BTC-USD:1s:{T0}"
+    )
+    assert base == [(0, 10.0, 10.0, 1), (1, 50.0, 10.0, 2), (2, 50.0, 5.0, 3)]
+    coarse = sorted((c.revision, c.trade_count) for c in candles if c.bar_id == f"BTC-USD:10s:{T0}")
+    assert coarse == [(0, 1), (1, 2), (2, 3)]
+    assert [d.revision for d in drift if d.bar_id == f"BTC-USD:1s:{T0}"] == [1, 2]
+    assert drift[-1].emitted_high == 10.0, "drift still compares with the real-time estimate"
+
+
+def test_beyond_the_horizon_a_late_trade_is_only_drift():
+    rows = [(T0 + 100, 10.0, 1.0), (T0 + 20_500, 10.0, 1.0), (T0 + 200, 50.0, 1.0)]
+    candles, drift, _ = run(rows, RESTATING)
+    assert all(c.revision == 0 for c in candles)
+    assert {c.bar_id: c.high for c in candles}[f"BTC-USD:1s:{T0}"] == 10.0
+    assert {d.resolution for d in drift} == {"1s", "10s", "1m"}
