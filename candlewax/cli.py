@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from candlewax import demo, profile, replay, simulate
+from candlewax import demo, drift_view, profile, reconcile, replay, simulate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         ("simulate", simulate, "generate a realistic trade stream with faults"),
         ("replay", replay, "publish historical trades from files, in event-time order"),
         ("profile", profile, "report the data quality of a trade file or the lake"),
+        ("reconcile", reconcile, "compare the lake's candles with candles recomputed from trades"),
+        ("drift", drift_view, "show the recent drift records and alerts from the lake"),
     ):
         sub = commands.add_parser(
             name,

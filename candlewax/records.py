@@ -203,6 +203,9 @@ class Rejection(_Record):
 
 # Candle fields whose drift is measured, in the order drift records list them.
 DRIFT_FIELDS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
+# The fields whose drift raises an alert by default: one late trade always moves the
+# trade count of a small bar by more than 0.5 %, which says nothing about its prices.
+DEFAULT_ALERT_FIELDS = DRIFT_FIELDS[:-1]
 
 
 @dataclass(frozen=True)

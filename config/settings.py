@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from candlewax.records import DRIFT_FIELDS
+from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
 from config.durations import format_duration, parse_duration_ms
 
 ENV_PREFIX = "CANDLEWAX_"
@@ -72,9 +72,7 @@ class Settings(BaseSettings):
     dedupe_horizon: DurationMs = 300_000
     dedupe_fingerprint: bool = False
     drift_threshold: float = Field(default=0.005, gt=0)
-    drift_alert_fields: Annotated[list[str], NoDecode] = Field(
-        default=["open", "high", "low", "close", "volume", "vwap"]
-    )
+    drift_alert_fields: Annotated[list[str], NoDecode] = Field(default=list(DEFAULT_ALERT_FIELDS))
     drift_retention: DurationMs = 600_000
     restatement: bool = False
     restatement_horizon: DurationMs = 300_000

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from candlewax.records import DRIFT_FIELDS, DriftRecord, bar_id
+from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS, DriftRecord, bar_id
 from operators.bars import Bar
 
 
@@ -42,7 +42,7 @@ class DriftPolicy:
     """When drift is an alert: above `threshold` on any of `fields`."""
 
     threshold: float = 0.005
-    fields: tuple[str, ...] = DRIFT_FIELDS
+    fields: tuple[str, ...] = DEFAULT_ALERT_FIELDS
 
     def drifted(self, drifts: dict[str, float]) -> list[str]:
         return [f for f in self.fields if drifts[f] > self.threshold]

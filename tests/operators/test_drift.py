@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from candlewax.records import DRIFT_FIELDS
 from operators.bars import Bar
 from operators.drift import DriftPolicy, drift_record, relative_drift
 from tests.factories import T0
@@ -41,9 +42,11 @@ def test_a_late_trade_moving_the_close_by_a_tenth_of_a_percent_is_not_an_alert()
     result = record(emitted, emitted.merged(late))
     assert result.drift_close == pytest.approx(0.001)
     assert result.drift_trade_count == pytest.approx(1.0)
-    # trade_count doubles (1 -> 2): only it drifts beyond 0.5 % (high and close move 0.1 %)
-    assert result.drifted_fields == "trade_count"
-    assert result.alert
+    # the trade count doubles (1 -> 2), but by default it raises no alert: prices moved 0.1 %
+    assert result.drifted_fields == ""
+    assert not result.alert
+    counted = record(emitted, emitted.merged(late), fields=DRIFT_FIELDS)
+    assert counted.alert and counted.drifted_fields == "trade_count"
 
 
 def test_alert_fields_and_threshold_are_policy():
@@ -51,7 +54,7 @@ def test_alert_fields_and_threshold_are_policy():
     corrected = emitted.merged(Bar.of_trade(T0 + 1, 1, 1001.0, 0.001))
     quiet = record(emitted, corrected, fields=("close", "vwap"))
     assert not quiet.alert and quiet.drifted_fields == ""
-    assert record(emitted, corrected, threshold=0.0005).drifted_fields == "high,close,trade_count"
+    assert record(emitted, corrected, threshold=0.0005).drifted_fields == "high,close"
 
 
 def test_a_bar_that_was_never_emitted_drifts_by_100_percent():

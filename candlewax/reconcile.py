@@ -1,0 +1,120 @@
+"""`candlewax reconcile`: recompute candles from the lake's trades and compare them with
+the lake's candles (current revision). Prints a summary, writes the same as JSON and the
+differing bars as Parquet, and exits 1 when any bar drifts beyond the threshold, so it
+can gate a job (0 = all within, 2 = could not run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from candlewax.reconciliation import ReconcileScope, reconcile
+from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
+from config.settings import parse_epoch_ms
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lake",
+        type=Path,
+        default=Path(os.environ.get("CANDLEWAX_LAKE_DIR", "lake")),
+        help="the lake (default $CANDLEWAX_LAKE_DIR or ./lake)",
+    )
+    parser.add_argument(
+        "--start", type=parse_epoch_ms, help="first window start, epoch ms or ISO (UTC)"
+    )
+    parser.add_argument("--end", type=parse_epoch_ms, help="windows starting before this")
+    parser.add_argument("--symbols", default="", help="comma-separated symbols (default all)")
+    parser.add_argument(
+        "--resolutions",
+        default=os.environ.get("CANDLEWAX_RESOLUTIONS", "1s,10s,1m"),
+        help="resolutions to compare (default $CANDLEWAX_RESOLUTIONS or 1s,10s,1m)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=float(os.environ.get("CANDLEWAX_DRIFT_THRESHOLD", "0.005")),
+        help="relative drift of a bar that fails the run (default 0.005 = 0.5 %%)",
+    )
+    parser.add_argument(
+        "--fields",
+        default=os.environ.get("CANDLEWAX_DRIFT_ALERT_FIELDS", ",".join(DEFAULT_ALERT_FIELDS)),
+        help=f"fields the threshold applies to (default {','.join(DEFAULT_ALERT_FIELDS)}); "
+        "missing and extra bars always count",
+    )
+    parser.add_argument("--json", type=Path, help="write the summary and worst bars as JSON")
+    parser.add_argument("--bars", type=Path, help="write the differing bars as Parquet")
+
+
+def scope_from(args: argparse.Namespace) -> ReconcileScope:
+    fields = tuple(f.strip() for f in args.fields.split(",") if f.strip())
+    unknown = set(fields) - set(DRIFT_FIELDS)
+    if unknown:
+        raise ValueError(f"--fields: unknown {sorted(unknown)}; expected {', '.join(DRIFT_FIELDS)}")
+    return ReconcileScope(
+        resolutions=tuple(r.strip() for r in args.resolutions.split(",") if r.strip()),
+        start_ms=args.start,
+        end_ms=args.end,
+        symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
+        threshold=args.threshold,
+        fields=fields,
+    )
+
+
+def print_summary(summary: dict, worst: list[dict], out=sys.stdout) -> None:
+    s = summary
+    print(f"reconciled {s['trades']:,} trades in {s['lake']} in {s['seconds']:.2f} s", file=out)
+    print(
+        f"  bars: truth {s['truth_bars']:,}, emitted {s['emitted_bars']:,}, equal {s['equal']:,}, "
+        f"missing {s['missing']:,}, extra {s['extra']:,}, changed {s['changed']:,}",
+        file=out,
+    )
+    for resolution, counts in sorted(s["by_resolution"].items()):
+        print(
+            f"    {resolution:>4}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())),
+            file=out,
+        )
+    d = s["drift"]
+    print(
+        f"  drift per bar: p50 {d['p50']:.4%}, p95 {d['p95']:.4%}, p99 {d['p99']:.4%}, "
+        f"max {d['max']:.4%}",
+        file=out,
+    )
+    print(
+        f"  beyond the {s['scope']['threshold']:.2%} threshold: "
+        f"{s['bars_beyond_threshold']:,} bars",
+        file=out,
+    )
+    if worst:
+        print("  worst bars:", file=out)
+        for bar in worst:
+            fields = ", ".join(
+                f"{k[6:]} {v:.3%}" for k, v in bar.items() if k.startswith("drift_") and v
+            )
+            print(
+                f"    {bar['bar_id']:<40} {bar['status']:<8} {bar['max_drift']:.3%}  {fields}",
+                file=out,
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = reconcile(args.lake, scope_from(args))
+    except (OSError, ValueError, duckdb_errors()) as exc:
+        print(f"candlewax reconcile: {exc}", file=sys.stderr)
+        return 2
+    print_summary(result.summary, result.worst)
+    if args.json:
+        args.json.write_text(json.dumps({**result.summary, "worst": result.worst}, indent=2))
+    if args.bars:
+        result.bars.write_parquet(args.bars, compression="zstd")
+    return 1 if result.failed else 0
+
+
+def duckdb_errors() -> type[Exception]:
+    import duckdb
+
+    return duckdb.Error

@@ -1,0 +1,236 @@
+"""Batch reconciliation: candles recomputed from the lake's trades (the truth) against the
+lake's candles (their current revision), bar by bar and field by field.
+
+DuckDB does the heavy part, with partition pruning on `date` (and `resolution` for the
+candles), so millions of trades take seconds. The truth is computed straight from the
+trades at each resolution, late trades included: that is what the market did.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
+from config.durations import format_duration, parse_duration_ms
+
+MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
+
+
+@dataclass(frozen=True)
+class ReconcileScope:
+    """What to compare: a time range (window starts in [start, end)), symbols, resolutions."""
+
+    resolutions: tuple[str, ...] = ("1s", "10s", "1m")
+    start_ms: int | None = None
+    end_ms: int | None = None
+    symbols: tuple[str, ...] = ()
+    threshold: float = 0.005  # relative drift that fails the run
+    fields: tuple[str, ...] = DEFAULT_ALERT_FIELDS  # fields the threshold applies to
+    tolerance: float = 1e-9  # below this, float sums count as equal
+
+
+@dataclass
+class Reconciliation:
+    summary: dict[str, Any]
+    bars: pl.DataFrame  # the differing bars, with truth, emitted and drift per field
+    worst: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.summary["bars_beyond_threshold"])
+
+
+def _date(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+def _filters(scope: ReconcileScope, time_column: str, width_ms: int) -> str:
+    """SQL conditions on partitions and time; the date bounds let DuckDB prune files."""
+    conditions = ["true"]
+    if scope.start_ms is not None:
+        start = scope.start_ms - scope.start_ms % width_ms
+        conditions += [f"date >= '{_date(start)}'", f"{time_column} >= epoch_ms({start})"]
+    if scope.end_ms is not None:
+        conditions += [
+            f"date <= '{_date(scope.end_ms)}'",
+            f"{time_column} < epoch_ms({scope.end_ms})",
+        ]
+    if scope.symbols:
+        listed = ", ".join("'" + s.replace("'", "''") + "'" for s in scope.symbols)
+        conditions.append(f"symbol in ({listed})")
+    return " and ".join(conditions)
+
+
+def truth_candles(
+    con: duckdb.DuckDBPyConnection, lake: Path, scope: ReconcileScope
+) -> pl.DataFrame:
+    """OHLCV per bar from every trade in the lake; ties on `ts` go by arrival (`seq`)."""
+    source = f"read_parquet('{lake}/trades/**/*.parquet', hive_partitioning = true)"
+    columns = {row[0] for row in con.execute(f"describe select * from {source}").fetchall()}
+    order = "ts, seq" if "seq" in columns else "ts"
+    parts = []
+    for name in scope.resolutions:
+        width = parse_duration_ms(name)
+        parts.append(f"""
+            select symbol, '{name}' as resolution,
+                   (epoch_ms(ts) // {width}) * {width} as window_start,
+                   first(price order by {order}) as open, max(price) as high,
+                   min(price) as low, last(price order by {order}) as close,
+                   sum(size) as volume, sum(price * size) / sum(size) as vwap,
+                   count(*) as trade_count
+            from {source}
+            where {_filters(scope, "ts", width)}
+            group by all""")
+    relation = con.sql(" union all ".join(parts))
+    assert relation is not None
+    return relation.pl().with_columns(_bar_id())
+
+
+def emitted_candles(
+    con: duckdb.DuckDBPyConnection, lake: Path, scope: ReconcileScope
+) -> pl.DataFrame:
+    """The lake's candles at their current revision (the highest per `bar_id`)."""
+    if not list((lake / "candles").rglob("*.parquet")):
+        return pl.DataFrame(schema={"bar_id": pl.String, **{f: pl.Float64 for f in DRIFT_FIELDS}})
+    listed = ", ".join(f"'{r}'" for r in scope.resolutions)
+    coarsest = max(parse_duration_ms(r) for r in scope.resolutions)
+    relation = con.sql(f"""
+        select bar_id, symbol, resolution, epoch_ms(window_start) as window_start, revision,
+               open, high, low, close, volume, vwap, trade_count
+        from read_parquet('{lake}/candles/**/*.parquet', hive_partitioning = true)
+        where resolution in ({listed}) and {_filters(scope, "window_start", coarsest)}
+        qualify row_number() over (partition by bar_id order by revision desc) = 1""")
+    assert relation is not None
+    return relation.pl()
+
+
+def _bar_id() -> pl.Expr:
+    return pl.format("{}:{}:{}", "symbol", "resolution", "window_start").alias("bar_id")
+
+
+def compare(truth: pl.DataFrame, emitted: pl.DataFrame, scope: ReconcileScope) -> pl.DataFrame:
+    """Every bar of either side with its status and the relative drift of each field."""
+    joined = truth.select("bar_id", "symbol", "resolution", "window_start", *DRIFT_FIELDS).join(
+        emitted.select("bar_id", "symbol", "resolution", "window_start", "revision", *DRIFT_FIELDS),
+        on="bar_id",
+        how="full",
+        suffix="_emitted",
+        coalesce=True,
+    )
+    drifts = []
+    for name in DRIFT_FIELDS:
+        truth_value, emitted_value = (
+            pl.col(name).cast(pl.Float64),
+            pl.col(f"{name}_emitted").cast(pl.Float64),
+        )
+        drift = (
+            pl.when(truth_value.is_null() | emitted_value.is_null())
+            .then(1.0)
+            .when(truth_value == emitted_value)
+            .then(0.0)
+            .when(truth_value == 0)
+            .then(1.0)
+            .otherwise((emitted_value - truth_value).abs() / truth_value.abs())
+        )
+        drifts.append(drift.alias(f"drift_{name}"))
+    status = (
+        pl.when(pl.col("revision").is_null())
+        .then(pl.lit(MISSING))
+        .when(pl.col("open").is_null())
+        .then(pl.lit(EXTRA))
+        .when(pl.max_horizontal([pl.col(f"drift_{f}") for f in DRIFT_FIELDS]) > scope.tolerance)
+        .then(pl.lit(CHANGED))
+        .otherwise(pl.lit("equal"))
+    )
+    return (
+        joined.with_columns(
+            pl.coalesce("symbol", "symbol_emitted").alias("symbol"),
+            pl.coalesce("resolution", "resolution_emitted").alias("resolution"),
+            pl.coalesce("window_start", "window_start_emitted").alias("window_start"),
+        )
+        .drop("symbol_emitted", "resolution_emitted", "window_start_emitted")
+        .with_columns(drifts)
+        .with_columns(
+            pl.max_horizontal([pl.col(f"drift_{f}") for f in scope.fields]).alias("max_drift"),
+            status.alias("status"),
+        )
+        .sort("bar_id")
+    )
+
+
+def reconcile(lake: Path, scope: ReconcileScope) -> Reconciliation:
+    lake = Path(lake)
+    if not list((lake / "trades").rglob("*.parquet")):
+        raise FileNotFoundError(f"{lake}: no Parquet files under trades/ (is it a candlewax lake?)")
+    began = time.perf_counter()
+    con = duckdb.connect()
+    truth = truth_candles(con, lake, scope)
+    emitted = emitted_candles(con, lake, scope)
+    trades_row = con.execute(
+        "select count(*) from "
+        f"read_parquet('{lake}/trades/**/*.parquet', hive_partitioning = true) "
+        f"where {_filters(scope, 'ts', max(parse_duration_ms(r) for r in scope.resolutions))}"
+    ).fetchone()
+    bars = compare(truth, emitted, scope)
+    seconds = time.perf_counter() - began
+    differing = bars.filter(pl.col("status") != "equal")
+    beyond = bars.filter(pl.col("max_drift") > scope.threshold)
+    quantiles = (
+        bars.select(
+            pl.col("max_drift").quantile(0.5).alias("p50"),
+            pl.col("max_drift").quantile(0.95).alias("p95"),
+            pl.col("max_drift").quantile(0.99).alias("p99"),
+            pl.col("max_drift").max().alias("max"),
+        ).to_dicts()[0]
+        if bars.height
+        else {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+    )
+    counts = dict(differing.group_by("status").len().iter_rows())
+    by_resolution = {
+        res: dict(part.group_by("status").len().iter_rows())
+        for (res,), part in bars.partition_by("resolution", as_dict=True).items()
+    }
+    summary = {
+        "lake": str(lake),
+        "scope": {
+            "resolutions": list(scope.resolutions),
+            "start": None if scope.start_ms is None else _iso(scope.start_ms),
+            "end": None if scope.end_ms is None else _iso(scope.end_ms),
+            "symbols": list(scope.symbols) or "all",
+            "threshold": scope.threshold,
+            "fields": list(scope.fields),
+        },
+        "trades": int(trades_row[0]) if trades_row else 0,
+        "truth_bars": truth.height,
+        "emitted_bars": emitted.height,
+        "equal": bars.height - differing.height,
+        MISSING: counts.get(MISSING, 0),
+        EXTRA: counts.get(EXTRA, 0),
+        CHANGED: counts.get(CHANGED, 0),
+        "by_resolution": by_resolution,
+        "drift": quantiles,
+        "bars_beyond_threshold": beyond.height,
+        "seconds": round(seconds, 3),
+    }
+    worst = (
+        differing.sort("max_drift", descending=True)
+        .head(10)
+        .select("bar_id", "status", "max_drift", *[f"drift_{f}" for f in scope.fields])
+        .to_dicts()
+    )
+    return Reconciliation(summary=summary, bars=differing, worst=worst)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def resolution_names(values: list[int]) -> tuple[str, ...]:
+    return tuple(format_duration(v) for v in values)

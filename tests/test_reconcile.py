@@ -1,0 +1,173 @@
+"""Reconciliation finds exactly the planted differences; drift alerts follow the settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import polars as pl
+import pytest
+
+from candlewax.reconciliation import ReconcileScope, reconcile
+from sinks.lake import CANDLES, LakeWriter
+from tests import factories
+from tests.conftest import run_flow
+from tests.factories import T0
+from tests.flows.test_ohlcv_flow import faulty_stream
+from tests.processes import lake_table, run_flow_processes
+from tests.test_cli import candlewax
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """A lake written by the flow with restatement on: its candles equal the truth."""
+    root = tmp_path_factory.mktemp("lake")
+    source = root / "trades.ndjson"
+    source.write_bytes(b"\n".join(faulty_stream(20_000, seed=8)) + b"\n")
+    run_flow_processes(
+        {
+            "CANDLEWAX_SOURCE": "file",
+            "CANDLEWAX_SOURCE_PATH": str(source),
+            "CANDLEWAX_LAKE_DIR": str(root / "lake"),
+            "CANDLEWAX_RESTATEMENT": "true",
+            "CANDLEWAX_RESTATEMENT_HORIZON": "1h",
+        }
+    )
+    return root / "lake"
+
+
+def planted(lake, tmp_path):
+    """A copy of the lake with one bar missing, one extra, two changed (one of them in a
+    newer revision) and one re-emitted unchanged in a newer revision."""
+    copy = tmp_path / "planted"
+    shutil.copytree(lake, copy)
+    candles = lake_table(copy, "candles")
+    current = candles.sort("revision").unique("bar_id", keep="last").sort("bar_id")
+    ones = current.filter(pl.col("resolution") == "1s")
+    missing, changed, revised, unchanged = ones.get_column("bar_id").to_list()[10:14]
+    extra_row = ones.filter(pl.col("bar_id") == missing).with_columns(
+        pl.lit("NOPE-USD").alias("symbol"), pl.lit(f"NOPE-USD:1s:{T0}").alias("bar_id")
+    )
+    rows = pl.concat(
+        [
+            candles.filter(pl.col("bar_id") != missing),
+            extra_row.select(candles.columns),
+            ones.filter(pl.col("bar_id") == revised)
+            .with_columns(pl.col("close") * 1.003, pl.col("revision") + 7)
+            .select(candles.columns),
+            ones.filter(pl.col("bar_id") == unchanged)
+            .with_columns(pl.col("revision") + 1)
+            .select(candles.columns),
+        ]
+    ).with_columns(
+        pl.when(pl.col("bar_id") == changed)
+        .then(pl.col("volume") * 1.5)
+        .otherwise(pl.col("volume"))
+    )
+    shutil.rmtree(copy / "candles")
+    writer = LakeWriter(
+        copy, replace(CANDLES, to_frame=lambda frames: frames[0]), writer_id="planted"
+    )
+    writer.add([rows.drop("date")])
+    writer.flush()
+    return copy, {"missing": missing, "extra": f"NOPE-USD:1s:{T0}", "changed": {changed, revised}}
+
+
+def test_the_flow_with_restatement_leaves_nothing_to_reconcile(lake):
+    result = reconcile(lake, ReconcileScope())
+    s = result.summary
+    assert s["trades"] > 19_000 and s["truth_bars"] == s["emitted_bars"] == s["equal"] > 300
+    assert (s["missing"], s["extra"], s["changed"], s["bars_beyond_threshold"]) == (0, 0, 0, 0)
+
+
+def test_reconciliation_finds_exactly_the_planted_differences(lake, tmp_path):
+    copy, plants = planted(lake, tmp_path)
+    result = reconcile(copy, ReconcileScope())
+    by_status = {
+        status: set(part.get_column("bar_id"))
+        for (status,), part in result.bars.partition_by("status", as_dict=True).items()
+    }
+    assert by_status == {
+        "missing": {plants["missing"]},
+        "extra": {plants["extra"]},
+        "changed": plants["changed"],
+    }
+    drifts = {row["bar_id"]: row for row in result.bars.iter_rows(named=True)}
+    volume_bar = (
+        plants["changed"] - {b for b in plants["changed"] if drifts[b]["drift_close"]}
+    ).pop()
+    assert drifts[volume_bar]["drift_volume"] == pytest.approx(0.5)
+    close_bar = (plants["changed"] - {volume_bar}).pop()
+    assert drifts[close_bar]["drift_close"] == pytest.approx(0.003)
+    assert drifts[close_bar]["revision"] == 7
+    # 0.3 % is within the 0.5 % threshold; missing, extra and +50 % volume are not
+    assert result.summary["bars_beyond_threshold"] == 3
+
+
+def test_the_command_gates_on_the_threshold_and_writes_json_and_parquet(lake, tmp_path):
+    copy, plants = planted(lake, tmp_path)
+    failing = candlewax(
+        "reconcile",
+        "--lake",
+        str(copy),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--bars",
+        str(tmp_path / "bars.parquet"),
+        check=False,
+    )
+    assert failing.returncode == 1
+    assert "missing 1, extra 1, changed 2" in failing.stdout and "worst bars" in failing.stdout
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["bars_beyond_threshold"] == 3 and summary["worst"][0]["max_drift"] == 1.0
+    assert pl.read_parquet(tmp_path / "bars.parquet").height == 4
+    # a range and symbols that hold none of the planted bars pass
+    symbols = {b.split(":")[0] for b in [plants["missing"], *plants["changed"]]} | {"NOPE-USD"}
+    others = sorted(
+        {b.split(":")[0] for b in lake_table(lake, "candles").get_column("bar_id")} - symbols
+    )
+    clean = candlewax("reconcile", "--lake", str(copy), "--symbols", ",".join(others), check=False)
+    assert clean.returncode == 0, clean.stdout
+    assert candlewax("reconcile", "--lake", str(tmp_path / "nothing"), check=False).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "alerts_expected"),
+    [
+        ({"drift_threshold": 50.0}, False),
+        ({"drift_threshold": 1e-6}, True),
+        ({"drift_alert_fields": "trade_count"}, True),
+    ],
+)
+def test_drift_alerts_fire_and_stay_quiet_as_configured(overrides, alerts_expected):
+    stream = faulty_stream(10_000, seed=12)
+    result = run_flow(stream, factories.settings(**overrides))
+    threshold = overrides.get("drift_threshold", 0.005)
+    fields = overrides.get("drift_alert_fields", "open,high,low,close,volume,vwap").split(",")
+    assert result.drift, "the stream has late trades"
+    for record in result.drift:
+        worst = max(getattr(record, f"drift_{f}") for f in fields)
+        assert record.alert == (worst > threshold), record.bar_id
+        assert record.drifted_fields == ",".join(
+            f for f in fields if getattr(record, f"drift_{f}") > threshold
+        )
+    assert any(r.alert for r in result.drift) is alerts_expected
+    summary = result.metrics.summary()
+    assert summary["drift_alerts"] == sum(r.alert for r in result.drift)
+    assert sum(summary["drift_alerts_by_symbol"].values()) == summary["drift_alerts"]
+    assert summary["late_by_lateness_s"]["+Inf"] == summary["late"]
+
+
+def test_the_drift_command_lists_bars_and_alerts(lake):
+    result = candlewax("drift", "--lake", str(lake), "--limit", "5")
+    records = lake_table(lake, "drift")
+    assert (
+        f"{records.height:,} drift records for {records.get_column('bar_id').n_unique():,} bars"
+        in result.stdout
+    )
+    assert len(result.stdout.splitlines()) == 1 + 2 + 5
+    alerts = candlewax("drift", "--lake", str(lake), "--alerts", "--limit", "1000").stdout
+    rows = alerts.splitlines()[3:]
+    assert rows and all(line.rstrip().endswith("True") for line in rows)
+    assert len(rows) == records.filter(pl.col("alert")).get_column("bar_id").n_unique()
