@@ -82,6 +82,10 @@ class FlaggedTrades:
     def __len__(self) -> int:
         return self.trades.height
 
+    @property
+    def symbol(self) -> str:
+        return str(self.trades.get_column("symbol")[0])
+
 
 # --- records with a row form -----------------------------------------------------------
 class _Record:

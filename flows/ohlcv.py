@@ -19,7 +19,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from candlewax.metrics import FlowMetrics, serve_metrics
 from config.settings import Settings, SettingsError, load_settings
@@ -68,15 +68,28 @@ def build_flow(
     unique = steps.dedupe("dedupe", decoded.trades, settings.dedupe_horizon, metrics)
     windows = steps.candles("candles", unique, candle_spec(settings), metrics)
 
-    for name, stream, outputs in (
-        ("candles", windows.candles, sinks.candles),
-        ("trades", windows.trades, sinks.trades),
-        ("drift", windows.drift, sinks.drift),
-        ("dlq", decoded.rejections, sinks.dlq),
+    for name, stream, outputs, key in (
+        ("candles", windows.candles, sinks.candles, _by_symbol),
+        ("trades", windows.trades, sinks.trades, _by_symbol),
+        ("drift", windows.drift, sinks.drift, _by_symbol),
+        ("dlq", decoded.rejections, sinks.dlq, _by_source),
     ):
+        keyed = None
         for index, sink in enumerate(outputs):
-            op.output(f"{name}_out_{index}", stream, sink)
+            if isinstance(sink, FixedPartitionedSink):  # partitioned sinks route by key
+                keyed = keyed or op.key_on(f"{name}_key", stream, key)
+                op.output(f"{name}_out_{index}", keyed, sink)
+            else:
+                op.output(f"{name}_out_{index}", stream, sink)
     return flow
+
+
+def _by_symbol(record: Any) -> str:
+    return str(record.symbol)
+
+
+def _by_source(rejection: Any) -> str:
+    return rejection.source.rsplit("@", 1)[0]
 
 
 def validation_rules(settings: Settings) -> ValidationRules:

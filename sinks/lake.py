@@ -154,7 +154,7 @@ class LakeWriter:
         return final
 
 
-def new_writer_id(worker_index: int) -> str:
-    """Unique per sink instance: worker index, start time and a random tag (no collisions
-    between workers, processes, pods or restarts)."""
-    return f"w{worker_index:03d}-{int(time.time() * 1000)}-{uuid.uuid4().hex[:6]}"
+def new_writer_id(partition: int) -> str:
+    """Unique per writer: its partition, its start time and a random tag, so no two
+    writers (workers, processes, pods, restarts) ever write the same file name."""
+    return f"p{partition:03d}-{int(time.time() * 1000)}-{uuid.uuid4().hex[:6]}"

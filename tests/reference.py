@@ -18,7 +18,7 @@ import polars as pl
 SYMBOL = re.compile(r"^[A-Za-z0-9._:/\-]{1,32}$")
 
 
-def _valid(message: bytes | None, ts_min: int, ts_max: int) -> dict | None:
+def valid_trade(message: bytes | None, ts_min: int, ts_max: int) -> dict | None:
     if not message:
         return None
     try:
@@ -58,7 +58,7 @@ def reference_trades(
     rows = []
     seen: set[tuple[str, str]] = set()
     for arrival, message in enumerate(messages):
-        obj = _valid(message, ts_min, ts_max)
+        obj = valid_trade(message, ts_min, ts_max)
         if obj is None:
             continue
         if obj.get("trade_id") is not None:
