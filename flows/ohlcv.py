@@ -21,6 +21,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
+from candlewax.cluster import offset_bytewax_api_port, process_id
 from candlewax.metrics import FlowMetrics, serve_metrics
 from config.settings import Settings, SettingsError, load_settings
 from operators import steps
@@ -194,7 +195,12 @@ def flow_from_environment() -> Dataflow:
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
     metrics = FlowMetrics.default()
-    serve_metrics(settings.metrics_port)
+    pid = process_id()
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port + pid)
+    api_port = offset_bytewax_api_port(pid)
+    if api_port is not None:
+        log.info("Bytewax dataflow API on port %s", api_port)
     if settings.bounded_input:
         atexit.register(metrics.log_summary)
     log.info(
