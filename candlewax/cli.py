@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from candlewax import demo, drift_view, profile, reconcile, replay, simulate
+from candlewax import demo, drift_view, profile, reconcile, recovery_init, replay, simulate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         ("profile", profile, "report the data quality of a trade file or the lake"),
         ("reconcile", reconcile, "compare the lake's candles with candles recomputed from trades"),
         ("drift", drift_view, "show the recent drift records and alerts from the lake"),
+        ("recovery-init", recovery_init, "create this process's Bytewax recovery partitions"),
     ):
         sub = commands.add_parser(
             name,

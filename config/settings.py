@@ -81,6 +81,7 @@ class Settings(BaseSettings):
 
     # --- operations ------------------------------------------------------------------
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_port_per_process: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- the simulator source (a first version; see `sources/simulator.py`) ----------

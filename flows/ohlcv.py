@@ -195,10 +195,12 @@ def flow_from_environment() -> Dataflow:
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
     metrics = FlowMetrics.default()
-    pid = process_id()
+    # Processes sharing a host each take base port + process id; pods (one process per
+    # network namespace) keep the base port: CANDLEWAX_METRICS_PORT_PER_PROCESS=false.
+    offset = process_id() if settings.metrics_port_per_process else 0
     if settings.metrics_port:
-        serve_metrics(settings.metrics_port + pid)
-    api_port = offset_bytewax_api_port(pid)
+        serve_metrics(settings.metrics_port + offset)
+    api_port = offset_bytewax_api_port(offset)
     if api_port is not None:
         log.info("Bytewax dataflow API on port %s", api_port)
     if settings.bounded_input:

@@ -18,9 +18,10 @@ if [ ! -x .venv/bin/python ]; then
   "$(pick_python)" -m venv .venv
 fi
 stamp=.venv/.candlewax-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  # constraints.txt pins the runtime dependencies to the versions tested here.
+  .venv/bin/python -m pip install --quiet -e '.[dev]' --constraint constraints.txt
   touch "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"

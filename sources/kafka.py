@@ -18,10 +18,18 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client import Gauge
 
 from candlewax.records import RawBatch
 
 log = logging.getLogger(__name__)
+
+CONSUMER_LAG = Gauge(
+    "candlewax_kafka_consumer_lag",
+    "Messages in the partition after the next offset to read (the high watermark as the "
+    "broker last reported it, minus that offset).",
+    ["topic", "partition"],
+)
 
 # Larger fetches read several times faster than librdkafka's defaults (measured on Tansu).
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -58,6 +66,8 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._consumer = Consumer(config)
         # assign(), not subscribe(): Bytewax places partitions and recovery keeps offsets.
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])
+        self._topic_partition = TopicPartition(topic, partition)
+        self._lag = CONSUMER_LAG.labels(topic, str(partition))
 
     def next_batch(self) -> list[RawBatch]:
         if self._eof:
@@ -85,7 +95,14 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         else:
             positions = list(map(Message.offset, messages))  # type: ignore[arg-type]
         self._offset = last + 1
+        self._report_lag()
         return [RawBatch(self._source, values, positions, keys)]
+
+    def _report_lag(self) -> None:
+        # The watermark librdkafka cached from its last fetch: no broker round trip.
+        _, high = self._consumer.get_watermark_offsets(self._topic_partition, cached=True)
+        if high is not None and high >= 0:
+            self._lag.set(max(0, high - self._offset))
 
     def _without_errors(self, messages: list[Any], errors: list[Any]) -> list[Any]:
         kept = []

@@ -1,0 +1,199 @@
+"""Offline checks of the Kubernetes files: schemas, the overlay, the alert rules, and the
+StatefulSet's own environment run locally as a cluster of processes."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from candlewax.broker import free_port
+from tests.flows.test_processes import file_env
+from tests.flows.test_processes import trades_file as trades_file  # a fixture
+from tests.processes import ROOT, lake_candles, run_flow_processes
+
+K8S = ROOT / "k8s"
+BASE = K8S / "base"
+CUSTOM_KINDS = {"PodMonitor", "PrometheusRule"}
+
+
+def documents(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def base_resources() -> list[dict]:
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    return [doc for name in kustomization["resources"] for doc in documents(BASE / name)]
+
+
+def render(overlay: Path) -> list[dict]:
+    """What `kubectl kustomize` makes of our overlay: the base with the overlay's
+    namespace, image and (map-only) strategic-merge patches. `kubectl` is used instead
+    when it is installed."""
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, check=True)
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
+    spec = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    rendered = copy.deepcopy(base_resources())
+    patches = [doc for p in spec.get("patches", []) for doc in documents(overlay / p["path"])]
+    images = {i["name"]: i for i in spec.get("images", [])}
+    for doc in rendered:
+        doc["metadata"]["namespace"] = spec["namespace"]
+        for patch in patches:
+            if (patch["kind"], patch["metadata"]["name"]) == (doc["kind"], doc["metadata"]["name"]):
+                merge(doc, {k: v for k, v in patch.items() if k != "metadata"})
+        for container in _containers(doc):
+            image = images.get(container["image"].split(":")[0])
+            if image:
+                container["image"] = f"{image['newName']}:{image['newTag']}"
+    return rendered
+
+
+def merge(target: dict, patch: dict) -> None:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _containers(doc: dict) -> list[dict]:
+    pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+    return pod.get("initContainers", []) + pod.get("containers", [])
+
+
+def validate(docs: list[dict], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    core = [d for d in docs if d["kind"] not in CUSTOM_KINDS]
+    target = tmp_path / "manifests.yaml"
+    target.write_text(yaml.safe_dump_all(core))
+    command = [sys.executable, "-m", "kubernetes_validate", "--strict", str(target)]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_every_core_manifest_validates_strictly(tmp_path):
+    pytest.importorskip("kubernetes_validate")
+    result = validate(base_resources(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == 6
+
+
+def test_the_statefulset_is_hardened_and_wired_like_the_bytewax_chart():
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in base_resources()}
+    sts = docs[("StatefulSet", "candlewax")]["spec"]
+    pod = sts["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
+    for container in _containers(docs[("StatefulSet", "candlewax")]):
+        assert container["securityContext"]["readOnlyRootFilesystem"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+    main = pod["containers"][0]
+    env = {e["name"]: e for e in main["env"]}
+    assert env["BYTEWAX_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["BYTEWAX_STATEFULSET_NAME"]["value"] == "candlewax"
+    assert env["BYTEWAX_HOSTFILE_PATH"]["value"] == "/etc/bytewax/hostfile.txt"
+    assert sts["volumeClaimTemplates"][0]["metadata"]["name"] == "recovery"
+    service = docs[("Service", "candlewax")]["spec"]
+    assert service["clusterIP"] == "None" and {"process", "metrics"} <= {
+        p["name"] for p in service["ports"]
+    }
+    settings = docs[("ConfigMap", "candlewax-settings")]["data"]
+    assert settings["BYTEWAX_REPLICAS"] == str(sts["replicas"])
+    monitor = docs[("PodMonitor", "candlewax")]["spec"]
+    assert (
+        monitor["selector"]["matchLabels"].items() <= sts["template"]["metadata"]["labels"].items()
+    )
+    assert monitor["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+def test_the_overlay_renders_to_valid_consistent_manifests(tmp_path):
+    pytest.importorskip("kubernetes_validate")
+    docs = render(K8S / "overlays" / "production")
+    result = validate(docs, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    by_kind = {d["kind"]: d for d in docs}
+    assert {d["metadata"]["namespace"] for d in docs} == {"market-data"}
+    assert by_kind["StatefulSet"]["spec"]["replicas"] == 4
+    assert by_kind["ConfigMap"]["data"]["BYTEWAX_REPLICAS"] == "4"
+    assert by_kind["ConfigMap"]["data"]["CANDLEWAX_LAKE_DIR"] == "/var/lake", "base settings kept"
+    assert all(
+        c["image"] == "registry.example.com/candlewax:0.1.0"
+        for c in _containers(by_kind["StatefulSet"])
+    )
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool (Debian: prometheus) is not installed"
+)
+def test_alert_rules_pass_promtool_check_and_unit_tests(tmp_path):
+    rule = next(d for d in base_resources() if d["kind"] == "PrometheusRule")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    shutil.copy(K8S / "prometheus" / "rules.test.yaml", tmp_path)
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True
+    )
+    assert check.returncode == 0 and "SUCCESS: 5 rules found" in check.stdout, (
+        check.stdout + check.stderr
+    )
+    tests = subprocess.run(
+        ["promtool", "test", "rules", str(tmp_path / "rules.test.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    tested = (K8S / "prometheus" / "rules.test.yaml").read_text()
+    assert all(name in tested for name in names), "every alert has a unit test"
+
+
+@pytest.mark.slow
+def test_pods_started_with_the_statefulsets_environment_make_the_same_candles(
+    trades_file, tmp_path
+):
+    """The rendered cluster: every pod's environment as the StatefulSet defines it (its
+    settings, pod name, StatefulSet name, hostfile), run as local processes."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in base_resources()}
+    sts = docs[("StatefulSet", "candlewax")]
+    settings = dict(docs[("ConfigMap", "candlewax-settings")]["data"])
+    main = sts["spec"]["template"]["spec"]["containers"][0]
+    pods = sts["spec"]["replicas"]
+    hostfile = tmp_path / "hostfile.txt"  # loopback ports stand in for the pods' DNS names
+    hostfile.write_text("".join(f"127.0.0.1:{free_port()}\n" for _ in range(pods)))
+    path, _ = trades_file
+    # A file instead of Kafka (no brokers here), a local lake.
+    local = {**file_env(path, tmp_path / "lake"), "CANDLEWAX_KAFKA_BROKERS": ""}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CANDLEWAX_", "BYTEWAX_"))}
+    processes = []
+    for index in range(pods):
+        env = {**base_env, **settings, "PYTHONPATH": str(ROOT), "CANDLEWAX_METRICS_PORT": "0"}
+        env.pop("BYTEWAX_RECOVERY_DIRECTORY")  # recovery is covered by its own test
+        for item in main["env"]:
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
+                env[item["name"]] = f"{sts['metadata']['name']}-{index}"
+        env["BYTEWAX_HOSTFILE_PATH"] = str(hostfile)
+        env.update(local)
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, *main["args"][1:]],  # the image's `python`, here this one
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    for process in processes:
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, out.decode()[-3000:]
+    # One plain process with the same flow settings writes the same candles.
+    single = tmp_path / "single"
+    flow_settings = {k: v for k, v in settings.items() if k.startswith("CANDLEWAX_")}
+    run_flow_processes({**flow_settings, **local, "CANDLEWAX_LAKE_DIR": str(single)})
+    assert lake_candles(tmp_path / "lake") == lake_candles(single)
