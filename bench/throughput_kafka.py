@@ -65,6 +65,11 @@ def main() -> None:
         default=1,
         help="run the flow as this many `bytewax.run` processes (timed from their start)",
     )
+    parser.add_argument(
+        "--subprocess",
+        action="store_true",
+        help="run even a single process as `bytewax.run` (so 1 and N processes compare alike)",
+    )
     args = parser.parse_args()
     path = trades_file(args.trades)
     topic = "bench.trades"
@@ -88,7 +93,7 @@ def main() -> None:
 
         label = f"flows.ohlcv from Kafka, {args.processes} process(es) x {args.workers} worker(s)"
         with tempfile.TemporaryDirectory() as lake:
-            if args.processes == 1:
+            if args.processes == 1 and not args.subprocess:
                 settings = Settings(
                     source="kafka",
                     kafka_brokers=broker.bootstrap,

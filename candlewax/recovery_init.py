@@ -21,12 +21,20 @@ from candlewax.cluster import process_id
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", type=Path, help="this process's recovery directory")
-    parser.add_argument("--partitions", type=int, required=True,
-                        help="recovery partitions of the whole cluster (fixed once created; "
-                        "pick the most workers you will ever scale to)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        required=True,
+        help="recovery partitions of the whole cluster (fixed once created; "
+        "pick the most workers you will ever scale to)",
+    )
     parser.add_argument("--processes", type=int, default=1, help="processes in the cluster")
-    parser.add_argument("--index", type=int, default=None,
-                        help="this process's id (default: from -i, BYTEWAX_PROCESS_ID or the pod name)")
+    parser.add_argument(
+        "--index",
+        type=int,
+        default=None,
+        help="this process's id (default: from -i, BYTEWAX_PROCESS_ID or the pod name)",
+    )
 
 
 def init_share(directory: Path, partitions: int, processes: int, index: int) -> list[str]:
