@@ -9,13 +9,12 @@ restatement on).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from candlewax.outputs import add_lake_argument
 from config.durations import parse_duration_ms
 
 COLUMNS = (
@@ -31,12 +30,7 @@ COLUMNS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--lake",
-        type=Path,
-        default=Path(os.environ.get("CANDLEWAX_LAKE_DIR", "lake")),
-        help="the lake (default $CANDLEWAX_LAKE_DIR or ./lake)",
-    )
+    add_lake_argument(parser)
     parser.add_argument("--alerts", action="store_true", help="only bars that raised an alert")
     parser.add_argument("--symbol", help="only this symbol")
     parser.add_argument("--resolution", help="only this resolution (1s, 10s, 1m, ...)")

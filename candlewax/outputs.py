@@ -1,4 +1,5 @@
-"""Where the CLI tools send messages: a Kafka topic, an NDJSON file, or standard output."""
+"""Where the CLI tools send messages (a Kafka topic, an NDJSON file, or standard output),
+and the options naming what they read and write."""
 
 from __future__ import annotations
 
@@ -60,6 +61,16 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         help="NDJSON file to write when no brokers are given (.gz compresses); "
         "default standard output",
+    )
+
+
+def add_lake_argument(parser: argparse.ArgumentParser) -> None:
+    """`--lake`: the lake a tool reads, by default where the flow writes it."""
+    parser.add_argument(
+        "--lake",
+        type=Path,
+        default=Path(os.environ.get("CANDLEWAX_LAKE_DIR", "lake")),
+        help="the lake (default $CANDLEWAX_LAKE_DIR or ./lake)",
     )
 
 

@@ -11,18 +11,14 @@ import os
 import sys
 from pathlib import Path
 
+from candlewax.outputs import add_lake_argument
 from candlewax.reconciliation import ReconcileScope, reconcile
 from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
 from config.settings import parse_epoch_ms
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--lake",
-        type=Path,
-        default=Path(os.environ.get("CANDLEWAX_LAKE_DIR", "lake")),
-        help="the lake (default $CANDLEWAX_LAKE_DIR or ./lake)",
-    )
+    add_lake_argument(parser)
     parser.add_argument(
         "--start", type=parse_epoch_ms, help="first window start, epoch ms or ISO (UTC)"
     )

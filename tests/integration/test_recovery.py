@@ -141,7 +141,7 @@ def test_sigkill_and_resume_loses_and_doubles_nothing(broker, tmp_path):
     )
     assert dict(newest.iter_rows()) == dict(late.iter_rows())
     print(
-        f"\ncrash test: {kills} SIGKILLs, last run read {received:,} of {len(messages):,} messages; "
+        f"\ncrash test: {kills} SIGKILLs, last run read {received:,} of {len(messages):,}; "
         f"{expected.height:,} candles checked; lake rows {candles.height:,} for {unique.height:,} "
         f"distinct candles (repeats all identical); topic {len(on_topic):,} messages for "
         f"{len(by_bar):,} bars, 0 conflicting; DLQ {len(invalid):,}; drift bars {newest.height:,}"
