@@ -15,6 +15,7 @@ compresses), so the flow keeps computing meanwhile; at most one write is in flig
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import time
@@ -97,9 +98,10 @@ class LakeWriter:
         self.files_written: list[Path] = []
 
     def add(self, records: Sequence[Any]) -> None:
-        if not records:
-            return
-        frame = self.dataset.to_frame(records)
+        if records:
+            self._buffer(self.dataset.to_frame(records))
+
+    def _buffer(self, frame: pl.DataFrame) -> None:
         self._frames.append(frame)
         self._rows += frame.height
         if self._first_at is None:
@@ -118,6 +120,21 @@ class LakeWriter:
                 self._in_flight = self._executor.submit(self._write_partitions, frames)
         if wait:
             self._collect()
+
+    def pending(self) -> bytes | None:
+        """The rows not yet in a file (Arrow IPC), after any write in flight has landed:
+        with these in a recovery snapshot, files can stay large and nothing is lost."""
+        self._collect()
+        if not self._frames:
+            return None
+        sink = io.BytesIO()
+        pl.concat(self._frames, how="vertical_relaxed").write_ipc(sink, compression="zstd")
+        return sink.getvalue()
+
+    def restore(self, pending: bytes | None) -> None:
+        """Buffer again the rows a snapshot held (see `pending`)."""
+        if pending:
+            self._buffer(pl.read_ipc(io.BytesIO(pending)))
 
     def close(self) -> None:
         self.flush(wait=True)

@@ -102,3 +102,19 @@ def test_duckdb_reads_the_lake_and_prunes_partitions(tmp_path):
     ).fetchone()
     assert row[0] == "A" and row[1] == "1s" and row[3] == f"A:1s:{T0}" and row[4] == 0
     assert row[2] == T0 and str(row[5]) == "2023-11-14"
+
+
+def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
+    rows = [c for c in sample_candles() if c.resolution == "1s"][:50]
+    before = LakeWriter(tmp_path, CANDLES, writer_id="a", flush_rows=10**6)
+    before.add(rows)
+    held = before.pending()
+    assert held and before.files_written == [], "buffered, not written: large files stay large"
+    after = LakeWriter(tmp_path, CANDLES, writer_id="b")  # a resumed flow's writer
+    after.restore(held)
+    after.flush()
+    con = duckdb.connect()
+    count = con.execute(
+        f"select count(*) from read_parquet('{tmp_path}/candles/**/*.parquet', hive_partitioning = true)"
+    ).fetchone()
+    assert count == (50,)
