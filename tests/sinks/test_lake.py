@@ -114,7 +114,8 @@ def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
     after.restore(held)
     after.flush()
     con = duckdb.connect()
+    glob = f"{tmp_path}/candles/**/*.parquet"
     count = con.execute(
-        f"select count(*) from read_parquet('{tmp_path}/candles/**/*.parquet', hive_partitioning = true)"
+        f"select count(*) from read_parquet('{glob}', hive_partitioning = true)"
     ).fetchone()
     assert count == (50,)
