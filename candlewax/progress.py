@@ -29,9 +29,6 @@ class Progress:
         self.started = time.monotonic()
         self._next_report = self.started + every_s
 
-    def advance(self, amount: int = 1) -> None:
-        self.update(self.count + amount)
-
     def update(self, count: int) -> None:
         self.count = count
         now = time.monotonic()

@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
-from config.durations import format_duration, parse_duration_ms
+from config.durations import parse_duration_ms
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 
@@ -230,7 +230,3 @@ def reconcile(lake: Path, scope: ReconcileScope) -> Reconciliation:
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def resolution_names(values: list[int]) -> tuple[str, ...]:
-    return tuple(format_duration(v) for v in values)
