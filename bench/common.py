@@ -21,15 +21,19 @@ DATA = ROOT / "bench" / "data"
 START_MS = 1_723_161_600_000  # 2024-08-09T00:00:00Z
 
 
-def trades_file(count: int, symbols: int = 12) -> Path:
-    """A clean NDJSON file of `count` simulated trades (made once, then reused)."""
-    path = DATA / f"trades-{count}-{symbols}.ndjson"
+def trades_file(count: int, symbols: int = 12, seed: int = 1, **faults: float) -> Path:
+    """An NDJSON file of `count` simulated trades, clean unless fault rates are given
+    (made once, then reused)."""
+    name = f"trades-{count}-{symbols}" if not faults else f"faulty-{count}-{symbols}-{seed}"
+    path = DATA / f"{name}.ndjson"
     if path.exists():
         return path
     DATA.mkdir(parents=True, exist_ok=True)
     print(f"generating {count:,} trades into {path} ...", flush=True)
     simulator = TradeSimulator(
-        SimulatorConfig(symbols=symbols, trades=count, rate=5_000, seed=1, start_ms=START_MS)
+        SimulatorConfig(
+            symbols=symbols, trades=count, rate=5_000, seed=seed, start_ms=START_MS, **faults
+        )
     )
     temporary = path.with_suffix(".tmp")
     with open(temporary, "wb") as out:

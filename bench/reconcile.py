@@ -12,46 +12,25 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from pathlib import Path
 
-from bench.common import DATA, START_MS, run_flow
+from bench.common import DATA, run_flow, trades_file
 from candlewax.reconcile import print_summary
 from candlewax.reconciliation import ReconcileScope, reconcile
 from config.settings import Settings
-from sources.simulator import SimulatorConfig, TradeSimulator
-
-
-def faulty_file(count: int) -> Path:
-    path = DATA / f"faulty-{count}.ndjson"
-    if path.exists():
-        return path
-    DATA.mkdir(parents=True, exist_ok=True)
-    print(f"generating {count:,} trades with faults into {path} ...", flush=True)
-    sim = TradeSimulator(
-        SimulatorConfig(
-            symbols=12,
-            trades=count,
-            rate=5_000,
-            seed=3,
-            start_ms=START_MS,
-            duplicate_rate=0.01,
-            disorder_rate=0.02,
-            late_rate=0.005,
-            malformed_rate=0.005,
-        )
-    )
-    with open(path.with_suffix(".tmp"), "wb") as out:
-        for message in sim.messages():
-            out.write(message.value + b"\n")
-    path.with_suffix(".tmp").rename(path)
-    return path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trades", type=int, default=2_000_000)
     args = parser.parse_args()
-    source = faulty_file(args.trades)
+    source = trades_file(
+        args.trades,
+        seed=3,
+        duplicate_rate=0.01,
+        disorder_rate=0.02,
+        late_rate=0.005,
+        malformed_rate=0.005,
+    )
     for restatement in (False, True):
         lake = DATA / f"lake-{args.trades}-{'restated' if restatement else 'plain'}"
         shutil.rmtree(lake, ignore_errors=True)

@@ -9,6 +9,7 @@ import polars as pl
 
 from candlewax.records import TRADE_SCHEMA
 from config.settings import Settings
+from sources.simulator import SimulatorConfig, TradeSimulator
 
 T0 = 1_699_999_980_000  # 2023-11-14T22:13:00Z, a whole minute
 
@@ -47,6 +48,21 @@ def trades_frame(
         },
         schema=TRADE_SCHEMA,
     )
+
+
+# The faults the flow tests mix into simulated streams (shares of trades).
+FAULTS = {"duplicate_rate": 0.02, "disorder_rate": 0.05, "late_rate": 0.01, "malformed_rate": 0.02}
+
+
+def simulated(
+    trades: int, *, symbols: int = 6, rate: float = 300, seed: int = 1, **faults: float
+) -> list[tuple[bytes, bytes]]:
+    """`(key, value)` messages of a simulated stream starting at T0, with `FAULTS` unless
+    other rates are given."""
+    config = SimulatorConfig(
+        symbols=symbols, trades=trades, rate=rate, seed=seed, start_ms=T0, **(faults or FAULTS)
+    )
+    return [(m.key, m.value) for m in TradeSimulator(config).messages()]
 
 
 def settings(**overrides: Any) -> Settings:

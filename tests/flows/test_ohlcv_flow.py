@@ -8,7 +8,6 @@ import random
 import polars as pl
 import pytest
 
-from sources.simulator import SimulatorConfig, TradeSimulator
 from tests import factories
 from tests.conftest import run_flow
 from tests.factories import T0, trade
@@ -19,20 +18,7 @@ RESOLUTIONS = {"1s": 1_000, "10s": 10_000, "1m": 60_000}
 
 def faulty_stream(n: int = 30_000, seed: int = 1) -> list[bytes]:
     """Simulated trades with duplicates, disorder, late and malformed messages mixed in."""
-    sim = TradeSimulator(
-        SimulatorConfig(
-            symbols=6,
-            trades=n,
-            rate=300,
-            seed=seed,
-            start_ms=T0,
-            duplicate_rate=0.02,
-            disorder_rate=0.05,
-            late_rate=0.01,
-            malformed_rate=0.02,
-        )
-    )
-    messages = [m.value for m in sim.messages()]
+    messages = [value for _, value in factories.simulated(n, seed=seed)]
     # and some order-book noise
     rng = random.Random(seed)
     for i in range(0, len(messages), 97):

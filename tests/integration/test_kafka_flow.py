@@ -7,8 +7,7 @@ import polars as pl
 import pytest
 
 from candlewax.records import Candle
-from sources.simulator import SimulatorConfig, TradeSimulator
-from tests.factories import T0
+from tests.factories import T0, simulated
 from tests.flows.test_ohlcv_flow import RESOLUTIONS
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import flow_topics, kafka_env, lake_table, run_flow_processes
@@ -19,20 +18,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 def test_trades_topic_to_candles_dlq_and_drift_topics(broker, tmp_path):
     topics = flow_topics(broker, trades_partitions=3)
-    sim = TradeSimulator(
-        SimulatorConfig(
-            symbols=5,
-            trades=20_000,
-            rate=400,
-            seed=9,
-            start_ms=T0,
-            duplicate_rate=0.02,
-            disorder_rate=0.05,
-            late_rate=0.01,
-            malformed_rate=0.02,
-        )
-    )
-    messages = [(m.key, m.value) for m in sim.messages()]
+    messages = simulated(20_000, symbols=5, rate=400, seed=9)
     produce(broker.bootstrap, topics["trades"], messages)
 
     logs = run_flow_processes(kafka_env(broker.bootstrap, topics, tmp_path / "lake"), workers=2)

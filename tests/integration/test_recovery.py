@@ -16,8 +16,7 @@ import polars as pl
 import pytest
 
 from candlewax.records import Candle
-from sources.simulator import SimulatorConfig, TradeSimulator
-from tests.factories import T0
+from tests.factories import T0, simulated
 from tests.flows.test_ohlcv_flow import RESOLUTIONS
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import ROOT, flow_topics, kafka_env, lake_table
@@ -38,20 +37,15 @@ def start_flow(env: dict[str, str], recovery: str) -> subprocess.Popen[bytes]:
 
 def test_sigkill_and_resume_loses_and_doubles_nothing(broker, tmp_path):
     topics = flow_topics(broker, trades_partitions=3)
-    sim = TradeSimulator(
-        SimulatorConfig(
-            symbols=6,
-            trades=400_000,
-            rate=2_000,
-            seed=21,
-            start_ms=T0,
-            duplicate_rate=0.01,
-            disorder_rate=0.03,
-            late_rate=0.005,
-            malformed_rate=0.01,
-        )
+    messages = simulated(
+        400_000,
+        rate=2_000,
+        seed=21,
+        duplicate_rate=0.01,
+        disorder_rate=0.03,
+        late_rate=0.005,
+        malformed_rate=0.01,
     )
-    messages = [(m.key, m.value) for m in sim.messages()]
     produce(broker.bootstrap, topics["trades"], messages)
     recovery = tmp_path / "recovery"
     recovery.mkdir()
