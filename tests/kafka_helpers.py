@@ -15,4 +15,15 @@ def produce(
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Record]:
-    return topics.read_topic({"bootstrap.servers": bootstrap}, topic)
+    """Every record of the topic. Tansu sometimes signals the end of a partition written
+    by several producers before its last records are readable, so read until two reads
+    half a second apart agree."""
+    import time
+
+    records = topics.read_topic({"bootstrap.servers": bootstrap}, topic)
+    while True:
+        time.sleep(0.5)
+        again = topics.read_topic({"bootstrap.servers": bootstrap}, topic)
+        if len(again) == len(records):
+            return again
+        records = again
