@@ -177,6 +177,11 @@ class RejectReason(str, Enum):
     NON_POSITIVE = "non_positive"
     BAD_SYMBOL = "bad_symbol"
     TS_OUT_OF_RANGE = "ts_out_of_range"
+    # A field of the contract given twice: JSON parsers disagree on which value counts.
+    DUPLICATE_KEY = "duplicate_key"
+    # Not UTF-8, a byte-order mark, or an unpaired UTF-16 surrogate in a contract field.
+    BAD_ENCODING = "bad_encoding"
+    NESTING_TOO_DEEP = "nesting_too_deep"
 
 
 @dataclass(frozen=True)

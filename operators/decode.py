@@ -4,8 +4,14 @@ Two passes, both in native code on the happy path: msgspec checks each message's
 and JSON types strictly (a string, bool or null where a number belongs, a float for
 `ts`, a number out of float64 range are all errors there), then polars reads the
 messages that passed as one NDJSON block into columns, where the value rules (price and
-size > 0, symbol characters, `ts` bounds) are vectorised expressions. Only messages
-msgspec refused are looked at one by one, to name the reason exactly.
+size > 0, symbol characters, `ts` bounds) are vectorised expressions.
+
+Every message gets exactly one verdict, which depends on its bytes alone, never on the
+batch it came in: a message either takes the fast path whole or is judged one by one by
+`verdict`, which is total (no input makes it raise). The one-by-one path sees the
+messages msgspec refused and the ones the fast path cannot vouch for: a contract field
+that may be given twice (parsers disagree on which value counts, so those are rejected as
+`duplicate_key`), a `\\u` escape (which can spell a key), or bytes that are not UTF-8.
 """
 
 from __future__ import annotations
@@ -28,6 +34,12 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9._:/\-]{1,32}$"
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _I64 = Annotated[int, msgspec.Meta(ge=_I64_MIN, le=_I64_MAX)]
 REQUIRED_FIELDS = ("symbol", "price", "size", "ts")
+CONTRACT_FIELDS = (*REQUIRED_FIELDS, "trade_id", "side", "venue", "type")
+_TEXT_FIELDS = ("symbol", "side", "venue", "type", "trade_id")
+# How much of an offending value a rejection's detail quotes: a 600 KB symbol must not
+# make a 600 KB header on the dead-letter record.
+DETAIL_VALUE_CHARS = 64
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class _TradeShape(msgspec.Struct, gc=False):
@@ -43,16 +55,11 @@ class _TradeShape(msgspec.Struct, gc=False):
     type: str | None = None
 
 
-class _KindShape(msgspec.Struct, gc=False):
-    """Just the `type` of a message: order-book noise is filtered at C speed."""
-
-    type: str | None = None
-
-
 _check_shape = msgspec.json.Decoder(_TradeShape).decode
-_check_kind = msgspec.json.Decoder(_KindShape).decode
-_SHAPE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, TypeError)
 _READ_SCHEMA = {**TRADE_SCHEMA, "type": pl.String()}
+# A contract key as it appears in the text (or a value that looks like one: a false
+# alarm only sends the message down the exact path).
+_CONTRACT_KEY = '"(?:' + "|".join(CONTRACT_FIELDS) + ')"'
 
 
 @dataclass(frozen=True)
@@ -75,40 +82,54 @@ class DecodedBatch:
 
 
 FILTERED = "filtered"
+Problem = tuple[str, str | None, str]
+# What `verdict` says of one message: a problem, FILTERED, or the contract fields.
+Verdict = Problem | str | dict[str, Any]
+
+
+def _has_trade_shape(raw: bytes | None) -> bool:
+    try:
+        _check_shape(raw)  # type: ignore[arg-type]
+    except Exception:  # any failure at all (bad UTF-8, deep nesting...): judge it one by one
+        return False
+    return True
 
 
 def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     """Split a raw batch into valid trades, rejected messages and filtered (non-trade) ones."""
     values = batch.values
-    refused: list[int] = []
-    for index, raw in enumerate(values):
-        try:
-            _check_shape(raw)  # type: ignore[arg-type]
-        except _SHAPE_ERRORS:
-            refused.append(index)
+    refused = [index for index, raw in enumerate(values) if not _has_trade_shape(raw)]
+    refused_set = set(refused)
+    candidates = [i for i in range(len(values)) if i not in refused_set] if refused else None
+    rows = range(len(values)) if candidates is None else candidates
+    frame = _read_rows([values[i] for i in rows])  # type: ignore[misc]
+    frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64))
 
+    # The exact path: refused messages, and fast-path rows it cannot vouch for.
+    doubtful = _doubtful_rows(frame, [values[i] for i in rows])  # type: ignore[misc]
+    judged = sorted(refused_set | set(doubtful))
     rejected: list[tuple[int, Rejection]] = []
     filtered = 0
+    drop: set[int] = set()
+    late_rows: list[dict[str, Any]] = []
     now = rules.now_ms()
-    for index in refused:
-        if _is_noise(values[index]):
-            filtered += 1
+    for index in judged:
+        outcome = verdict(values[index])
+        if isinstance(outcome, dict):  # valid shape after all: its values are checked below
+            if index in refused_set:
+                late_rows.append({**outcome, "_row": index})
             continue
-        verdict = classify_malformed(values[index])
-        if isinstance(verdict, tuple):
-            why, where, detail = verdict
-            rejected.append((index, _rejection(batch, index, why, where, detail, now)))
-        else:
+        drop.add(index)
+        if outcome == FILTERED:
             filtered += 1
-
-    if refused:
-        refused_set = set(refused)
-        rows = [i for i in range(len(values)) if i not in refused_set]
-        frame = _read_rows([values[i] for i in rows])  # type: ignore[misc]
-        frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64))
-    else:
-        frame = _read_rows(values)  # type: ignore[arg-type]
-        frame = frame.with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias("_row"))
+        else:
+            why, where, detail = outcome  # type: ignore[misc]
+            rejected.append((index, _rejection(batch, index, why, where, detail, now)))
+    if drop:
+        frame = frame.filter(~pl.col("_row").is_in(list(drop)))
+    if late_rows:
+        extra = pl.DataFrame(late_rows, schema={**_READ_SCHEMA, "_row": pl.Int64()})
+        frame = pl.concat([frame, extra]).sort("_row")
 
     is_trade = pl.col("type").is_null() | (pl.col("type") == "trade")
     filtered += frame.height - int(frame.select(is_trade.sum()).item() or 0)
@@ -120,20 +141,35 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     for row, why, where, value in bad.select(
         "_row", "_reason", "_field", pl.struct("symbol", "price", "size", "ts")
     ).iter_rows():
-        detail = f"{where}={value[where]!r} breaks the rule for {where}"
+        detail = f"{where}={_quote(value[where])} breaks the rule for {where}"
         rejected.append((row, _rejection(batch, row, why, where, detail, now)))
     trades = checked.filter(pl.col("_reason").is_null()).select(list(TRADE_SCHEMA))
     rejected.sort(key=lambda pair: pair[0])
     return DecodedBatch(trades, [r for _, r in rejected], filtered, len(values))
 
 
-def _is_noise(raw: bytes | None) -> bool:
-    """A message whose `type` says it is not a trade (an order-book event, say)."""
+def _doubtful_rows(frame: pl.DataFrame, raw_rows: list[bytes]) -> list[int]:
+    """Rows (by `_row`) the fast read cannot vouch for: bytes that are not UTF-8 (msgspec
+    skips unknown fields unchecked), a `\\u` escape, or more contract keys in the text
+    than fields the read found (a key given twice: polars keeps the first value, other
+    parsers the last)."""
+    if not raw_rows:
+        return []
+    binary = pl.Series("_text", raw_rows, dtype=pl.Binary)
     try:
-        kind = _check_kind(raw).type  # type: ignore[arg-type]
-    except _SHAPE_ERRORS:
-        return False
-    return kind is not None and kind != "trade"
+        b"".join(raw_rows).decode("utf-8")  # one C pass over the batch, fast for ASCII
+        text = binary.cast(pl.String)
+    except UnicodeDecodeError:  # a hostile batch: null out the rows that are not UTF-8
+        text = pl.Series("_text", [raw if _is_utf8(raw) else None for raw in raw_rows])
+        text = text.cast(pl.Binary).cast(pl.String)
+    present = pl.sum_horizontal([pl.col(name).is_not_null() for name in CONTRACT_FIELDS])
+    checks = frame.select("_row", present.alias("_present")).with_columns(text)
+    doubtful = checks.filter(
+        pl.col("_text").is_null()
+        | pl.col("_text").str.contains("\\u", literal=True)
+        | (pl.col("_text").str.count_matches(_CONTRACT_KEY) != pl.col("_present"))
+    )
+    return doubtful.get_column("_row").to_list()
 
 
 def _read_rows(rows: list[bytes]) -> pl.DataFrame:
@@ -144,7 +180,7 @@ def _read_rows(rows: list[bytes]) -> pl.DataFrame:
         frame = pl.read_ndjson(io.BytesIO(b"\n".join(rows)), schema=_READ_SCHEMA)
         if frame.height == len(rows):
             return frame
-    except (pl.exceptions.PolarsError, ValueError):
+    except Exception:
         pass
     # A message spread over several lines (pretty-printed JSON) cannot be read as NDJSON.
     shapes = [_check_shape(r) for r in rows]
@@ -188,17 +224,59 @@ def _rejection(
     )
 
 
-def classify_malformed(raw: bytes | None) -> tuple[str, str | None, str] | str:
-    """Why a message failed the shape check: `(reason, field, detail)`, or `FILTERED`.
+def _quote(value: Any) -> str:
+    """A value for a rejection's detail, cut short: the original bytes are kept whole."""
+    text = repr(value)
+    if len(text) <= DETAIL_VALUE_CHARS:
+        return text
+    return f"{text[:DETAIL_VALUE_CHARS]}... ({len(text)} characters)"
 
-    Python's `json` module reads what strict JSON refuses (NaN, Infinity, numbers out of
-    float64 range become inf), so it can tell "not a finite number" from "not JSON".
+
+# --- the exact, one-by-one path --------------------------------------------------------
+class _Members(dict):  # type: ignore[type-arg]
+    """A JSON object that remembers which keys it was given more than once."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _members(pairs: list[tuple[str, Any]]) -> _Members:
+    obj = _Members(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        obj.repeated = tuple(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return obj
+
+
+def verdict(raw: bytes | None) -> Verdict:
+    """What one message is: `(reason, field, detail)`, `FILTERED`, or its contract fields.
+
+    Total: whatever the bytes, it returns. Python's `json` module reads what strict JSON
+    refuses (NaN, Infinity, numbers out of float64 range become inf), so it can tell
+    "not a finite number" from "not JSON".
     """
+    try:
+        return _verdict(raw)
+    except Exception as exc:  # a guard: no message may stop the flow
+        detail = f"the message could not be read ({type(exc).__name__})"
+        return RejectReason.INVALID_JSON.value, None, detail
+
+
+def _verdict(raw: bytes | None) -> Verdict:
     if raw is None or not raw.strip():
         return RejectReason.EMPTY_MESSAGE.value, None, "the message has no content"
+    if raw.lstrip().startswith(_UTF8_BOM):
+        detail = "the message starts with a byte-order mark, which JSON messages must not"
+        return RejectReason.BAD_ENCODING.value, None, detail
     try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _not_utf8(raw, exc)
+    try:
+        obj = json.loads(text, object_pairs_hook=_members)
+    except RecursionError:
+        detail = "the message nests arrays or objects too deeply to read"
+        return RejectReason.NESTING_TOO_DEEP.value, None, detail
+    except ValueError as exc:
         return RejectReason.INVALID_JSON.value, None, f"not valid JSON: {str(exc)[:160]}"
     if not isinstance(obj, dict):
         return (
@@ -206,6 +284,16 @@ def classify_malformed(raw: bytes | None) -> tuple[str, str | None, str] | str:
             None,
             f"expected a JSON object, got {_json_type(obj)}",
         )
+    repeated = [k for k in getattr(obj, "repeated", ()) if k in CONTRACT_FIELDS]
+    if repeated:
+        name = repeated[0]
+        detail = f"field {name!r} is given more than once; the contract allows it once"
+        return RejectReason.DUPLICATE_KEY.value, name, detail
+    for name in _TEXT_FIELDS:
+        value = obj.get(name)
+        if isinstance(value, str) and not _is_unicode(value):
+            detail = f"{name} holds an unpaired UTF-16 surrogate escape, not a character"
+            return RejectReason.BAD_ENCODING.value, name, detail
 
     kind = obj.get("type")
     if kind is not None:
@@ -228,10 +316,59 @@ def classify_malformed(raw: bytes | None) -> tuple[str, str | None, str] | str:
     )
     if problem:
         return problem
-    return RejectReason.WRONG_TYPE.value, None, "the message does not match the trade contract"
+    trade_id = obj.get("trade_id")
+    return {
+        "symbol": obj["symbol"],
+        "ts": obj["ts"],
+        "price": float(obj["price"]),
+        "size": float(obj["size"]),
+        "trade_id": None if trade_id is None else str(trade_id),
+        "side": obj.get("side"),
+        "venue": obj.get("venue"),
+        "type": kind,
+    }
 
 
-Problem = tuple[str, str | None, str] | None
+def classify_malformed(raw: bytes | None) -> Problem | str:
+    """Why a message is not a valid trade: `(reason, field, detail)` or `FILTERED` (for a
+    message that is fine as far as types go, the generic `wrong_type`)."""
+    outcome = verdict(raw)
+    if isinstance(outcome, dict):
+        return RejectReason.WRONG_TYPE.value, None, "the message does not match the trade contract"
+    return outcome
+
+
+def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> Problem:
+    """Name the field whose text holds the bad bytes, when the rest is JSON."""
+    where: str | None = None
+    try:
+        obj = json.loads(raw.decode("utf-8", "surrogateescape"))
+        if isinstance(obj, dict):
+            where = next(
+                (k for k, v in obj.items() if isinstance(v, str) and not _is_unicode(v)), None
+            )
+    except (ValueError, RecursionError):
+        pass
+    bad = raw[error.start : error.start + 1].hex()
+    inside = f" in field {where!r}" if where else ""
+    detail = f"not valid UTF-8: byte 0x{bad} at offset {error.start}{inside}"
+    return RejectReason.BAD_ENCODING.value, where, detail
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:
@@ -248,7 +385,7 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def _wrong_type(name: str, value: Any, expected: str) -> tuple[str, str, str]:
+def _wrong_type(name: str, value: Any, expected: str) -> Problem:
     return (
         RejectReason.WRONG_TYPE.value,
         name,
@@ -256,15 +393,15 @@ def _wrong_type(name: str, value: Any, expected: str) -> tuple[str, str, str]:
     )
 
 
-def _text_problem(name: str, value: Any) -> Problem:
+def _text_problem(name: str, value: Any) -> Problem | None:
     return None if isinstance(value, str) else _wrong_type(name, value, "a string")
 
 
-def _optional_text_problem(name: str, value: Any) -> Problem:
+def _optional_text_problem(name: str, value: Any) -> Problem | None:
     return None if value is None else _text_problem(name, value)
 
 
-def _number_problem(name: str, value: Any) -> Problem:
+def _number_problem(name: str, value: Any) -> Problem | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return _wrong_type(name, value, "a JSON number")
     if isinstance(value, float) and not math.isfinite(value):
@@ -274,23 +411,23 @@ def _number_problem(name: str, value: Any) -> Problem:
     return None
 
 
-def _ts_problem(value: Any) -> Problem:
+def _ts_problem(value: Any) -> Problem | None:
     if isinstance(value, float):
         if not math.isfinite(value):
             return RejectReason.NOT_FINITE.value, "ts", f"ts must be finite, got {value!r}"
         return (
             RejectReason.NOT_AN_INTEGER.value,
             "ts",
-            f"ts must be a JSON integer of epoch milliseconds, got {value!r}",
+            f"ts must be a JSON integer of epoch milliseconds, got {_quote(value)}",
         )
     if isinstance(value, bool) or not isinstance(value, int):
         return _wrong_type("ts", value, "an integer of epoch milliseconds")
     if not _I64_MIN <= value <= _I64_MAX:
-        return RejectReason.TS_OUT_OF_RANGE.value, "ts", f"ts={value} is beyond 64-bit range"
+        return RejectReason.TS_OUT_OF_RANGE.value, "ts", "ts is beyond the 64-bit range"
     return None
 
 
-def _trade_id_problem(value: Any) -> Problem:
+def _trade_id_problem(value: Any) -> Problem | None:
     if value is None or isinstance(value, str):
         return None
     if isinstance(value, int) and not isinstance(value, bool):

@@ -1,6 +1,8 @@
 """An NDJSON file of trade messages, replayed as a bounded stream of raw batches.
 
-One line is one message (blank lines are skipped); `.gz` files are read directly. The
+One line is one message, kept byte for byte: a blank line is an `empty_message`
+rejection and a CRLF file's `\r` stays in the message (JSON reads it as whitespace; the
+dead-letter queue keeps the original bytes). `.gz` files are read directly. The
 snapshot is the byte offset and line number of the next line, so a resume continues at
 the line where the last snapshot was taken.
 """
@@ -43,15 +45,8 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
         first = self._line + 1
         self._line += len(lines)
         self._offset += sum(map(len, lines)) + len(lines)
-        positions = list(range(first, first + len(lines)))
         values: list[bytes | None] = lines  # type: ignore[assignment]
-        if not all(lines) or any(line.endswith(b"\r") for line in lines[:1]):
-            # Blank lines are no messages; CRLF files lose their CR.
-            stripped = [v.rstrip(b"\r") for v in lines]
-            kept = [(n, v) for n, v in zip(positions, stripped, strict=True) if v]
-            positions = [n for n, _ in kept]
-            values = [v for _, v in kept]
-        return [RawBatch(self._source, values, positions)] if values else []
+        return [RawBatch(self._source, values, range(first, first + len(lines)))]
 
     def _read_lines(self) -> list[bytes]:
         """Up to `batch_size` whole lines (without newline), split in C from large reads."""

@@ -19,7 +19,7 @@ GOOD = b'{"symbol":"BTC-USD","price":1.5,"size":2,"ts":%d}' % T0
 
 REJECTIONS = [
     (b"{not json", "invalid_json", None),
-    (b"\xff\xfe\x00", "invalid_json", None),
+    (b"\xff\xfe\x00", "bad_encoding", None),
     (b"", "empty_message", None),
     (None, "empty_message", None),
     (b"[1, 2]", "not_an_object", None),
@@ -66,6 +66,20 @@ REJECTIONS = [
     ),
     (b'{"symbol":"A","price":1,"size":1,"ts":%d,"side":1}' % T0, "wrong_type", "side"),
     (b'{"symbol":"A","price":1,"size":1,"ts":%d,"type":5}' % T0, "wrong_type", "type"),
+    # Hostile bytes: each is one rejection with its own reason, never an exception.
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"side":"\xff"}' % T0, "bad_encoding", "side"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"note":"\xc3"}' % T0, "bad_encoding", "note"),
+    (b'\xef\xbb\xbf{"symbol":"A","price":1,"size":1,"ts":%d}' % T0, "bad_encoding", None),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"side":"\\ud800"}' % T0, "bad_encoding", "side"),
+    (
+        b'{"symbol":"A","price":1,"size":1,"ts":%d,"x":%s}' % (T0, b"[" * 5000 + b"]" * 5000),
+        "nesting_too_deep",
+        None,
+    ),
+    (b'{"symbol":"A","price":60000,"price":0.0001,"size":1,"ts":%d}' % T0, "duplicate_key", "price"),
+    (b'{"symbol":"A","price":6,"pri\\u0063e":1,"size":1,"ts":%d}' % T0, "duplicate_key", "price"),
+    (b'{"symbol":"A","symbol":"B","price":1,"size":1,"ts":%d}' % T0, "duplicate_key", "symbol"),
+    (b'{"type":"book","type":"trade","symbol":"A","price":1,"size":1,"ts":%d}' % T0, "duplicate_key", "type"),
 ]
 
 
@@ -122,3 +136,52 @@ def test_every_message_has_exactly_one_outcome():
     decoded = decode(*messages)
     assert decoded.trades.height + decoded.filtered + len(decoded.rejections) == len(messages)
     assert decoded.received == len(messages)
+
+
+def test_a_huge_offending_value_is_quoted_short_and_kept_whole_in_the_raw_bytes():
+    message = b'{"symbol":"%s","price":1,"size":1,"ts":%d}' % (b"S" * 600_000, T0)
+    (rejection,) = decode(message).rejections
+    assert (rejection.reason, rejection.field) == ("bad_symbol", "symbol")
+    assert len(rejection.detail) < 200
+    assert rejection.raw == message
+
+
+def test_repeated_unknown_fields_and_escapes_outside_the_contract_are_fine():
+    decoded = decode(
+        b'{"symbol":"A","price":2,"size":1,"ts":%d,"x":1,"x":2}' % T0,
+        b'{"symbol":"A","price":3,"size":1,"ts":%d,"note":"\\ud800 caf\\u00e9"}' % T0,
+        b'{"symbol":"A","price":4,"size":1,"ts":%d,"nested":{"price":9,"price":8}}' % T0,
+        b'{"symbol":"A","price":5,"size":1,"ts":%d,"venue":"price"}' % T0,
+    )
+    assert decoded.rejections == []
+    assert decoded.trades.get_column("price").to_list() == [2.0, 3.0, 4.0, 5.0]
+
+
+HOSTILE = [m for m, _, _ in REJECTIONS] + [
+    GOOD,
+    b'{"symbol":"A","price":1,"size":1,"ts":%d,"x":1,"x":2}' % T0,
+    b'{\n "symbol": "A", "price": 2, "size": 3, "ts": %d\n}' % T0,
+    b"\r",
+    b"   ",
+]
+
+
+@pytest.mark.parametrize("message", HOSTILE)
+def test_a_message_has_the_same_outcome_in_any_batch(message):
+    def outcome(decoded):
+        return (
+            decoded.trades.rows(),
+            [(r.reason, r.field, r.raw) for r in decoded.rejections],
+            decoded.filtered,
+        )
+
+    alone = outcome(decode(message))
+    # Next to clean neighbours, and next to a pretty-printed message (which sends the
+    # whole batch down the fallback read).
+    pretty = b'{\n "symbol": "P", "price": 1, "size": 1, "ts": %d\n}' % T0
+    for neighbours in ([GOOD], [pretty], [b"\xff", GOOD]):
+        batch = decode(*neighbours, message)
+        mine = decode(*neighbours)
+        trades = batch.trades.rows()[mine.trades.height :]
+        rejections = [(r.reason, r.field, r.raw) for r in batch.rejections][len(mine.rejections) :]
+        assert (trades, rejections, batch.filtered - mine.filtered) == alone

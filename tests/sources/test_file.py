@@ -22,21 +22,27 @@ def lines_of(batches):
     return [(n, v) for b in batches for n, v in zip(b.positions, b.values, strict=True)]
 
 
-def test_lines_come_in_order_with_line_numbers_blank_lines_skipped(tmp_path):
+def test_every_line_is_a_message_in_order_with_its_line_number(tmp_path):
     path = tmp_path / "t.ndjson"
-    path.write_bytes(b'{"a":1}\n\n{"a":2}\n{"a":3}')  # no newline at the end
+    path.write_bytes(b'{"a":1}\n\n{"a":2}\n\r\n{"a":3}')  # no newline at the end
     batches = drain(NdjsonFilePartition(path, batch_size=2, resume=None))
-    assert lines_of(batches) == [(1, b'{"a":1}'), (3, b'{"a":2}'), (4, b'{"a":3}')]
+    assert lines_of(batches) == [
+        (1, b'{"a":1}'),
+        (2, b""),  # a blank line is a message too (an empty one)
+        (3, b'{"a":2}'),
+        (4, b"\r"),
+        (5, b'{"a":3}'),
+    ]
     assert batches[0].position(0) == f"file:{path}@1"
 
 
-def test_crlf_and_gzip_files(tmp_path):
+def test_crlf_and_gzip_files_keep_their_bytes_exactly(tmp_path):
     path = tmp_path / "t.ndjson.gz"
     with gzip.open(path, "wb") as out:
         out.write(b'{"a":1}\r\n{"a":2}\r\n')
     assert lines_of(drain(NdjsonFilePartition(path, 10, None))) == [
-        (1, b'{"a":1}'),
-        (2, b'{"a":2}'),
+        (1, b'{"a":1}\r'),
+        (2, b'{"a":2}\r'),
     ]
 
 
