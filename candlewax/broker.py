@@ -54,8 +54,15 @@ def free_port() -> int:
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1 with in-memory storage."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+    ):
         self.port = port or free_port()
+        # Clients connect where metadata sends them: a proxy in front, for outage tests.
+        self.advertised_port = advertised_port or self.port
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"tansu-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -64,14 +71,13 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
-        url = f"tcp://127.0.0.1:{self.port}"
         command = [
             str(tansu_binary()),
             "broker",
             "--listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.port}",
             "--advertised-listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]

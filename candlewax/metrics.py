@@ -116,15 +116,20 @@ class FlowMetrics:
             "late_expired": int(_sample(self.late_expired, "_total")),
         }
 
-    def log_summary(self) -> None:
+    def counts(self) -> str:
+        """The outcome counts in one short line."""
+        s = self.summary()
+        return " ".join(f"{name}={s[name]}" for name in ("received", *OUTCOMES))
+
+    def log_summary(self, title: str = "run summary") -> None:
         s = self.summary()
         total = sum(int(s[o]) for o in OUTCOMES)
         balance = "they add up" if total == s["received"] else f"MISMATCH: outcomes sum to {total}"
         log.info(
-            "run summary: received=%s accepted=%s duplicate=%s filtered=%s rejected=%s late=%s "
+            "%s: received=%s accepted=%s duplicate=%s filtered=%s rejected=%s late=%s "
             "(%s); rejected by reason=%s; candles=%s (restated %s); drift records=%s, "
             "alerts=%s by symbol %s; late trades by lateness (s, cumulative)=%s",
-            s["received"], s["accepted"], s["duplicate"], s["filtered"], s["rejected"],
+            title, s["received"], s["accepted"], s["duplicate"], s["filtered"], s["rejected"],
             s["late"], balance, s["rejected_by_reason"], s["candles_by_resolution"],
             s["restated_by_resolution"], s["drift_records"], s["drift_alerts"],
             s["drift_alerts_by_symbol"], s["late_by_lateness_s"],

@@ -9,22 +9,37 @@ stops the start with one message naming the variable and what it expects
 
 from __future__ import annotations
 
+import difflib
 import json
-import time
+import os
+import re
+from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
-from config.durations import format_duration, parse_duration_ms
+from config.durations import MAX_DURATION_MS, format_duration, parse_duration_ms
 
 ENV_PREFIX = "CANDLEWAX_"
 
 # A duration setting: written `500ms`, `1s`, `5m`, held as whole milliseconds.
 DurationMs = Annotated[int, NoDecode]
+
+
+# Settings whose values may hold a secret: errors never echo them.
+SECRET_FIELDS = {"kafka_sasl_password", "kafka_consumer_config", "kafka_producer_config"}
+# Variables with the prefix that are read by other parts (scripts, tests), not settings.
+NOT_SETTINGS: set[str] = set()
+# Bounds of duration settings beyond the general 0..366 days.
+DURATION_BOUNDS = {
+    "kafka_poll_timeout": (1, 10_000),  # 0 would spin a core while the topic is idle
+    "kafka_end_confirm": (0, 600_000),
+}
+_SECRET_KEY = re.compile(r"password|secret|jaas|token|key\.password", re.I)
 
 
 class SettingsError(ValueError):
@@ -54,10 +69,12 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = "trades.dlq"
     kafka_drift_topic: str = "candles.drift"
     kafka_poll_timeout: DurationMs = 10
+    kafka_connect_timeout: DurationMs = 0
+    kafka_end_confirm: DurationMs = 1_000
     kafka_security_protocol: str | None = None
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
+    kafka_sasl_password: SecretStr | None = None
     kafka_consumer_config: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
     kafka_producer_config: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
 
@@ -102,6 +119,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "kafka_poll_timeout",
+        "kafka_connect_timeout",
+        "kafka_end_confirm",
         "lake_flush_interval",
         "allowed_lateness",
         "dedupe_horizon",
@@ -112,8 +131,14 @@ class Settings(BaseSettings):
         mode="before",
     )
     @classmethod
-    def _duration(cls, value: Any) -> int:
-        return parse_duration_ms(value)
+    def _duration(cls, value: Any, info: Any) -> int:
+        ms = parse_duration_ms(value)
+        low, high = DURATION_BOUNDS.get(info.field_name, (0, MAX_DURATION_MS))
+        if not low <= ms <= high:
+            raise ValueError(
+                f"expected a duration from {format_duration(low)} to {format_duration(high)}"
+            )
+        return ms
 
     @field_validator("resolutions", mode="before")
     @classmethod
@@ -200,7 +225,19 @@ class Settings(BaseSettings):
             "sasl.password": self.kafka_sasl_password,
         }
         config.update({k: v for k, v in optional.items() if v})
+        if self.kafka_sasl_password is not None:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         return config
+
+    def secrets(self) -> list[str]:
+        """Values that must never be shown: the SASL password and any secret-looking
+        entry of the librdkafka configuration objects."""
+        found = []
+        if self.kafka_sasl_password is not None:
+            found.append(self.kafka_sasl_password.get_secret_value())
+        for extra in (self.kafka_consumer_config, self.kafka_producer_config):
+            found += [str(v) for k, v in extra.items() if _SECRET_KEY.search(k)]
+        return found
 
 
 def parse_epoch_ms(value: Any) -> int:
@@ -226,9 +263,29 @@ def _describe(error: Any) -> str:
     field = str(location[0]) if location else ""
     variable = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    if field and "input" in error and not isinstance(error["input"], dict):
-        return f"{variable}: {message} (got {error['input']!r})"
+    # Values that may hold a secret are never echoed back.
+    echo = field and field not in SECRET_FIELDS and "input" in error
+    if echo and not isinstance(error["input"], dict):
+        shown = repr(error["input"])
+        if len(shown) > 80:
+            shown = shown[:80] + "..."
+        return f"{variable}: {message} (got {shown})"
     return f"{variable}: {message}" if field else message
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per `CANDLEWAX_*` variable that names no setting (a typo is otherwise
+    ignored silently), with the nearest setting's name when there is one."""
+    environ = os.environ if environ is None else environ
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    warnings = []
+    for name in sorted(n for n in environ if n.upper().startswith(ENV_PREFIX)):
+        if name.upper() in known or name.upper() in NOT_SETTINGS:
+            continue
+        near = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.75)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        warnings.append(f"{name} is not a candlewax setting and is ignored{hint}")
+    return warnings
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -238,7 +295,3 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]
         raise SettingsError("invalid candlewax settings:\n  " + "\n  ".join(lines)) from None
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import sys
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import bytewax.operators as op
@@ -22,14 +24,22 @@ from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from candlewax.cluster import offset_bytewax_api_port, process_id
+from candlewax.failures import RedactingFilter, add_secret, exit_on_failure, redact
 from candlewax.metrics import FlowMetrics, serve_metrics
-from config.settings import Settings, SettingsError, load_settings
+from candlewax.stopping import stop_on_signals, stopped_by
+from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from operators import steps
 from operators.candles import CandleSpec
 from operators.decode import ValidationRules
 from operators.drift import DriftPolicy
 from sinks import lake
-from sinks.kafka import KafkaRecordSink, candle_message, dlq_message, drift_message
+from sinks.kafka import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    KafkaRecordSink,
+    candle_message,
+    dlq_message,
+    drift_message,
+)
 from sinks.parquet import LakeSink
 from sources.file import NdjsonFileSource
 from sources.kafka import KafkaBatchSource
@@ -145,6 +155,8 @@ def default_source(settings: Settings) -> Source[Any]:
         batch_size=settings.batch_size,
         poll_timeout_ms=settings.kafka_poll_timeout,
         consumer_config=settings.kafka_consumer_config,
+        connect_timeout_ms=settings.kafka_connect_timeout,
+        end_confirm_ms=settings.kafka_end_confirm,
     )
 
 
@@ -174,7 +186,9 @@ def default_sinks(settings: Settings) -> FlowSinks:
 
         sinks.candles.append(kafka_sink(settings.kafka_candles_topic, candle_message))
         sinks.drift.append(kafka_sink(settings.kafka_drift_topic, drift_message))
-        sinks.dlq.append(kafka_sink(settings.kafka_dlq_topic, dlq_message))
+        max_bytes = int(extra.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
+        to_dlq = functools.partial(dlq_message, max_message_bytes=max_bytes)
+        sinks.dlq.append(kafka_sink(settings.kafka_dlq_topic, to_dlq))
     return sinks
 
 
@@ -184,6 +198,39 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+
+
+class _RunOutcome:
+    """How the run ended, for the summary at exit: a summary never claims success for a
+    run that crashed (an input or output failure ends the process before it, see
+    `candlewax.failures`)."""
+
+    def __init__(self, metrics: FlowMetrics):
+        self.metrics = metrics
+        self.crash: str | None = None
+        self._previous_hook = sys.excepthook
+
+    def on_exception(
+        self, kind: type[BaseException], error: BaseException, trace: TracebackType | None
+    ) -> None:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # a second Ctrl-C: stop at once, no traceback
+            self.crash = "stopped at once by a second interrupt"
+            return
+        self.crash = f"{kind.__name__}: {redact(str(error))}"
+        self._previous_hook(kind, error, trace)
+
+    def log_at_exit(self) -> None:
+        if self.crash is not None:
+            log.error("run FAILED (%s); counts so far: %s", self.crash, self.metrics.counts())
+        elif stopped_by() is not None:
+            self.metrics.log_summary(f"run stopped by {stopped_by()}")
+        else:
+            self.metrics.log_summary("run summary")
 
 
 def flow_from_environment() -> Dataflow:
@@ -191,9 +238,15 @@ def flow_from_environment() -> Dataflow:
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"candlewax: {exc}", file=sys.stderr)
+        print(f"candlewax: {redact(str(exc))}", file=sys.stderr)
         raise SystemExit(2) from None
+    for secret in settings.secrets():
+        add_secret(secret)
     configure_logging(settings.log_level)
+    for warning in unknown_variables():
+        log.warning(warning)
+    exit_on_failure()  # an input or output failure: one line, exit non-zero (no panic)
+    stop_on_signals()  # Ctrl-C / SIGTERM: stop cleanly, lake flushed
     metrics = FlowMetrics.default()
     # Processes sharing a host each take base port + process id; pods (one process per
     # network namespace) keep the base port: CANDLEWAX_METRICS_PORT_PER_PROCESS=false.
@@ -203,8 +256,9 @@ def flow_from_environment() -> Dataflow:
     api_port = offset_bytewax_api_port(offset)
     if api_port is not None:
         log.info("Bytewax dataflow API on port %s", api_port)
-    if settings.bounded_input:
-        atexit.register(metrics.log_summary)
+    outcome = _RunOutcome(metrics)
+    sys.excepthook = outcome.on_exception
+    atexit.register(outcome.log_at_exit)
     log.info(
         "candle flow: source=%s resolutions=%s lateness=%sms lake=%s kafka=%s",
         settings.source,

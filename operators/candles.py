@@ -6,8 +6,11 @@ and the roll-ups), drift records for late trades, and the trades flagged late or
 
 The rules (../shared/DESIGN.md):
 - The watermark of a symbol is its newest event time minus the allowed lateness; live,
-  it also advances with system time while the symbol is idle. A window [start, end)
-  closes when the watermark reaches `end`.
+  it also advances with time while the symbol is idle. That time is the input clock
+  (`candlewax.input_clock`): processing time that runs only while the input is caught
+  up, so a pause, an outage or a backlog never turns on-time trades into late ones. The
+  `now_ms` arguments below are readings of that clock. A window [start, end) closes
+  when the watermark reaches `end`.
 - A trade is late when its base window had closed when it arrived. The decision is made
   per trade against the watermark of the trades before it, and windows close in a fixed
   order, so the output depends on the order of the input only, never on batch sizes.
@@ -100,7 +103,7 @@ class CandleState:
 
     symbol: str | None = None
     max_ts: int | None = None
-    max_ts_seen_at_ms: float = 0.0  # system time when max_ts last advanced (live clock)
+    max_ts_seen_at_ms: float = 0.0  # input-clock time when max_ts last advanced (live)
     next_seq: int = 0
     open: dict[int, dict[int, Bar]] = field(default_factory=dict)
     # Late trades for windows that are still open (coarse ones): drift when they close.
@@ -161,7 +164,7 @@ class SymbolCandles:
         return event_wm + max(0.0, now_ms - state.max_ts_seen_at_ms)
 
     def next_close_at_ms(self) -> float | None:
-        """System time (ms) at which the live watermark closes the next open window."""
+        """Clock time (ms) at which the live watermark closes the next open window."""
         if not self.spec.live or self.state.max_ts is None:
             return None
         ends = [start + res for res, bars in self.state.open.items() for start in bars]
@@ -224,7 +227,7 @@ class SymbolCandles:
         return events
 
     def on_clock(self, now_ms: float) -> CandleEvents:
-        """Live only: close the windows that system time has carried the watermark past."""
+        """Live only: close the windows that the clock has carried the watermark past."""
         events = CandleEvents()
         self._close_until(self.watermark(now_ms), events)
         self._expire(self.watermark(now_ms))

@@ -21,11 +21,12 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
+import numpy as np
 import polars as pl
 
 from candlewax.records import TRADE_SCHEMA, RawBatch, Rejection, RejectReason
@@ -87,89 +88,118 @@ Problem = tuple[str, str | None, str]
 Verdict = Problem | str | dict[str, Any]
 
 
-def _has_trade_shape(raw: bytes | None) -> bool:
-    try:
-        _check_shape(raw)  # type: ignore[arg-type]
-    except Exception:  # any failure at all (bad UTF-8, deep nesting...): judge it one by one
-        return False
-    return True
-
-
 def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     """Split a raw batch into valid trades, rejected messages and filtered (non-trade) ones."""
     values = batch.values
-    refused = [index for index, raw in enumerate(values) if not _has_trade_shape(raw)]
+    refused = []
+    for index, raw in enumerate(values):  # the loop body inline: this runs per message
+        try:
+            _check_shape(raw)  # type: ignore[arg-type]
+        except Exception:  # any failure at all (bad UTF-8, deep nesting...): judged below
+            refused.append(index)
     refused_set = set(refused)
-    candidates = [i for i in range(len(values)) if i not in refused_set] if refused else None
-    rows = range(len(values)) if candidates is None else candidates
-    frame = _read_rows([values[i] for i in rows])  # type: ignore[misc]
-    frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64))
+    rows: Sequence[int] = range(len(values))
+    if refused:
+        rows = [i for i in rows if i not in refused_set]
+    raw_rows: list[bytes] = [values[i] for i in rows]  # type: ignore[misc]
+    now = rules.now_ms()
+    checked = _checked(_read_rows(raw_rows), rows, raw_rows, rules, now)
 
     # The exact path: refused messages, and fast-path rows it cannot vouch for.
-    doubtful = _doubtful_rows(frame, [values[i] for i in rows])  # type: ignore[misc]
-    judged = sorted(refused_set | set(doubtful))
+    doubtful = np.flatnonzero(checked.get_column("_doubtful").to_numpy())
+    keep = np.ones(checked.height, dtype=bool)
+    row_numbers = np.asarray(rows, dtype=np.int64)
+    judged = [(int(row_numbers[i]), int(i)) for i in doubtful] + [(i, -1) for i in refused]
     rejected: list[tuple[int, Rejection]] = []
     filtered = 0
-    drop: set[int] = set()
-    late_rows: list[dict[str, Any]] = []
-    now = rules.now_ms()
-    for index in judged:
+    recovered: list[dict[str, Any]] = []  # refused by msgspec, valid after all
+    for index, position in sorted(judged):
         outcome = verdict(values[index])
-        if isinstance(outcome, dict):  # valid shape after all: its values are checked below
-            if index in refused_set:
-                late_rows.append({**outcome, "_row": index})
+        if isinstance(outcome, dict):  # a valid shape: its values are checked with the rest
+            if position < 0:
+                recovered.append({**outcome, "_row": index})
             continue
-        drop.add(index)
+        if position >= 0:
+            keep[position] = False
         if outcome == FILTERED:
             filtered += 1
         else:
-            why, where, detail = outcome  # type: ignore[misc]
+            why, where, detail = outcome  # type: ignore[misc,str-unpack]
             rejected.append((index, _rejection(batch, index, why, where, detail, now)))
-    if drop:
-        frame = frame.filter(~pl.col("_row").is_in(list(drop)))
-    if late_rows:
-        extra = pl.DataFrame(late_rows, schema={**_READ_SCHEMA, "_row": pl.Int64()})
-        frame = pl.concat([frame, extra]).sort("_row")
+    if recovered:
+        extra = pl.DataFrame(recovered, schema={**_READ_SCHEMA, "_row": pl.Int64()})
+        extra_rows = extra.get_column("_row").to_list()
+        extra_checked = _checked(extra.drop("_row"), extra_rows, None, rules, now)
+        checked = pl.concat([checked.filter(pl.Series(keep)), extra_checked]).sort("_row")
+        keep = np.ones(checked.height, dtype=bool)
 
-    is_trade = pl.col("type").is_null() | (pl.col("type") == "trade")
-    filtered += frame.height - int(frame.select(is_trade.sum()).item() or 0)
-    frame = frame.filter(is_trade)
-
-    reason_expr, field_expr = _value_problems(rules.ts_min, now + rules.ts_max_future_ms)
-    checked = frame.with_columns(reason_expr.alias("_reason"), field_expr.alias("_field"))
-    bad = checked.filter(pl.col("_reason").is_not_null())
-    for row, why, where, value in bad.select(
-        "_row", "_reason", "_field", pl.struct("symbol", "price", "size", "ts")
-    ).iter_rows():
-        detail = f"{where}={_quote(value[where])} breaks the rule for {where}"
-        rejected.append((row, _rejection(batch, row, why, where, detail, now)))
-    trades = checked.filter(pl.col("_reason").is_null()).select(list(TRADE_SCHEMA))
+    is_trade = checked.get_column("_is_trade").to_numpy()
+    filtered += int(np.count_nonzero(keep & ~is_trade))
+    keep &= is_trade
+    has_problem = checked.get_column("_reason").is_not_null().to_numpy()
+    if (keep & has_problem).any():
+        bad = checked.filter(pl.Series(keep & has_problem))
+        for row, why, where, value in bad.select(
+            "_row", "_reason", "_field", pl.struct("symbol", "price", "size", "ts")
+        ).iter_rows():
+            detail = f"{where}={_quote(value[where])} breaks the rule for {where}"
+            rejected.append((row, _rejection(batch, row, why, where, detail, now)))
+        keep &= ~has_problem
+    trades = checked.select(list(TRADE_SCHEMA))
+    if not keep.all():
+        trades = trades.filter(pl.Series(keep))
     rejected.sort(key=lambda pair: pair[0])
     return DecodedBatch(trades, [r for _, r in rejected], filtered, len(values))
 
 
-def _doubtful_rows(frame: pl.DataFrame, raw_rows: list[bytes]) -> list[int]:
-    """Rows (by `_row`) the fast read cannot vouch for: bytes that are not UTF-8 (msgspec
-    skips unknown fields unchecked), a `\\u` escape, or more contract keys in the text
-    than fields the read found (a key given twice: polars keeps the first value, other
-    parsers the last)."""
-    if not raw_rows:
-        return []
+def _checked(
+    frame: pl.DataFrame,
+    rows: Sequence[int],
+    raw_rows: list[bytes] | None,
+    rules: ValidationRules,
+    now: int,
+) -> pl.DataFrame:
+    """The read rows with their checks as columns, in one pass: `_row` (position in the
+    batch), `_doubtful` (see `_doubtful`), `_is_trade`, and `_reason`/`_field` of the first
+    value rule broken."""
+    row_column = pl.Series("_row", rows, dtype=pl.Int64)
+    if raw_rows is None:  # rows read by the exact path: nothing to doubt
+        text = pl.Series("_text", [None] * len(rows), dtype=pl.String)
+        doubtful: pl.Expr = pl.lit(False)
+    else:
+        text = _text(raw_rows)
+        doubtful = _doubtful()
+    reason, field_name = _value_problems(rules.ts_min, now + rules.ts_max_future_ms)
+    return frame.hstack([row_column, text]).with_columns(
+        doubtful.alias("_doubtful"),
+        (pl.col("type").is_null() | (pl.col("type") == "trade")).alias("_is_trade"),
+        reason.alias("_reason"),
+        field_name.alias("_field"),
+    )
+
+
+def _text(raw_rows: list[bytes]) -> pl.Series:
+    """The messages as text; null where they are not UTF-8."""
     binary = pl.Series("_text", raw_rows, dtype=pl.Binary)
     try:
-        b"".join(raw_rows).decode("utf-8")  # one C pass over the batch, fast for ASCII
-        text = binary.cast(pl.String)
-    except UnicodeDecodeError:  # a hostile batch: null out the rows that are not UTF-8
+        return binary.cast(pl.String)  # validates UTF-8 in native code
+    except pl.exceptions.PolarsError:  # a hostile batch: null out the rows that are not UTF-8
         text = pl.Series("_text", [raw if _is_utf8(raw) else None for raw in raw_rows])
-        text = text.cast(pl.Binary).cast(pl.String)
+        return text.cast(pl.Binary).cast(pl.String)
+
+
+def _doubtful() -> pl.Expr:
+    """Rows the fast read cannot vouch for: bytes that are not UTF-8 (msgspec skips
+    unknown fields unchecked), a `\\u` escape (which can spell a key), or more contract
+    keys in the text than fields the read found (a key given twice: polars keeps the
+    first value, other parsers the last)."""
     present = pl.sum_horizontal([pl.col(name).is_not_null() for name in CONTRACT_FIELDS])
-    checks = frame.select("_row", present.alias("_present")).with_columns(text)
-    doubtful = checks.filter(
-        pl.col("_text").is_null()
-        | pl.col("_text").str.contains("\\u", literal=True)
-        | (pl.col("_text").str.count_matches(_CONTRACT_KEY) != pl.col("_present"))
+    text = pl.col("_text")
+    return (
+        text.is_null()
+        | text.str.contains("\\u", literal=True)
+        | (text.str.count_matches(_CONTRACT_KEY) != present)
     )
-    return doubtful.get_column("_row").to_list()
 
 
 def _read_rows(rows: list[bytes]) -> pl.DataFrame:

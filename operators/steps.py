@@ -6,7 +6,6 @@ steps; results that fork come back as small frozen dataclasses.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -15,15 +14,13 @@ import polars as pl
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
+from candlewax.input_clock import INPUT_CLOCK
 from candlewax.metrics import FlowMetrics
 from candlewax.records import Candle, DriftRecord, FlaggedTrades, RawBatch, Rejection
+from candlewax.stopping import stop_requested
 from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandles
 from operators.decode import DecodedBatch, ValidationRules, decode_batch
 from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
-
-
-def _now_ms() -> float:
-    return time.time() * 1000.0
 
 
 # --- decode ------------------------------------------------------------------------------
@@ -135,17 +132,23 @@ class _CandleLogic(StatefulBatchLogic[pl.DataFrame, CandleEvents, CandleState]):
 
     def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[CandleEvents], bool]:
         frames = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
-        return self._counted(self.engine.on_trades(frames, _now_ms()))
+        return self._counted(self.engine.on_trades(frames, INPUT_CLOCK.now_ms()))
 
     def on_notify(self) -> tuple[list[CandleEvents], bool]:
-        return self._counted(self.engine.on_clock(_now_ms()))
+        return self._counted(self.engine.on_clock(INPUT_CLOCK.now_ms()))
 
     def on_eof(self) -> tuple[list[CandleEvents], bool]:
+        if stop_requested():  # stopped, not ended: open windows stay open for a resume
+            return [], StatefulBatchLogic.RETAIN
         return self._counted(self.engine.on_end())
 
     def notify_at(self) -> datetime | None:
+        # The engine thinks in input-clock time (see `candlewax.input_clock`).
         at_ms = self.engine.next_close_at_ms()
-        return None if at_ms is None else datetime.fromtimestamp(at_ms / 1000.0, tz=timezone.utc)
+        if at_ms is None:
+            return None
+        wall_ms = INPUT_CLOCK.wall_at(at_ms)
+        return datetime.fromtimestamp(wall_ms / 1000.0, tz=timezone.utc)
 
     def snapshot(self) -> CandleState:
         return self.engine.snapshot()
@@ -158,7 +161,12 @@ def candles(
     """Fold trades into event-time candles per symbol; late trades become drift records."""
 
     def build(resume: CandleState | None) -> _CandleLogic:
-        return _CandleLogic(SymbolCandles(spec, resume), metrics)
+        engine = SymbolCandles(spec, resume)
+        if resume is not None:
+            # Idle time is not carried over a restart: the time the flow was down is not
+            # time the input was known to be caught up.
+            engine.state.max_ts_seen_at_ms = INPUT_CLOCK.now_ms()
+        return _CandleLogic(engine, metrics)
 
     events = op.stateful_batch("windows", up, build)
     values = op.map("events", events, lambda kv: kv[1])

@@ -1,19 +1,25 @@
 """Records to Kafka topics: candles and drift records as JSON keyed by `bar_id`, rejected
 messages to the dead-letter topic with their original bytes.
 
-Delivery failures are not dropped: the first one stops the flow at the next write (or
-at close), naming the topic and the error.
+Delivery failures are not dropped: the first one stops the flow (`candlewax.failures`),
+naming the topic and the cause. A batch counts as written only once every message of it
+is delivered; while the brokers are unreachable the sink waits (librdkafka retries until
+`message.timeout.ms`, 5 minutes by default, then the delivery fails), so an outage
+shorter than that loses nothing and stops nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from candlewax.failures import OutputError, fail, failure
+from candlewax.kafka_health import KafkaHealth
 from candlewax.records import Candle, DriftRecord, Rejection
 
 log = logging.getLogger(__name__)
@@ -36,9 +42,22 @@ def drift_message(record: DriftRecord) -> KafkaMessage:
     return record.bar_id.encode(), record.to_json(), None
 
 
-def dlq_message(rejection: Rejection) -> KafkaMessage:
+# librdkafka refuses a message above `message.max.bytes` (1 MB by default); keep this much
+# room for the key and the headers.
+_DLQ_ROOM = 64 * 1024
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+
+
+def dlq_message(
+    rejection: Rejection, max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
+) -> KafkaMessage:
     """The original bytes (and key) untouched; why and where in headers, the convention of
-    Kafka Connect's dead-letter queues."""
+    Kafka Connect's dead-letter queues. A value too large for a Kafka message (from a
+    file: a topic's own messages always fit) is cut to fit, with its real length in the
+    `candlewax.truncated` header; the lake's `dlq/` keeps it whole."""
+    value = rejection.raw
+    limit = max(1024, max_message_bytes - _DLQ_ROOM)
+    truncated = value is not None and len(value) > limit
     headers: Headers = [
         ("candlewax.reason", rejection.reason.encode()),
         ("candlewax.detail", rejection.detail.encode()),
@@ -47,26 +66,39 @@ def dlq_message(rejection: Rejection) -> KafkaMessage:
     ]
     if rejection.field:
         headers.append(("candlewax.field", rejection.field.encode()))
-    return rejection.key, rejection.raw, headers
+    if truncated:
+        assert value is not None
+        headers.append(("candlewax.truncated", str(len(value)).encode()))
+        value = value[:limit]
+    return rejection.key, value, headers
 
 
 class _ProducerPartition(StatelessSinkPartition[Any]):
-    def __init__(self, producer: Producer, topic: str, to_message: Callable[[Any], KafkaMessage]):
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        to_message: Callable[[Any], KafkaMessage],
+        health: KafkaHealth,
+    ):
         self.producer = producer
         self.topic = topic
         self.to_message = to_message
+        self.health = health
         self.failure: str | None = None
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None and self.failure is None:
-            self.failure = f"delivery to Kafka topic {self.topic!r} failed: {error}"
+        if error is None:
+            self.health.reachable()
+        elif self.failure is None:
+            self.failure = str(error.str())
 
-    def _raise_failure(self) -> None:
+    def _stop_on_failure(self) -> None:
         if self.failure is not None:
-            raise RuntimeError(self.failure)
+            fail(OutputError(f"Kafka topic {self.topic!r} at {self.health.brokers}", self.failure))
 
     def write_batch(self, items: list[Any]) -> None:
-        self._raise_failure()
+        self._stop_on_failure()
         produce, topic = self.producer.produce, self.topic
         for item in items:
             key, value, headers = self.to_message(item)
@@ -77,18 +109,25 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
                 except BufferError:
                     # The local queue is full: let librdkafka send, then retry.
                     self.producer.poll(0.05)
+                    self._stop_on_failure()
+                except KafkaException as exc:  # refused before sending (size, topic name)
+                    self.failure = str(exc.args[0].str() if exc.args else exc)
+                    self._stop_on_failure()
         # Delivered before the batch counts as written: a recovery snapshot taken after
         # it never covers a message still in a local queue (at least once, keyed).
-        self.producer.flush(60)
-        self._raise_failure()
+        self._deliver()
+
+    def _deliver(self) -> None:
+        started = time.monotonic()
+        while self.producer.flush(1.0):
+            self._stop_on_failure()
+            if self.health.down_since is None and time.monotonic() - started > 10:
+                self.health.unreachable("messages are waiting to be delivered")
+        self._stop_on_failure()
 
     def close(self) -> None:
-        remaining = self.producer.flush(60)
-        self._raise_failure()
-        if remaining:
-            raise RuntimeError(
-                f"{remaining} messages to Kafka topic {self.topic!r} were not delivered in 60 s"
-            )
+        if failure() is None:  # after a failure elsewhere nothing more is sent
+            self._deliver()
 
 
 class KafkaRecordSink(DynamicSink[Any]):
@@ -106,4 +145,6 @@ class KafkaRecordSink(DynamicSink[Any]):
         self.to_message = to_message
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(Producer(self.config), self.topic, self.to_message)
+        health = KafkaHealth(f"producer of {self.topic!r}", str(self.config["bootstrap.servers"]))
+        producer = Producer({**self.config, **health.client_config()})
+        return _ProducerPartition(producer, self.topic, self.to_message, health)

@@ -10,14 +10,18 @@ Rows are buffered and written in files of many rows (a size or age bound), never
 per record. A file is written under a hidden temporary name and renamed into place, so a
 reader never sees half a file. Partition columns live in the path, not in the files.
 Files are written on a background thread (polars releases the GIL while it encodes and
-compresses), so the flow keeps computing meanwhile; at most one write is in flight.
+compresses), so the flow keeps computing meanwhile; at most one write is in flight. The
+age bound holds on a timer too (a ticker thread), so the rows of a quiet stream reach
+the lake within the flush interval even when no new rows arrive to trigger a write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -82,6 +86,7 @@ class LakeWriter:
         flush_interval_ms: int = 30_000,
         clock: Callable[[], float] = time.monotonic,
         background: bool = False,
+        on_timer_error: Callable[[Exception], None] | None = None,
     ):
         self.root = Path(root)
         self.dataset = dataset
@@ -95,48 +100,92 @@ class LakeWriter:
         self._file_seq = itertools.count()
         self._executor = ThreadPoolExecutor(1, f"lake-{dataset.name}") if background else None
         self._in_flight: Future[list[Path]] | None = None
+        self._writing: set[Path] = set()  # temporary files being written right now
         self.files_written: list[Path] = []
+        # The worker and the ticker share the buffer; the lock is held for list moves only
+        # (the writing itself happens on the executor's thread).
+        self._lock = threading.RLock()
+        self._timer_error: Exception | None = None
+        self._on_timer_error = on_timer_error
+        self._stopped = threading.Event()
+        if background and flush_interval_ms > 0:
+            threading.Thread(
+                target=self._tick, name=f"lake-{dataset.name}-timer", daemon=True
+            ).start()
+
+    def _tick(self) -> None:
+        period = min(max(self.flush_interval_s / 4, 0.01), 1.0)
+        while not self._stopped.wait(period):
+            try:
+                with self._lock:
+                    if self._first_at is not None and self._due():
+                        self.flush(wait=False)
+            except Exception as exc:  # reported now, and raised again by the next call
+                self._timer_error = exc
+                if self._on_timer_error is not None:
+                    with contextlib.suppress(Exception):
+                        self._on_timer_error(exc)
+                return
+
+    def _due(self) -> bool:
+        assert self._first_at is not None
+        return self._clock() - self._first_at >= self.flush_interval_s
+
+    def _raise_timer_error(self) -> None:
+        if self._timer_error is not None:
+            raise self._timer_error
 
     def add(self, records: Sequence[Any]) -> None:
         if records:
-            self._buffer(self.dataset.to_frame(records))
+            frame = self.dataset.to_frame(records)
+            with self._lock:
+                self._raise_timer_error()
+                self._buffer(frame)
 
     def _buffer(self, frame: pl.DataFrame) -> None:
         self._frames.append(frame)
         self._rows += frame.height
         if self._first_at is None:
             self._first_at = self._clock()
-        if self._rows >= self.flush_rows or self._clock() - self._first_at >= self.flush_interval_s:
+        if self._rows >= self.flush_rows or self._due():
             self.flush(wait=False)
 
     def flush(self, wait: bool = True) -> None:
         """Write what is buffered; with `wait`, return only once every file is in place."""
-        self._collect()  # one write in flight at most; its errors surface here
-        if self._frames:
-            frames, self._frames, self._rows, self._first_at = self._frames, [], 0, None
-            if self._executor is None:
-                self.files_written.extend(self._write_partitions(frames))
-            else:
-                self._in_flight = self._executor.submit(self._write_partitions, frames)
-        if wait:
-            self._collect()
+        with self._lock:
+            self._raise_timer_error()
+            self._collect()  # one write in flight at most; its errors surface here
+            if self._frames:
+                frames, self._frames, self._rows, self._first_at = self._frames, [], 0, None
+                if self._executor is None:
+                    self.files_written.extend(self._write_partitions(frames))
+                else:
+                    self._in_flight = self._executor.submit(self._write_partitions, frames)
+            if wait:
+                self._collect()
 
     def pending(self) -> bytes | None:
         """The rows not yet in a file (Arrow IPC), after any write in flight has landed:
         with these in a recovery snapshot, files can stay large and nothing is lost."""
-        self._collect()
-        if not self._frames:
-            return None
+        with self._lock:
+            self._raise_timer_error()
+            self._collect()
+            if not self._frames:
+                return None
+            frames = list(self._frames)
         sink = io.BytesIO()
-        pl.concat(self._frames, how="vertical_relaxed").write_ipc(sink, compression="zstd")
+        pl.concat(frames, how="vertical_relaxed").write_ipc(sink, compression="zstd")
         return sink.getvalue()
 
     def restore(self, pending: bytes | None) -> None:
         """Buffer again the rows a snapshot held (see `pending`)."""
         if pending:
-            self._buffer(pl.read_ipc(io.BytesIO(pending)))
+            frame = pl.read_ipc(io.BytesIO(pending))
+            with self._lock:
+                self._buffer(frame)
 
     def close(self) -> None:
+        self._stopped.set()
         self.flush(wait=True)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -166,9 +215,21 @@ class LakeWriter:
         name = f"part-{self.writer_id}-{next(self._file_seq):06d}.parquet"
         final = directory / name
         temporary = directory / f".{name}.tmp"
-        frame.write_parquet(temporary, compression="zstd", statistics=True)
-        os.replace(temporary, final)
+        self._writing.add(temporary)
+        try:
+            frame.write_parquet(temporary, compression="zstd", statistics=True)
+            os.replace(temporary, final)
+        finally:  # a failed write (disk full...) leaves no half file behind
+            self._writing.discard(temporary)
+            temporary.unlink(missing_ok=True)
         return final
+
+    def abandon(self) -> None:
+        """The process is ending on a failure: remove the temporary files being written
+        (their rows are in the last recovery snapshot or come again on resume)."""
+        self._stopped.set()
+        for temporary in list(self._writing):
+            temporary.unlink(missing_ok=True)
 
 
 def new_writer_id(partition: int) -> str:

@@ -6,30 +6,55 @@ land first). Everything before a snapshot is therefore in a file or in the snaps
 a resumed flow writes the held rows and replays only what came after: nothing is lost,
 files stay large (the size and age bounds still decide), and a row written twice is the
 same row (same `bar_id`, `revision`, values).
+
+A write that fails (lake not writable, disk full) stops the flow through
+`candlewax.failures.fail`, naming the dataset, the lake and the cause; the writer leaves
+no temporary file behind, and after a failure `close()` writes nothing more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from candlewax.failures import OutputError, PipelineError, fail, failure, on_failure
 from sinks.lake import LakeDataset, LakeWriter, new_writer_id
+
+_T = TypeVar("_T")
 
 
 class _LakePartition(StatefulSinkPartition[Any, bytes | None]):
     def __init__(self, writer: LakeWriter):
         self.writer = writer
+        on_failure(writer.abandon)
+
+    def _guarded(self, action: Callable[[], _T]) -> _T:
+        try:
+            return action()
+        except PipelineError:
+            raise
+        except Exception as exc:
+            _report(self.writer, exc)
 
     def write_batch(self, values: list[Any]) -> None:
-        self.writer.add(values)
+        self._guarded(lambda: self.writer.add(values))
 
     def snapshot(self) -> bytes | None:
-        return self.writer.pending()
+        return self._guarded(self.writer.pending)
 
     def close(self) -> None:
-        self.writer.close()
+        if failure() is not None:
+            self.writer.abandon()  # after a failure nothing more is written
+            return
+        self._guarded(self.writer.close)
+
+
+def _report(writer: LakeWriter, error: Exception) -> NoReturn:
+    what = f"lake dataset {writer.dataset.name!r} in {writer.root}"
+    fail(OutputError(what, f"cannot write: {error}"))
 
 
 class LakeSink(FixedPartitionedSink[Any, bytes | None]):
@@ -63,6 +88,7 @@ class LakeSink(FixedPartitionedSink[Any, bytes | None]):
             flush_rows=self.flush_rows,
             flush_interval_ms=self.flush_interval_ms,
             background=True,
+            on_timer_error=lambda error: _report(writer, error),
         )
         writer.restore(resume_state)
         return _LakePartition(writer)

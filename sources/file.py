@@ -16,6 +16,7 @@ from typing import IO
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from candlewax.records import RawBatch
+from candlewax.stopping import stop_requested
 
 READ_BYTES = 16 * 1024 * 1024  # upper bound on one read; batches stop at `batch_size` lines
 
@@ -39,6 +40,8 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
         self._eof = False
 
     def next_batch(self) -> list[RawBatch]:
+        if stop_requested():
+            raise StopIteration
         lines = self._read_lines()
         if not lines:
             raise StopIteration

@@ -5,22 +5,44 @@ polled batch of raw values as one `RawBatch` is what lets the flow decode vector
 (about 3x the throughput). It keeps the bundled connector's habits: one Bytewax
 partition per Kafka partition (spread over workers by Bytewax), offsets in the snapshot
 so a resume continues exactly, end-of-partition handling for bounded runs, and errors
-surfaced instead of swallowed.
+surfaced instead of swallowed. Beyond them:
+
+- the brokers unreachable at start: one line saying so, then quiet retries with
+  backoff (up to `connect_timeout_s`, 0 = for ever), and a line when they answer;
+- a topic that does not exist stops the start with one line (Tansu and Kafka with
+  auto-creation would otherwise create it, and a typo would read nothing, "successfully");
+- bounded runs stop at the end of a partition only once the end is confirmed: no new
+  message for `end_confirm_s` after librdkafka's end-of-partition event (Tansu can send
+  it before everything written by several producers is readable);
+- live, each partition tells the input clock (`candlewax.input_clock`) whether it has
+  read everything there is, so the watermark never runs ahead of unread trades.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Gauge
 
+from candlewax.failures import EXIT_USAGE, InputError, fail
+from candlewax.input_clock import INPUT_CLOCK
+from candlewax.kafka_health import KafkaHealth
 from candlewax.records import RawBatch
+from candlewax.stopping import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +61,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     # 0 makes every consumer spin when its queue is full; 4 consumers then eat a core.
     "fetch.queue.backoff.ms": 100,
 }
+# How often an idle live partition asks the broker where the partition ends (one round
+# trip), and how long it waits between asks while the broker does not answer.
+_END_CHECK_S = 0.1
+_END_CHECK_BACKOFF_S = 2.0
+_END_CHECK_TIMEOUT_S = 0.5
 
 
 class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
@@ -53,6 +80,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         batch_size: int,
         poll_timeout_s: float,
         tail: bool,
+        end_confirm_s: float = 1.0,
     ):
         self._topic = topic
         self._partition = partition
@@ -61,30 +89,42 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._idle_wait = timedelta(seconds=poll_timeout_s)
         self._awake: datetime | None = None
         self._tail = tail
-        self._eof = False
+        self._end_confirm_s = end_confirm_s
+        self._end_seen_at: float | None = None  # bounded: when the end was last signalled
         self._source = f"kafka:{topic}/{partition}"
-        self._consumer = Consumer(config)
+        self._health = KafkaHealth("consumer", str(config.get("bootstrap.servers")))
+        self._consumer = Consumer({**config, **self._health.client_config()})
         # assign(), not subscribe(): Bytewax places partitions and recovery keeps offsets.
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])
         self._topic_partition = TopicPartition(topic, partition)
         self._lag = CONSUMER_LAG.labels(topic, str(partition))
+        self._next_end_check = 0.0
+        self._at_end = False  # the last answer of the broker: nothing more to read
+        if tail:
+            INPUT_CLOCK.behind(self._source)
 
     def next_batch(self) -> list[RawBatch]:
-        if self._eof:
+        if stop_requested():
             raise StopIteration
+        if self._health.fatal is not None:
+            fail(InputError(f"Kafka topic {self._topic!r}", self._health.fatal.str()))
         # Never block the worker: take what librdkafka has fetched in the background, and
         # when there was nothing, come back after the idle wait instead of spinning.
         messages = self._consumer.consume(self._batch_size, 0)
         self._awake = None if messages else datetime.now(timezone.utc) + self._idle_wait
+        end_before = self._end_seen_at
+        if messages:
+            # Per-message work is the cost here: one C-level pass per field (map over the
+            # method descriptors), no Python loop body.
+            errors = list(map(Message.error, messages))
+            if any(errors):
+                messages = self._without_errors(messages, errors)
         if not messages:
+            self._when_idle()
             return []
-        # Per-message work is the cost here: one C-level pass per field (map over the
-        # method descriptors), no Python loop body.
-        errors = list(map(Message.error, messages))
-        if any(errors):
-            messages = self._without_errors(messages, errors)
-            if not messages:
-                return []
+        if self._end_seen_at is end_before:  # new messages after the end: not the end
+            self._end_seen_at = None
+        self._health.reachable()
         values = list(map(Message.value, messages))
         keys = list(map(Message.key, messages))
         first, last = messages[0].offset(), messages[-1].offset()
@@ -95,14 +135,49 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         else:
             positions = list(map(Message.offset, messages))  # type: ignore[arg-type]
         self._offset = last + 1
-        self._report_lag()
+        high = self._report_lag()
+        if self._tail:
+            self._at_end = high is not None and self._offset >= high
+            self._tell_clock()
         return [RawBatch(self._source, values, positions, keys)]
 
-    def _report_lag(self) -> None:
+    def _when_idle(self) -> None:
+        if not self._tail:
+            if self._end_seen_at is not None and (
+                time.monotonic() - self._end_seen_at >= self._end_confirm_s
+            ):
+                raise StopIteration  # the end, confirmed by a quiet `end_confirm_s`
+            return
+        now = time.monotonic()
+        if now >= self._next_end_check:
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    self._topic_partition, timeout=_END_CHECK_TIMEOUT_S, cached=False
+                )
+            except KafkaException as exc:
+                self._at_end = False  # cannot tell: not caught up
+                self._health.unreachable(str(exc.args[0].str() if exc.args else exc))
+                self._next_end_check = now + _END_CHECK_BACKOFF_S
+            else:
+                self._health.reachable()
+                position = self._offset if self._offset >= 0 else low
+                self._at_end = position >= high
+                self._next_end_check = now + _END_CHECK_S
+        self._tell_clock()
+
+    def _tell_clock(self) -> None:
+        if self._at_end:
+            INPUT_CLOCK.caught_up(self._source)
+        else:
+            INPUT_CLOCK.behind(self._source)
+
+    def _report_lag(self) -> int | None:
         # The watermark librdkafka cached from its last fetch: no broker round trip.
         _, high = self._consumer.get_watermark_offsets(self._topic_partition, cached=True)
         if high is not None and high >= 0:
             self._lag.set(max(0, high - self._offset))
+            return int(high)
+        return None
 
     def _without_errors(self, messages: list[Any], errors: list[Any]) -> list[Any]:
         kept = []
@@ -110,13 +185,16 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             if error is None:
                 kept.append(message)
             elif error.code() == KafkaError._PARTITION_EOF:
-                if not self._tail:
-                    self._eof = True  # hand over what we have; stop on the next call
-            else:
-                raise RuntimeError(
-                    f"error consuming Kafka topic {self._topic!r} "
-                    f"partition {self._partition}: {error}"
+                if not self._tail and self._end_seen_at is None:
+                    self._end_seen_at = time.monotonic()
+            elif error.fatal() or error.code() in _MISSING:
+                fail(
+                    InputError(
+                        f"Kafka topic {self._topic!r} partition {self._partition}", error.str()
+                    )
                 )
+            else:  # transient (a broker restarting, a leader moving): librdkafka retries
+                self._health.on_error(error)
         return kept
 
     def next_awake(self) -> datetime | None:
@@ -126,7 +204,15 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         return self._offset
 
     def close(self) -> None:
+        INPUT_CLOCK.forget(self._source)
         self._consumer.close()
+
+
+_MISSING = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+}
 
 
 class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
@@ -141,6 +227,8 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         batch_size: int = 20_000,
         poll_timeout_ms: int = 50,
         consumer_config: dict[str, Any] | None = None,
+        connect_timeout_ms: int = 0,
+        end_confirm_ms: int = 1_000,
     ):
         self._client_config = dict(client_config)
         self._topic = topic
@@ -148,26 +236,71 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         self._batch_size = batch_size
         self._poll_timeout_s = poll_timeout_ms / 1000.0
         self._consumer_config = consumer_config or {}
+        self._connect_timeout_s = connect_timeout_ms / 1000.0
+        self._end_confirm_s = end_confirm_ms / 1000.0
+
+    @property
+    def _brokers(self) -> str:
+        return str(self._client_config.get("bootstrap.servers"))
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient(self._client_config)
-        metadata = admin.list_topics(self._topic, timeout=30)
-        topic = metadata.topics.get(self._topic)
+        topics = self._topics_at_brokers()
+        topic = topics.get(self._topic)
         if topic is None or topic.error is not None:
-            reason = "not found" if topic is None else str(topic.error)
-            raise RuntimeError(
-                f"cannot read Kafka topic {self._topic!r} at "
-                f"{self._client_config.get('bootstrap.servers')}: {reason}"
+            names = sorted(t for t in topics if not t.startswith("__"))
+            shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+            cause = (
+                f"does not exist (topics there: {shown or 'none'}); "
+                "check CANDLEWAX_KAFKA_TRADES_TOPIC"
+                if topic is None
+                else str(topic.error)
             )
+            fail(InputError(f"Kafka topic {self._topic!r} at {self._brokers}", cause, EXIT_USAGE))
         return [f"{index}-{self._topic}" for index in sorted(topic.partitions)]
+
+    def _topics_at_brokers(self) -> dict[str, Any]:
+        """Metadata of every topic (asking for all topics creates none), retried with
+        backoff while the brokers do not answer."""
+        health = KafkaHealth("source", self._brokers)
+        admin = AdminClient({**self._client_config, **health.client_config()})
+        started = time.monotonic()
+        backoff = 0.5
+        while True:
+            try:
+                topics = admin.list_topics(timeout=max(backoff, 2.0)).topics
+            except KafkaException as exc:
+                cause = str(exc.args[0].str() if exc.args else exc)
+                health.unreachable(cause)
+                waited = time.monotonic() - started
+                if self._connect_timeout_s and waited >= self._connect_timeout_s:
+                    fail(
+                        InputError(
+                            f"Kafka at {self._brokers}",
+                            f"unreachable for {waited:.0f} s ({cause}); "
+                            "check CANDLEWAX_KAFKA_BROKERS (CANDLEWAX_KAFKA_CONNECT_TIMEOUT "
+                            "sets how long to wait)",
+                            EXIT_USAGE,
+                        )
+                    )
+                if stop_requested():
+                    raise SystemExit(130) from None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            health.reachable()
+            return dict(topics)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> KafkaBatchPartition:
         index, topic = for_part.split("-", 1)
         if topic != self._topic:
-            raise RuntimeError(
-                f"recovery data is for Kafka topic {topic!r}, the flow now reads {self._topic!r}"
+            fail(
+                InputError(
+                    "recovery data",
+                    f"is for Kafka topic {topic!r}, the flow now reads {self._topic!r}",
+                    EXIT_USAGE,
+                )
             )
         config = {
             **CONSUMER_DEFAULTS,
@@ -186,4 +319,5 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
             self._batch_size,
             self._poll_timeout_s,
             self._tail,
+            self._end_confirm_s,
         )

@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from candlewax.input_clock import INPUT_CLOCK
 from candlewax.records import RawBatch
+from candlewax.stopping import stop_requested
 
 
 class SimMessage(NamedTuple):
@@ -329,6 +331,12 @@ def _on_tick(price: float, tick: float) -> float:
 
 
 class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):
+    """As fast as possible (speed 0), or paced: live, a message goes out when the
+    simulated clock says it is due, and the input clock hears that the simulator is
+    caught up whenever nothing more is due."""
+
+    _PART = "simulator"
+
     def __init__(self, config: SimulatorConfig, batch_size: int, resume: int | None):
         self._sim = TradeSimulator(config)
         self._messages = self._sim.messages()
@@ -340,23 +348,43 @@ class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):
             next(self._messages, None)
             self._sent += 1
         self._awake: datetime | None = None
+        self._held: Any = None  # a message read ahead that is not due yet
+        if self._speed > 0:
+            INPUT_CLOCK.behind(self._PART)
+
+    def _due_in_s(self) -> float:
+        due_s = (self._sim.clock_ms - self._sim.start_ms) / 1000.0 / self._speed
+        return due_s - (time.monotonic() - self._wall_start)
 
     def next_batch(self) -> list[RawBatch]:
+        if stop_requested():
+            raise StopIteration
         values: list[bytes | None] = []
         keys: list[bytes | None] = []
-        for message in self._messages:
+        wait_s = 0.0
+        while len(values) < self._batch_size:
+            message = self._held if self._held is not None else next(self._messages, None)
+            self._held = None
+            if message is None:
+                break
+            if self._speed > 0:
+                wait_s = self._due_in_s()
+                if wait_s > 0:
+                    self._held = message  # not due yet
+                    break
             keys.append(message.key)
             values.append(message.value)
-            if len(values) >= self._batch_size:
-                break
-        if not values:
+        if not values and self._held is None:
             raise StopIteration
+        if self._speed > 0:
+            if self._held is not None:
+                INPUT_CLOCK.caught_up(self._PART)
+            awake_s = min(wait_s, 0.1) if self._held is not None else 0.0
+            self._awake = datetime.now(timezone.utc) + timedelta(seconds=max(0.0, awake_s))
+        if not values:
+            return []
         positions = list(range(self._sent + 1, self._sent + 1 + len(values)))
         self._sent += len(values)
-        if self._speed > 0:
-            due_s = (self._sim.clock_ms - self._sim.start_ms) / 1000.0 / self._speed
-            ahead = due_s - (time.monotonic() - self._wall_start)
-            self._awake = datetime.now(timezone.utc) + timedelta(seconds=max(0.0, ahead))
         return [RawBatch("simulator", values, positions, keys)]
 
     def next_awake(self) -> datetime | None:
@@ -364,6 +392,9 @@ class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):
 
     def snapshot(self) -> int:
         return self._sent
+
+    def close(self) -> None:
+        INPUT_CLOCK.forget(self._PART)
 
 
 class SimulatorSource(FixedPartitionedSource[RawBatch, int]):

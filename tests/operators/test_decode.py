@@ -76,10 +76,18 @@ REJECTIONS = [
         "nesting_too_deep",
         None,
     ),
-    (b'{"symbol":"A","price":60000,"price":0.0001,"size":1,"ts":%d}' % T0, "duplicate_key", "price"),
+    (
+        b'{"symbol":"A","price":60000,"price":0.0001,"size":1,"ts":%d}' % T0,
+        "duplicate_key",
+        "price",
+    ),
     (b'{"symbol":"A","price":6,"pri\\u0063e":1,"size":1,"ts":%d}' % T0, "duplicate_key", "price"),
     (b'{"symbol":"A","symbol":"B","price":1,"size":1,"ts":%d}' % T0, "duplicate_key", "symbol"),
-    (b'{"type":"book","type":"trade","symbol":"A","price":1,"size":1,"ts":%d}' % T0, "duplicate_key", "type"),
+    (
+        b'{"type":"book","type":"trade","symbol":"A","price":1,"size":1,"ts":%d}' % T0,
+        "duplicate_key",
+        "type",
+    ),
 ]
 
 

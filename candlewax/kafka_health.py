@@ -1,0 +1,82 @@
+"""One line when Kafka becomes unreachable, one when it is back; librdkafka's own chatter
+(hundreds of `FAIL` lines a minute during an outage) at DEBUG only.
+
+Every Kafka client the flow makes (consumer, producer, admin) takes `client_config()`,
+which routes librdkafka's log lines to the `candlewax.librdkafka` logger at DEBUG and its
+error callbacks here. librdkafka retries by itself; what the operator needs is to know
+what is unreachable, once, and when it recovers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+from candlewax.failures import redact
+
+log = logging.getLogger("candlewax")
+_librdkafka_log = logging.getLogger("candlewax.librdkafka")
+
+_UNREACHABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE,
+    KafkaError._TIMED_OUT,
+}
+
+
+class _QuietLogger:
+    """What librdkafka logs, at DEBUG: the line that matters comes from `KafkaHealth`."""
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        if _librdkafka_log.isEnabledFor(logging.DEBUG):
+            _librdkafka_log.debug(redact(message % args if args else message))
+
+
+class KafkaHealth:
+    """Reachability of the brokers, as one client (`role`) sees it."""
+
+    def __init__(self, role: str, brokers: str):
+        self.role = role
+        self.brokers = brokers
+        self.down_since: float | None = None
+        self.fatal: KafkaError | None = None
+        self._lock = threading.Lock()
+
+    def client_config(self) -> dict[str, Any]:
+        return {"error_cb": self.on_error, "logger": _QuietLogger()}
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal = error
+        if error.code() in _UNREACHABLE:
+            self.unreachable(error.str())
+        else:
+            log.debug("Kafka %s: %s", self.role, redact(error.str()))
+
+    def unreachable(self, cause: str) -> None:
+        with self._lock:
+            if self.down_since is not None:
+                return
+            self.down_since = time.monotonic()
+        log.warning(
+            "Kafka at %s is unreachable for the %s (%s); retrying quietly",
+            self.brokers,
+            self.role,
+            redact(cause),
+        )
+
+    def reachable(self) -> None:
+        with self._lock:
+            since, self.down_since = self.down_since, None
+        if since is not None:
+            log.warning(
+                "Kafka at %s is reachable again for the %s, after %.1f s",
+                self.brokers,
+                self.role,
+                time.monotonic() - since,
+            )
