@@ -16,6 +16,7 @@ import duckdb
 
 from candlewax.outputs import add_lake_argument
 from config.durations import parse_duration_ms
+from sinks.lake import require_lake
 
 COLUMNS = (
     ("detected", "detected"),
@@ -99,6 +100,11 @@ def render(rows: list[dict[str, Any]], out=sys.stdout) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        require_lake(args.lake)
+    except FileNotFoundError as exc:
+        print(f"candlewax drift: {exc}", file=sys.stderr)
+        return 2
     if not list((args.lake / "drift").rglob("*.parquet")):
         print(f"no drift records in {args.lake}/drift: no late trades so far", file=sys.stderr)
         return 0

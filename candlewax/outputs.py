@@ -59,9 +59,25 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--output",
         "-o",
-        help="NDJSON file to write when no brokers are given (.gz compresses); "
-        "default standard output",
+        type=ndjson_path,
+        help="NDJSON file to write when no brokers are given (.ndjson, .jsonl, .json or "
+        ".txt; .gz compresses); default standard output",
     )
+
+
+NDJSON_SUFFIXES = (".ndjson", ".jsonl", ".json", ".txt")
+
+
+def ndjson_path(text: str) -> str:
+    """An output path the tools can honour: they write NDJSON messages (a message may be
+    malformed on purpose, which no Parquet or CSV column could hold)."""
+    name = text.lower().removesuffix(".gz")
+    if text != "-" and not name.endswith(NDJSON_SUFFIXES):
+        raise argparse.ArgumentTypeError(
+            f"{text}: messages are written as NDJSON; name the file .ndjson, .jsonl, .json "
+            "or .txt (add .gz to compress)"
+        )
+    return text
 
 
 def add_lake_argument(parser: argparse.ArgumentParser) -> None:

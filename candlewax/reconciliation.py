@@ -19,6 +19,7 @@ import polars as pl
 
 from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
 from config.durations import parse_duration_ms
+from sinks.lake import require_lake
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 
@@ -166,7 +167,7 @@ def compare(truth: pl.DataFrame, emitted: pl.DataFrame, scope: ReconcileScope) -
 
 
 def reconcile(lake: Path, scope: ReconcileScope) -> Reconciliation:
-    lake = Path(lake)
+    lake = require_lake(lake)
     if not list((lake / "trades").rglob("*.parquet")):
         raise FileNotFoundError(f"{lake}: no Parquet files under trades/ (is it a candlewax lake?)")
     began = time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import msgspec
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 TIMESTAMP_MS = pa.timestamp("ms", tz="UTC")
 
@@ -96,11 +97,17 @@ class _Record:
 
     @classmethod
     def to_arrow(cls, records: Sequence[Any]) -> pa.Table:
+        """Columns of `records`. A float that is not finite (a sum that overflowed
+        float64, such as the notional behind `vwap` of extreme but valid trades) becomes
+        null, as it does in the JSON form: never inf or NaN in any output."""
         columns = []
         for field in cls.ARROW_SCHEMA:
             values = [getattr(r, field.name) for r in records]
             if field.name in cls.TIMESTAMP_FIELDS:
                 columns.append(pa.array(values, pa.int64()).cast(field.type))
+            elif field.type == pa.float64():
+                array = pa.array(values, field.type)
+                columns.append(pc.if_else(pc.is_finite(array), array, None))
             else:
                 columns.append(pa.array(values, field.type))
         return pa.Table.from_arrays(columns, schema=cls.ARROW_SCHEMA)

@@ -267,7 +267,11 @@ def flow_from_environment() -> Dataflow:
         settings.lake_dir,
         settings.kafka_brokers or "off",
     )
-    return build_flow(settings, metrics=metrics)
+    try:
+        return build_flow(settings, metrics=metrics)
+    except (OSError, ValueError) as exc:  # an input file that cannot be read, say
+        log.error("candlewax: %s", redact(str(exc)))
+        raise SystemExit(2) from None
 
 
 _flow: Dataflow | None = None

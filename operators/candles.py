@@ -258,7 +258,8 @@ class SymbolCandles:
         highs = np.maximum.reduceat(price, firsts).tolist()
         lows = np.minimum.reduceat(price, firsts).tolist()
         sizes = np.split(size, cuts)
-        notionals = np.split(price * size, cuts)
+        with np.errstate(over="ignore"):  # an overflowing notional is defined: vwap null
+            notionals = np.split(price * size, cuts)
         open_bars = self.state.open[base]
         for k, (first, last) in enumerate(zip(firsts.tolist(), lasts.tolist(), strict=True)):
             bar = Bar(

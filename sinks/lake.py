@@ -73,6 +73,16 @@ DLQ = LakeDataset("dlq", ("date",), "received_at", _from_records(Rejection))
 DATASETS = {d.name: d for d in (CANDLES, TRADES, DRIFT, DLQ)}
 
 
+def require_lake(path: Path) -> Path:
+    """`path` if it is a candlewax lake (a directory holding at least one of the datasets),
+    else `FileNotFoundError` saying so: every command that reads a lake checks this first."""
+    path = Path(path)
+    if not path.is_dir() or not any((path / name).is_dir() for name in DATASETS):
+        expected = ", ".join(f"{name}/" for name in DATASETS)
+        raise FileNotFoundError(f"{path}: not a candlewax lake (expected {expected} in it)")
+    return path
+
+
 class LakeWriter:
     """Buffers rows of one dataset and writes them as partitioned Parquet files."""
 

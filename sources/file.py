@@ -17,6 +17,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from candlewax.records import RawBatch
 from candlewax.stopping import stop_requested
+from sources.formats.reading import contract_messages, detect_format
 
 READ_BYTES = 16 * 1024 * 1024  # upper bound on one read; batches stop at `batch_size` lines
 
@@ -75,19 +76,61 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
         self._file.close()
 
 
+class _ConvertedFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
+    """A file in another format, converted to contract messages up front; the snapshot
+    is the index of the next message (the same state shape as NDJSON's)."""
+
+    def __init__(
+        self,
+        path: Path,
+        messages: tuple[list[bytes | None], list[int]],
+        batch_size: int,
+        resume: tuple[int, int] | None,
+    ):
+        self._values, self._positions = messages
+        self._source = f"file:{path}"
+        self._batch_size = batch_size
+        self._next = resume[1] if resume is not None else 0
+
+    def next_batch(self) -> list[RawBatch]:
+        if stop_requested() or self._next >= len(self._values):
+            raise StopIteration
+        end = min(self._next + self._batch_size, len(self._values))
+        batch = RawBatch(
+            self._source, self._values[self._next : end], self._positions[self._next : end]
+        )
+        self._next = end
+        return [batch]
+
+    def snapshot(self) -> tuple[int, int]:
+        return 0, self._next
+
+
 class NdjsonFileSource(FixedPartitionedSource[RawBatch, tuple[int, int]]):
-    """A whole file is one partition: its order is the input order."""
+    """A whole file is one partition: its order is the input order. NDJSON is streamed;
+    CSV, Parquet and the exchange formats `candlewax replay` reads are converted to
+    contract messages first (the format is told by the name and, for Parquet, by its
+    first bytes), so a Parquet file is never read as lines of text."""
 
     def __init__(self, path: Path, batch_size: int = 20_000):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"CANDLEWAX_SOURCE_PATH: no such file: {self.path}")
         self.batch_size = batch_size
+        self.format = detect_format(self.path)
+        # A file that cannot be read stops the start, before the flow runs.
+        self._converted = (
+            None if self.format == "ndjson" else contract_messages(self.path, self.format)
+        )
 
     def list_parts(self) -> list[str]:
         return [f"file:{self.path.name}"]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: tuple[int, int] | None
-    ) -> NdjsonFilePartition:
+    ) -> StatefulSourcePartition[RawBatch, tuple[int, int]]:
+        if self._converted is not None:
+            return _ConvertedFilePartition(
+                self.path, self._converted, self.batch_size, resume_state
+            )
         return NdjsonFilePartition(self.path, self.batch_size, resume_state)

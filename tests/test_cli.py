@@ -136,3 +136,17 @@ def test_profile_reads_a_lake_written_by_the_flow(tmp_path):
         > 0
     )
     assert all(row["by_trade_id"] == 0 for row in figures["duplicates"]), "the lake is deduplicated"
+
+
+def test_simulate_refuses_an_output_name_it_cannot_honour(tmp_path):
+    result = candlewax("simulate", "--count", "10", "-o", str(tmp_path / "x.parquet"), check=False)
+    assert result.returncode == 2
+    assert "NDJSON" in result.stderr and "x.parquet" in result.stderr
+    assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize("command", ["drift", "reconcile"])
+def test_lake_commands_stop_on_a_directory_that_is_no_lake(command, tmp_path):
+    result = candlewax(command, "--lake", str(tmp_path / "nonexist"), check=False)
+    assert result.returncode == 2
+    assert "not a candlewax lake" in result.stderr

@@ -39,8 +39,9 @@ class TradeFile:
 def detect_format(path: Path) -> str:
     """The format from the file name, and for `.csv`/`.txt` from the first line."""
     name = base_name(path).lower()
-    if name.endswith(".parquet"):
-        return "parquet"
+    with open(path, "rb") as file:
+        if name.endswith(".parquet") or file.read(4) == b"PAR1":
+            return "parquet"
     if name.endswith((".ndjson", ".jsonl", ".json")):
         return "ndjson"
     head = read_bytes(path)[:4096].split(b"\n", 1)[0].strip()
@@ -86,6 +87,16 @@ def read_trade_file(path: Path, options: ReadOptions | None = None) -> TradeFile
         skipped=parsed.skipped,
         examples=parsed.examples,
     )
+
+
+def contract_messages(
+    path: Path, fmt: str, options: ReadOptions | None = None
+) -> tuple[list[bytes | None], list[int]]:
+    """The rows of a file in another format (CSV, Parquet, exchange formats) as contract
+    messages with their positions (row numbers), for the flow's file source; the flow's
+    decoder judges them like any message."""
+    parsed = _ADAPTERS[fmt](read_bytes(path), path, options or ReadOptions())
+    return _contract_lines(parsed.trades)
 
 
 def _contract_lines(frame: pl.DataFrame) -> tuple[list[bytes | None], list[int]]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import duckdb
+import msgspec
 import pyarrow.parquet as pq
 
 from candlewax.records import Candle, bar_id
 from sinks.lake import CANDLES, LakeWriter
-from tests.factories import T0
+from tests import factories
+from tests.conftest import run_flow
+from tests.factories import T0, trade
 
 DAY = 86_400_000
 
@@ -119,3 +124,46 @@ def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
         f"select count(*) from read_parquet('{glob}', hive_partitioning = true)"
     ).fetchone()
     assert count == (50,)
+
+
+def test_a_sum_that_overflows_float64_is_null_in_the_lake_and_in_json(tmp_path):
+    # Valid trades (finite, > 0) whose notional price * size overflows float64.
+    result = run_flow(
+        [
+            trade("X", 1e308, 10.0, T0),
+            trade("X", 1e308, 1e308, T0 + 1),
+            trade("X", 2.0, 1.0, T0 + 5_000),
+        ],
+        factories.settings(resolutions="1s"),
+    )
+    extreme = next(c for c in result.candles if c.window_start == T0)
+    assert (extreme.high, extreme.trade_count) == (1e308, 2)
+    assert msgspec.json.decode(extreme.to_json())["vwap"] is None
+    writer = LakeWriter(tmp_path, CANDLES, writer_id="t")
+    writer.add(result.candles)
+    writer.close()
+    rows = duckdb.sql(
+        f"select volume, vwap from read_parquet('{tmp_path}/candles/**/*.parquet',"
+        " hive_partitioning = true) order by window_start"
+    ).fetchall()
+    assert rows == [(1e308 + 10.0, None), (1.0, 2.0)]
+
+
+def test_the_flush_interval_holds_on_a_timer_for_a_quiet_stream(tmp_path):
+    writer = LakeWriter(
+        tmp_path,
+        CANDLES,
+        writer_id="t",
+        flush_rows=1_000_000,
+        flush_interval_ms=200,
+        background=True,
+    )
+    writer.add(sample_candles()[:10])  # then nothing more arrives
+    deadline = time.monotonic() + 10
+    while not list(tmp_path.glob("candles/**/*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    files = list(tmp_path.glob("candles/**/*.parquet"))
+    assert files, "rows reach the lake within the flush interval without new rows"
+    assert sum(pq.read_table(f).num_rows for f in files) == 10
+    writer.close()
+    assert list(tmp_path.glob("candles/**/*.tmp")) == []

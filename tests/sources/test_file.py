@@ -61,3 +61,34 @@ def test_a_resume_continues_after_the_snapshot(tmp_path):
 def test_a_missing_file_names_the_setting(tmp_path):
     with pytest.raises(FileNotFoundError, match="CANDLEWAX_SOURCE_PATH"):
         NdjsonFileSource(tmp_path / "nope.ndjson")
+
+
+def test_parquet_and_csv_files_of_trades_become_contract_messages(tmp_path):
+    import msgspec
+    import polars as pl
+
+    trades = pl.DataFrame(
+        {
+            "symbol": ["A", "B"],
+            "ts": [1_700_000_000_000, 1_700_000_000_001],
+            "price": [1.5, 2.0],
+            "size": [3.0, 4.0],
+        }
+    )
+    parquet = tmp_path / "trades.bin"  # told by its first bytes, not its name
+    trades.write_parquet(parquet)
+    csv = tmp_path / "trades.csv"
+    trades.write_csv(csv)
+    for path in (parquet, csv):
+        source = NdjsonFileSource(path, batch_size=1)
+        batches = drain(source.build_part("in", source.list_parts()[0], None))
+        messages = [msgspec.json.decode(v) for _, v in lines_of(batches)]
+        assert [(m["symbol"], m["ts"], m["price"], m["size"]) for m in messages] == trades.rows()
+        assert [n for n, _ in lines_of(batches)] == [1, 2]
+
+
+def test_a_tabular_file_without_the_contract_columns_stops_the_start(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="no column for ts"):
+        NdjsonFileSource(path)
