@@ -32,6 +32,7 @@ log = logging.getLogger("candlewax")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # a setting or the environment is wrong: fixing it is the user's move
+EXIT_STOPPED = 130  # stopped by Ctrl-C before the flow ran
 
 
 class PipelineError(RuntimeError):

@@ -38,7 +38,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Gauge
 
-from candlewax.failures import EXIT_USAGE, InputError, fail
+from candlewax.failures import EXIT_STOPPED, EXIT_USAGE, InputError, fail
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.kafka_health import KafkaHealth
 from candlewax.records import RawBatch
@@ -244,19 +244,34 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         return str(self._client_config.get("bootstrap.servers"))
 
     def list_parts(self) -> list[str]:
-        topics = self._topics_at_brokers()
-        topic = topics.get(self._topic)
-        if topic is None or topic.error is not None:
+        """The topic's partitions. A missing topic stops a bounded run at once (a typo
+        would otherwise read nothing, "successfully"); a live flow waits for it to be
+        created, saying so once (deployments often start before their topics)."""
+        waiting_since: float | None = None
+        while True:
+            topics = self._topics_at_brokers()
+            topic = topics.get(self._topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                if waiting_since is not None:
+                    log.warning("Kafka topic %r exists now; reading it", self._topic)
+                return [f"{index}-{self._topic}" for index in sorted(topic.partitions)]
             names = sorted(t for t in topics if not t.startswith("__"))
             shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
             cause = (
                 f"does not exist (topics there: {shown or 'none'}); "
                 "check CANDLEWAX_KAFKA_TRADES_TOPIC"
                 if topic is None
-                else str(topic.error)
+                else str(topic.error or "has no partitions")
             )
-            fail(InputError(f"Kafka topic {self._topic!r} at {self._brokers}", cause, EXIT_USAGE))
-        return [f"{index}-{self._topic}" for index in sorted(topic.partitions)]
+            what = f"Kafka topic {self._topic!r} at {self._brokers}"
+            if not self._tail:
+                fail(InputError(what, cause, EXIT_USAGE))
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                log.warning("%s %s; waiting for it to be created", what, cause)
+            if stop_requested():
+                fail(InputError("the flow", "stopped while waiting for the topic", EXIT_STOPPED))
+            time.sleep(1.0)
 
     def _topics_at_brokers(self) -> dict[str, Any]:
         """Metadata of every topic (asking for all topics creates none), retried with
@@ -283,7 +298,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
                         )
                     )
                 if stop_requested():
-                    raise SystemExit(130) from None
+                    fail(InputError("the flow", "stopped while waiting for Kafka", EXIT_STOPPED))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue

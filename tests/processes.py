@@ -84,3 +84,30 @@ def lake_candles(lake_dir: Path) -> list[tuple]:
             "bar_id", "open", "high", "low", "close", "volume", "vwap", "trade_count", "revision"
         ).rows()
     )
+
+
+def flow_env(**settings: str) -> dict[str, str]:
+    """The environment of a flow process: this one's, without CANDLEWAX_/BYTEWAX_
+    variables, plus `settings` (metrics off unless given)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANDLEWAX_", "BYTEWAX_"))}
+    env.update({"PYTHONPATH": str(ROOT), "CANDLEWAX_METRICS_PORT": "0", **settings})
+    return env
+
+
+def run_flow_command(
+    env: dict[str, str], *args: str, timeout_s: float = 180, prefix: tuple[str, ...] = ()
+) -> tuple[int, str]:
+    """`python -m bytewax.run flows.ohlcv ARGS` to its end: exit code and output."""
+    command = [*prefix, sys.executable, "-m", "bytewax.run", "flows.ohlcv", *args]
+    done = subprocess.run(
+        command, env=env, cwd=ROOT, capture_output=True, timeout=timeout_s, check=False
+    )
+    return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+
+
+def init_recovery(directory: Path, partitions: int = 1) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "bytewax.recovery", str(directory), str(partitions)], check=True
+    )
+    return str(directory)
