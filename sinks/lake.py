@@ -83,6 +83,15 @@ def require_lake(path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class LakeWriterState:
+    """A lake writer in a recovery snapshot (see `LakeWriter.snapshot`)."""
+
+    writer_id: str
+    next_file: int
+    pending: bytes | None
+
+
 class LakeWriter:
     """Buffers rows of one dataset and writes them as partitioned Parquet files."""
 
@@ -108,6 +117,7 @@ class LakeWriter:
         self._rows = 0
         self._first_at: float | None = None
         self._file_seq = itertools.count()
+        self._next_file = 0  # the number of the next file this writer starts
         self._executor = ThreadPoolExecutor(1, f"lake-{dataset.name}") if background else None
         self._in_flight: Future[list[Path]] | None = None
         self._writing: set[Path] = set()  # temporary files being written right now
@@ -177,22 +187,46 @@ class LakeWriter:
     def pending(self) -> bytes | None:
         """The rows not yet in a file (Arrow IPC), after any write in flight has landed:
         with these in a recovery snapshot, files can stay large and nothing is lost."""
+        return self.snapshot().pending
+
+    def snapshot(self) -> LakeWriterState:
+        """What a resumed writer needs: its name, the number of its next file, and the
+        rows not yet in a file (after any write in flight has landed)."""
         with self._lock:
             self._raise_timer_error()
             self._collect()
-            if not self._frames:
-                return None
             frames = list(self._frames)
+            next_file = self._next_file
+        if not frames:
+            return LakeWriterState(self.writer_id, next_file, None)
         sink = io.BytesIO()
         pl.concat(frames, how="vertical_relaxed").write_ipc(sink, compression="zstd")
-        return sink.getvalue()
+        return LakeWriterState(self.writer_id, next_file, sink.getvalue())
 
-    def restore(self, pending: bytes | None) -> None:
-        """Buffer again the rows a snapshot held (see `pending`)."""
+    def restore(self, state: LakeWriterState | bytes | None) -> None:
+        """Carry on from a snapshot: the same writer name and file numbers, the rows the
+        snapshot held buffered again. Files this writer wrote after the snapshot are
+        deleted first: their rows are in the snapshot or come again from the resumed
+        input, so a restart never doubles rows in the lake (a crash loop used to)."""
+        if isinstance(state, LakeWriterState):
+            self.writer_id = state.writer_id
+            self._next_file = state.next_file
+            self._file_seq = itertools.count(state.next_file)
+            self._discard_files_from(state.next_file)
+            pending = state.pending
+        else:  # a snapshot of an earlier version: pending rows only
+            pending = state
         if pending:
             frame = pl.read_ipc(io.BytesIO(pending))
             with self._lock:
                 self._buffer(frame)
+
+    def _discard_files_from(self, first: int) -> None:
+        prefix = f"part-{self.writer_id}-"
+        for path in (self.root / self.dataset.name).rglob(f"{prefix}*.parquet"):
+            number = path.name.removeprefix(prefix).removesuffix(".parquet")
+            if number.isdigit() and int(number) >= first:
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._stopped.set()
@@ -222,7 +256,9 @@ class LakeWriter:
 
     def _write(self, directory: Path, frame: pl.DataFrame) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"part-{self.writer_id}-{next(self._file_seq):06d}.parquet"
+        number = next(self._file_seq)
+        self._next_file = number + 1
+        name = f"part-{self.writer_id}-{number:06d}.parquet"
         final = directory / name
         temporary = directory / f".{name}.tmp"
         self._writing.add(temporary)

@@ -1,11 +1,12 @@
 """Bytewax sink that writes records into one dataset of the Parquet lake (see `lake`).
 
 A partitioned sink, so each partition takes part in recovery snapshots: its snapshot
-holds the rows it has buffered but not yet written (waiting for a write in flight to
-land first). Everything before a snapshot is therefore in a file or in the snapshot, and
-a resumed flow writes the held rows and replays only what came after: nothing is lost,
-files stay large (the size and age bounds still decide), and a row written twice is the
-same row (same `bar_id`, `revision`, values).
+holds the writer's name, the number of its next file and the rows it has buffered but
+not yet written (waiting for a write in flight to land first). Everything before a
+snapshot is therefore in a file or in the snapshot. A resumed flow's writer deletes the
+files it wrote after that snapshot, writes the held rows and what the input replays:
+nothing is lost, nothing is doubled, and files stay large (the size and age bounds
+still decide).
 
 A write that fails (lake not writable, disk full) stops the flow through
 `candlewax.failures.fail`, naming the dataset, the lake and the cause; the writer leaves
@@ -21,12 +22,12 @@ from typing import Any, NoReturn, TypeVar
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from candlewax.failures import OutputError, PipelineError, fail, failure, on_failure
-from sinks.lake import LakeDataset, LakeWriter, new_writer_id
+from sinks.lake import LakeDataset, LakeWriter, LakeWriterState, new_writer_id
 
 _T = TypeVar("_T")
 
 
-class _LakePartition(StatefulSinkPartition[Any, bytes | None]):
+class _LakePartition(StatefulSinkPartition[Any, LakeWriterState]):
     def __init__(self, writer: LakeWriter):
         self.writer = writer
         on_failure(writer.abandon)
@@ -42,8 +43,8 @@ class _LakePartition(StatefulSinkPartition[Any, bytes | None]):
     def write_batch(self, values: list[Any]) -> None:
         self._guarded(lambda: self.writer.add(values))
 
-    def snapshot(self) -> bytes | None:
-        return self._guarded(self.writer.pending)
+    def snapshot(self) -> LakeWriterState:
+        return self._guarded(self.writer.snapshot)
 
     def close(self) -> None:
         if failure() is not None:
@@ -57,7 +58,7 @@ def _report(writer: LakeWriter, error: Exception) -> NoReturn:
     fail(OutputError(what, f"cannot write: {error}"))
 
 
-class LakeSink(FixedPartitionedSink[Any, bytes | None]):
+class LakeSink(FixedPartitionedSink[Any, LakeWriterState]):
     """`partitions` independent writers per dataset, spread over the workers; items are
     `(key, record)` pairs routed by key (the symbol), so one symbol's rows stay together."""
 
@@ -79,7 +80,9 @@ class LakeSink(FixedPartitionedSink[Any, bytes | None]):
     def list_parts(self) -> list[str]:
         return [f"{self.dataset.name}-{index}" for index in range(self.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: bytes | None) -> _LakePartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: LakeWriterState | None
+    ) -> _LakePartition:
         index = int(for_part.rsplit("-", 1)[1])
         writer = LakeWriter(
             self.root,
@@ -90,5 +93,5 @@ class LakeSink(FixedPartitionedSink[Any, bytes | None]):
             background=True,
             on_timer_error=lambda error: _report(writer, error),
         )
-        writer.restore(resume_state)
+        writer.restore(resume_state)  # the same writer again: its name, files and rows
         return _LakePartition(writer)

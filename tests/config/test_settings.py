@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, SettingsError, load_settings
+from config.settings import Settings, SettingsError, load_settings, unknown_variables
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -47,6 +47,11 @@ def test_values_from_the_environment(monkeypatch, tmp_path):
         ("CANDLEWAX_DRIFT_THRESHOLD", "-1", "greater than 0"),
         ("CANDLEWAX_TS_MIN", "yesterday", "epoch milliseconds or an ISO date"),
         ("CANDLEWAX_KAFKA_CONSUMER_CONFIG", "[1]", "JSON object"),
+        # Values that pass a type check and would hurt at run time:
+        ("CANDLEWAX_DEDUPE_HORIZON", "999999999999d", "at most 366d"),
+        ("CANDLEWAX_ALLOWED_LATENESS", "400d", "at most 366d"),
+        ("CANDLEWAX_KAFKA_POLL_TIMEOUT", "0", "from 1ms to 10s"),
+        ("CANDLEWAX_KAFKA_POLL_TIMEOUT", "1m", "from 1ms to 10s"),
     ],
 )
 def test_a_bad_value_stops_the_start_naming_the_variable(monkeypatch, variable, value, expected):
@@ -57,6 +62,48 @@ def test_a_bad_value_stops_the_start_naming_the_variable(monkeypatch, variable, 
     message = str(error.value)
     assert variable in message and expected in message
     assert repr(value) in message or variable == "CANDLEWAX_KAFKA_CONSUMER_CONFIG"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CANDLEWAX_KAFKA_CONSUMER_CONFIG", '{"sasl.password": "s3cret-Value", oops}'),
+        ("CANDLEWAX_KAFKA_PRODUCER_CONFIG", '["sasl.password", "s3cret-Value"]'),
+    ],
+)
+def test_a_bad_value_that_may_hold_a_secret_is_not_echoed(monkeypatch, variable, value):
+    monkeypatch.setenv("CANDLEWAX_SOURCE", "simulator")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert variable in str(error.value)
+    assert "s3cret-Value" not in str(error.value)
+
+
+def test_the_sasl_password_is_a_secret_that_reaches_only_the_client(monkeypatch):
+    monkeypatch.setenv("CANDLEWAX_SOURCE", "simulator")
+    monkeypatch.setenv("CANDLEWAX_KAFKA_SASL_PASSWORD", "s3cret-Value")
+    monkeypatch.setenv("CANDLEWAX_KAFKA_PRODUCER_CONFIG", '{"ssl.key.password": "k3y-Value"}')
+    settings = load_settings()
+    assert "s3cret-Value" not in repr(settings) and "s3cret-Value" not in str(settings)
+    assert settings.kafka_client_config()["sasl.password"] == "s3cret-Value"
+    assert sorted(settings.secrets()) == ["k3y-Value", "s3cret-Value"]
+
+
+def test_a_misspelled_variable_is_named_with_the_setting_it_resembles():
+    warnings = unknown_variables(
+        {
+            "CANDLEWAX_KAFKA_BROKER": "x",
+            "CANDLEWAX_LAKE_DIR": "y",
+            "CANDLEWAX_ZZZ": "1",
+            "HOME": "/",
+        }
+    )
+    assert warnings == [
+        "CANDLEWAX_KAFKA_BROKER is not a candlewax setting and is ignored; "
+        "did you mean CANDLEWAX_KAFKA_BROKERS?",
+        "CANDLEWAX_ZZZ is not a candlewax setting and is ignored",
+    ]
 
 
 def test_kafka_source_without_brokers_says_what_to_set(monkeypatch):

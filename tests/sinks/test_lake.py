@@ -109,6 +109,27 @@ def test_duckdb_reads_the_lake_and_prunes_partitions(tmp_path):
     assert row[2] == T0 and str(row[5]) == "2023-11-14"
 
 
+def test_a_resumed_writer_replaces_the_files_written_after_its_snapshot(tmp_path):
+    rows = [c for c in sample_candles() if c.resolution == "1s"][:50]
+    before = LakeWriter(tmp_path, CANDLES, writer_id="a", flush_rows=10)
+    for start in (0, 10):  # two files before the snapshot
+        before.add(rows[start : start + 10])
+    state = before.snapshot()
+    for start in (20, 30, 40):  # three more after it, then the process dies
+        before.add(rows[start : start + 10])
+    assert len(before.files_written) == 5
+    after = LakeWriter(tmp_path, CANDLES, writer_id="new", flush_rows=10)
+    after.restore(state)
+    after.add(rows[20:])  # the resumed input replays what came after the snapshot
+    after.close()
+    con = duckdb.connect()
+    glob = f"{tmp_path}/candles/**/*.parquet"
+    ids = con.execute(
+        f"select bar_id from read_parquet('{glob}', hive_partitioning = true) order by bar_id"
+    ).fetchall()
+    assert [i for (i,) in ids] == sorted(c.bar_id for c in rows), "each row once"
+
+
 def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
     rows = [c for c in sample_candles() if c.resolution == "1s"][:50]
     before = LakeWriter(tmp_path, CANDLES, writer_id="a", flush_rows=10**6)
