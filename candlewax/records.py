@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import msgspec
 import polars as pl
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 TIMESTAMP_MS = pa.timestamp("ms", tz="UTC")
 
@@ -106,8 +106,9 @@ class _Record:
             if field.name in cls.TIMESTAMP_FIELDS:
                 columns.append(pa.array(values, pa.int64()).cast(field.type))
             elif field.type == pa.float64():
-                array = pa.array(values, field.type)
-                columns.append(pc.if_else(pc.is_finite(array), array, None))
+                floats = np.array(values, dtype=np.float64)  # None becomes NaN
+                absent = ~np.isfinite(floats)
+                columns.append(pa.array(floats, field.type, mask=absent if absent.any() else None))
             else:
                 columns.append(pa.array(values, field.type))
         return pa.Table.from_arrays(columns, schema=cls.ARROW_SCHEMA)

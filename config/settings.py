@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     kafka_drift_topic: str = "candles.drift"
     kafka_poll_timeout: DurationMs = 10
     kafka_connect_timeout: DurationMs = 0
-    kafka_end_confirm: DurationMs = 1_000
+    kafka_end_confirm: DurationMs = 500
     kafka_security_protocol: str | None = None
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None

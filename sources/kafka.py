@@ -80,7 +80,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         batch_size: int,
         poll_timeout_s: float,
         tail: bool,
-        end_confirm_s: float = 1.0,
+        end_confirm_s: float = 0.5,
     ):
         self._topic = topic
         self._partition = partition
@@ -228,7 +228,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         poll_timeout_ms: int = 50,
         consumer_config: dict[str, Any] | None = None,
         connect_timeout_ms: int = 0,
-        end_confirm_ms: int = 1_000,
+        end_confirm_ms: int = 500,
     ):
         self._client_config = dict(client_config)
         self._topic = topic

