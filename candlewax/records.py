@@ -14,8 +14,8 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import msgspec
-import polars as pl
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 TIMESTAMP_MS = pa.timestamp("ms", tz="UTC")
