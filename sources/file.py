@@ -15,6 +15,7 @@ from typing import IO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from candlewax.failures import InputError, fail
 from candlewax.records import RawBatch
 from candlewax.stopping import stop_requested
 from sources.formats.reading import contract_messages, detect_format
@@ -43,7 +44,10 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
     def next_batch(self) -> list[RawBatch]:
         if stop_requested():
             raise StopIteration
-        lines = self._read_lines()
+        try:
+            lines = self._read_lines()
+        except (OSError, EOFError) as exc:  # a corrupt .gz, a disk error
+            fail(InputError(f"input file {self._source.removeprefix('file:')}", str(exc)))
         if not lines:
             raise StopIteration
         first = self._line + 1

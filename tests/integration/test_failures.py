@@ -217,3 +217,33 @@ def test_a_broker_that_comes_up_late_is_waited_for_quietly(tmp_path):
     assert log.count("is reachable again for the source") == 1, log
     assert "run stopped by SIGTERM: received=200 accepted=200" in log, log[-2000:]
     assert "Traceback" not in log
+
+
+def test_an_unreachable_kafka_output_stops_the_flow_once_deliveries_time_out(tmp_path):
+    trades = tmp_path / "trades.ndjson"
+    write_trades(trades, 2_000)
+    env = flow_env(
+        CANDLEWAX_SOURCE="file",
+        CANDLEWAX_SOURCE_PATH=str(trades),
+        CANDLEWAX_LAKE_DIR=str(tmp_path / "lake"),
+        CANDLEWAX_KAFKA_BROKERS=f"127.0.0.1:{free_port()}",
+        CANDLEWAX_KAFKA_PRODUCER_CONFIG='{"message.timeout.ms": 3000}',
+    )
+    code, log = run_flow_command(env, timeout_s=60)
+    assert_one_clean_failure_line(code, log, "Kafka topic", "timed out")
+
+
+def test_an_input_file_that_breaks_while_read_stops_the_flow_naming_it(tmp_path):
+    import gzip
+
+    path = tmp_path / "trades.ndjson.gz"
+    messages = [value for _, value in simulated(20_000, rate=2_000, seed=3)]
+    data = gzip.compress(b"\n".join(messages))
+    path.write_bytes(data[: len(data) // 2])  # cut in the middle: a truncated download
+    env = flow_env(
+        CANDLEWAX_SOURCE="file",
+        CANDLEWAX_SOURCE_PATH=str(path),
+        CANDLEWAX_LAKE_DIR=str(tmp_path / "lake"),
+    )
+    code, log = run_flow_command(env, timeout_s=60)
+    assert_one_clean_failure_line(code, log, "input file", "trades.ndjson.gz")
