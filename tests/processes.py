@@ -111,3 +111,15 @@ def init_recovery(directory: Path, partitions: int = 1) -> str:
         [sys.executable, "-m", "bytewax.recovery", str(directory), str(partitions)], check=True
     )
     return str(directory)
+
+
+def start_flow_process(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """`python -m bytewax.run flows.ohlcv ARGS` in the background (a live flow), output
+    captured (stdout and stderr together)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.ohlcv", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )

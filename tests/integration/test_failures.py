@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,13 +19,13 @@ from candlewax.broker import EmbeddedBroker, free_port
 from tests.factories import simulated, trade
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import (
-    ROOT,
     flow_env,
     flow_topics,
     init_recovery,
     kafka_env,
     lake_table,
     run_flow_command,
+    start_flow_process,
 )
 from tests.reference import reference_candles
 
@@ -188,13 +187,7 @@ def test_a_broker_that_comes_up_late_is_waited_for_quietly(tmp_path):
     port = free_port()
     topics = {n: f"late.{n}" for n in ("trades", "candles", "dlq", "drift")}
     env = flow_env(**kafka_env(f"127.0.0.1:{port}", topics, tmp_path / "lake", tail=True))
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    flow = start_flow_process(env)
     try:
         time.sleep(4)
         with EmbeddedBroker(port=port) as broker:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,13 +12,13 @@ import pytest
 from tests.factories import T0, simulated
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import (
-    ROOT,
     flow_env,
     flow_topics,
     init_recovery,
     kafka_env,
     lake_table,
     run_flow_command,
+    start_flow_process,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -104,13 +102,7 @@ def test_ctrl_c_stops_a_live_flow_cleanly_with_the_lake_flushed(tmp_path):
         CANDLEWAX_SIM_TRADES="0",
         CANDLEWAX_LAKE_DIR=str(tmp_path / "lake"),
     )
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    flow = start_flow_process(env)
     time.sleep(5)
     flow.send_signal(signal.SIGINT)
     out, _ = flow.communicate(timeout=60)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import msgspec
@@ -12,7 +10,7 @@ import pytest
 
 from tests.factories import trade
 from tests.kafka_helpers import produce, read_topic
-from tests.processes import ROOT, flow_topics, kafka_env
+from tests.processes import ROOT, flow_topics, kafka_env, start_flow_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -27,13 +25,7 @@ def test_an_idle_symbols_last_candle_is_emitted_without_new_trades(broker, tmp_p
         "CANDLEWAX_METRICS_PORT": "0",
         "CANDLEWAX_RESOLUTIONS": "1s,10s",
     }
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    flow = start_flow_process(env)
     try:
         now = int(time.time() * 1000)
         second = now - now % 1000

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -24,7 +22,7 @@ from candlewax.broker import EmbeddedBroker, create_topics, free_port
 from candlewax.records import Candle
 from tests.factories import trade
 from tests.kafka_helpers import read_topic
-from tests.processes import ROOT, kafka_env
+from tests.processes import ROOT, kafka_env, start_flow_process
 from tests.reference import assert_candles_match, reference_candles
 from tests.tcp_proxy import TcpProxy
 
@@ -81,13 +79,7 @@ def test_a_pause_and_an_outage_make_no_trade_late(broker_behind_proxy, tmp_path)
         "CANDLEWAX_METRICS_PORT": "0",
         "CANDLEWAX_RESOLUTIONS": ",".join(RESOLUTIONS),
     }
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    flow = start_flow_process(env)
     producer = RealTimeProducer(f"127.0.0.1:{proxy.port}", topics["trades"])
     try:
         time.sleep(4)  # the flow starts and catches up
