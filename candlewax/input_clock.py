@@ -46,6 +46,8 @@ class InputClock:
             now = self._wall_ms()
             self._advance(now)
             self._confirmed[part] = now
+            if self._last is None and self._fresh(now):
+                self._last = now  # runs again from this confirmation on
 
     def behind(self, part: str) -> None:
         """`part` has more to read, or cannot tell (its broker is unreachable)."""
@@ -71,8 +73,11 @@ class InputClock:
         now = self._wall_ms()
         return now + max(min_wait_ms, clock_ms - self.now_ms())
 
+    def _fresh(self, now: float) -> bool:
+        return all(now - at <= self.max_gap_ms for at in self._confirmed.values())
+
     def _advance(self, now: float) -> None:
-        fresh = all(now - at <= self.max_gap_ms for at in self._confirmed.values())
+        fresh = self._fresh(now)
         if fresh and self._last is not None and 0 <= now - self._last <= self.max_gap_ms:
             self._value += now - self._last
         elif fresh and not self._confirmed and self._last is not None:

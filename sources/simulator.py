@@ -377,8 +377,10 @@ class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):
         if not values and self._held is None:
             raise StopIteration
         if self._speed > 0:
-            if self._held is not None:
+            if self._held is not None:  # everything due is out
                 INPUT_CLOCK.caught_up(self._PART)
+            else:  # a full batch, and more may be due already
+                INPUT_CLOCK.behind(self._PART)
             awake_s = min(wait_s, 0.1) if self._held is not None else 0.0
             self._awake = datetime.now(timezone.utc) + timedelta(seconds=max(0.0, awake_s))
         if not values:
