@@ -10,11 +10,11 @@ from pathlib import Path
 
 from bytewax.testing import cluster_main, run_main
 
-from candlewax.broker import free_port
 from candlewax.metrics import FlowMetrics
 from config.settings import Settings
 from flows.ohlcv import build_flow
 from sources.simulator import SimulatorConfig, TradeSimulator
+from tools.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"

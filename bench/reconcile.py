@@ -14,9 +14,9 @@ import shutil
 import time
 
 from bench.common import DATA, run_flow, trades_file
-from candlewax.reconcile import print_summary
-from candlewax.reconciliation import ReconcileScope, reconcile
 from config.settings import Settings
+from tools.bar_truth import ReconcileScope, reconcile
+from tools.reconcile import print_summary
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from bench.common import run_flow, run_flow_processes, timed, trades_file
-from candlewax.broker import EmbeddedBroker
-from candlewax.topics import produce
 from config.settings import Settings
 from sources.kafka import CONSUMER_DEFAULTS
+from tools.broker import EmbeddedBroker
+from tools.topics import produce
 
 
 def file_messages(path: Path):

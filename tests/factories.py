@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import msgspec
@@ -70,3 +71,17 @@ def settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"source": "simulator", "kafka_brokers": "", "metrics_port": 0}
     values.update(overrides)
     return Settings(**values)
+
+
+# The resolutions the flow tests use (the defaults), by name.
+RESOLUTIONS = {"1s": 1_000, "10s": 10_000, "1m": 60_000}
+
+
+def faulty_stream(n: int = 30_000, seed: int = 1) -> list[bytes]:
+    """Simulated trades with duplicates, disorder, late and malformed messages mixed in."""
+    messages = [value for _, value in simulated(n, seed=seed)]
+    # and some order-book noise
+    rng = random.Random(seed)
+    for i in range(0, len(messages), 97):
+        messages.insert(i, trade(type=rng.choice(["add", "cancel", "modify"]), ts=T0 + i))
+    return messages

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from candlewax import topics
-from candlewax.topics import Record
+from tools import topics
+from tools.topics import Record
 
 
 def produce(

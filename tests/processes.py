@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from candlewax.broker import free_port
+from tools.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,3 +123,27 @@ def start_flow_process(env: dict[str, str], *args: str) -> subprocess.Popen[byte
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+def file_env(path: Path, lake: Path) -> dict[str, str]:
+    """The settings of a flow reading an NDJSON file into a lake."""
+    return {
+        "CANDLEWAX_SOURCE": "file",
+        "CANDLEWAX_SOURCE_PATH": str(path),
+        "CANDLEWAX_LAKE_DIR": str(lake),
+        "CANDLEWAX_BATCH_SIZE": "3000",
+    }
+
+
+def candlewax(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The `candlewax` command, as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result

@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 
-from candlewax.broker import free_port
+from tools.broker import free_port
 
 
 class TcpProxy:

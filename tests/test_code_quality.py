@@ -1,4 +1,5 @@
-"""The code stays lint-clean and type-checked (ruff and mypy, configured in pyproject.toml)."""
+"""The code stays lint-clean, type-checked and layered (ruff, mypy and import-linter,
+configured in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["candlewax", "config", "flows", "operators", "sources", "sinks"]
+PACKAGES = ["candlewax", "config", "flows", "operators", "sources", "sinks", "tools"]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -28,3 +29,11 @@ def test_mypy_finds_nothing():
     pytest.importorskip("mypy")
     result = run(sys.executable, "-m", "mypy", *PACKAGES)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_layers_import_only_downward():
+    """commands (tools) -> flows -> sources | sinks -> operators -> config -> foundation
+    (candlewax): the contract in pyproject.toml, checked by import-linter."""
+    pytest.importorskip("importlinter")
+    result = run(str(Path(sys.executable).parent / "lint-imports"))
+    assert result.returncode == 0, result.stdout[-3000:]

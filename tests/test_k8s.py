@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from candlewax.broker import free_port
-from tests.flows.test_processes import file_env
-from tests.flows.test_processes import trades_file as trades_file  # a fixture
-from tests.processes import ROOT, lake_candles, run_flow_processes
+from tests.processes import ROOT, file_env, lake_candles, run_flow_processes
+from tools.broker import free_port
 
 K8S = ROOT / "k8s"
 BASE = K8S / "base"

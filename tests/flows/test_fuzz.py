@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from candlewax.records import RawBatch
 from operators.decode import ValidationRules, decode_batch
 from tests import factories
-from tests.conftest import run_flow
 from tests.factories import T0
+from tests.flow_runs import run_flow
 
 RULES = ValidationRules(now_ms=lambda: T0 + 600_000)
 FIELDS = ["symbol", "price", "size", "ts", "trade_id", "side", "venue", "type"]

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import math
-import random
 
 import polars as pl
 import pytest
 
 from tests import factories
-from tests.conftest import run_flow
-from tests.factories import T0, trade
+from tests.factories import RESOLUTIONS, T0, faulty_stream, trade
+from tests.flow_runs import run_flow
 from tests.reference import assert_candles_match, candles_of, reference_candles, reference_trades
-
-RESOLUTIONS = {"1s": 1_000, "10s": 10_000, "1m": 60_000}
-
-
-def faulty_stream(n: int = 30_000, seed: int = 1) -> list[bytes]:
-    """Simulated trades with duplicates, disorder, late and malformed messages mixed in."""
-    messages = [value for _, value in factories.simulated(n, seed=seed)]
-    # and some order-book noise
-    rng = random.Random(seed)
-    for i in range(0, len(messages), 97):
-        messages.insert(i, trade(type=rng.choice(["add", "cancel", "modify"]), ts=T0 + i))
-    return messages
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,12 @@ import sys
 
 import pytest
 
-from candlewax.broker import free_port
-from tests.factories import T0
-from tests.flows.test_ohlcv_flow import RESOLUTIONS, faulty_stream
-from tests.processes import ROOT, lake_candles, lake_table, run_flow_processes
+from tests.factories import RESOLUTIONS, T0
+from tests.processes import ROOT, file_env, lake_candles, lake_table, run_flow_processes
 from tests.reference import reference_candles
+from tools.broker import free_port
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def trades_file(tmp_path_factory):
-    messages = faulty_stream(20_000, seed=4)
-    path = tmp_path_factory.mktemp("input") / "trades.ndjson"
-    path.write_bytes(b"\n".join(m.replace(b"\n", b" ") for m in messages) + b"\n")
-    return path, messages
-
-
-def file_env(path, lake) -> dict[str, str]:
-    return {
-        "CANDLEWAX_SOURCE": "file",
-        "CANDLEWAX_SOURCE_PATH": str(path),
-        "CANDLEWAX_LAKE_DIR": str(lake),
-        "CANDLEWAX_BATCH_SIZE": "3000",
-    }
 
 
 def run_testing_cli(env: dict[str, str], processes: int) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from candlewax.broker import EmbeddedBroker, free_port
 from tests.factories import simulated, trade
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import (
@@ -28,6 +27,7 @@ from tests.processes import (
     start_flow_process,
 )
 from tests.reference import reference_candles
+from tools.broker import EmbeddedBroker, free_port
 
 RESOLUTIONS = {"1s": 1_000, "10s": 10_000, "1m": 60_000}
 SECRET = "planted-Pa55word-xyzzy"

@@ -7,8 +7,7 @@ import polars as pl
 import pytest
 
 from candlewax.records import Candle
-from tests.factories import T0, simulated
-from tests.flows.test_ohlcv_flow import RESOLUTIONS
+from tests.factories import RESOLUTIONS, T0, simulated
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import flow_topics, kafka_env, lake_table, run_flow_processes
 from tests.reference import assert_candles_match, reference_candles, reference_trades

@@ -18,13 +18,13 @@ import time
 import msgspec
 import pytest
 
-from candlewax.broker import EmbeddedBroker, create_topics, free_port
 from candlewax.records import Candle
 from tests.factories import trade
 from tests.kafka_helpers import read_topic
 from tests.processes import ROOT, kafka_env, start_flow_process
 from tests.reference import assert_candles_match, reference_candles
 from tests.tcp_proxy import TcpProxy
+from tools.broker import EmbeddedBroker, create_topics, free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

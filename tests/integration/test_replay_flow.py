@@ -6,11 +6,10 @@ import msgspec
 import pytest
 
 from candlewax.records import Candle
-from tests.flows.test_ohlcv_flow import RESOLUTIONS
+from tests.factories import RESOLUTIONS
 from tests.kafka_helpers import read_topic
-from tests.processes import flow_topics, kafka_env, run_flow_processes
+from tests.processes import ROOT, candlewax, flow_topics, kafka_env, run_flow_processes
 from tests.reference import assert_candles_match, reference_candles
-from tests.test_cli import ROOT, candlewax
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 FIXTURES = ROOT / "tests" / "fixtures" / "binance-ws"

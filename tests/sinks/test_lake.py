@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 from candlewax.records import Candle, bar_id
 from sinks.lake import CANDLES, LakeWriter
 from tests import factories
-from tests.conftest import run_flow
 from tests.factories import T0, trade
+from tests.flow_runs import run_flow
 
 DAY = 86_400_000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from candlewax.quality import QualityOptions, profile
 from tests.factories import T0
+from tools.quality_checks import QualityOptions, profile
 
 
 def known_feed() -> pl.DataFrame:

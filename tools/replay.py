@@ -15,10 +15,11 @@ from pathlib import Path
 
 import polars as pl
 
-from candlewax.outputs import add_output_arguments, describe, open_output, send_all
-from candlewax.progress import Progress
-from sources.formats import FORMATS, ReadOptions, TradeFile, read_trade_file
+from sources.formats import TradeFile, read_trade_file
 from sources.formats.common import CONTRACT_COLUMNS
+from tools.file_reading import add_reading_arguments, read_options
+from tools.message_outputs import add_output_arguments, describe, open_output, send_all
+from tools.progress import Progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,36 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="trade files; .gz, .zst and .zip are read directly",
     )
-    reading = parser.add_argument_group("reading")
-    reading.add_argument(
-        "--format",
-        choices=("auto", *FORMATS),
-        default="auto",
-        help="file format (default: from the name and first line)",
-    )
-    reading.add_argument(
-        "--symbol",
-        help="symbol for files without one (Binance CSV, Kibot; default from the file name)",
-    )
-    reading.add_argument("--venue", help="venue to set on every trade")
-    reading.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="FIELD=COLUMN",
-        help="CSV/Parquet: the file column of a contract field, e.g. "
-        "--column ts=time --column size=qty (repeatable)",
-    )
-    reading.add_argument(
-        "--ts-unit",
-        default="auto",
-        help="CSV/Parquet/Binance: unit of numeric times (s, ms, us, ns; "
-        "default auto, by magnitude) or a strptime format for text times",
-    )
-    reading.add_argument(
-        "--timezone",
-        help="zone of local-time stamps (Kibot: America/New_York by default; others: UTC)",
-    )
+    add_reading_arguments(parser)
     pacing = parser.add_argument_group("pacing")
     pacing.add_argument(
         "--speed",
@@ -75,26 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "past the previous one in time and its ids get a '~N' suffix",
     )
     add_output_arguments(parser)
-
-
-def options_from(args: argparse.Namespace) -> ReadOptions:
-    columns = {}
-    for item in args.column:
-        field, sep, column = item.partition("=")
-        if not sep or field not in CONTRACT_COLUMNS:
-            raise SystemExit(
-                f"candlewax replay: --column wants FIELD=COLUMN with FIELD one of "
-                f"{', '.join(CONTRACT_COLUMNS)}; got {item!r}"
-            )
-        columns[field] = column
-    return ReadOptions(
-        format=args.format,
-        symbol=args.symbol,
-        venue=args.venue,
-        columns=columns,
-        ts_unit=args.ts_unit,
-        timezone=args.timezone,
-    )
 
 
 def report(read: TradeFile, out=sys.stderr) -> None:
@@ -144,7 +96,7 @@ def cycles(trades: pl.DataFrame, loops: int) -> Iterator[tuple[bytes, bytes, int
 
 
 def run(args: argparse.Namespace) -> int:
-    options = options_from(args)
+    options = read_options(args)
     files = []
     for path in args.files:
         print(f"reading {path} ...", file=sys.stderr, flush=True)

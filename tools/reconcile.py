@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from candlewax.outputs import add_lake_argument
-from candlewax.reconciliation import ReconcileScope, reconcile
 from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
 from config.settings import parse_epoch_ms
+from tools.bar_truth import ReconcileScope, reconcile
+from tools.message_outputs import add_lake_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

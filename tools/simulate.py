@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from candlewax.outputs import add_output_arguments, describe, open_output, send_all
-from candlewax.progress import Progress
 from config.durations import parse_duration_ms
 from config.settings import parse_epoch_ms
 from sources.simulator import SimulatorConfig, TradeSimulator
+from tools.message_outputs import add_output_arguments, describe, open_output, send_all
+from tools.progress import Progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

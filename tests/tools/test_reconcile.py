@@ -9,14 +9,12 @@ from dataclasses import replace
 import polars as pl
 import pytest
 
-from candlewax.reconciliation import ReconcileScope, reconcile
 from sinks.lake import CANDLES, LakeWriter
 from tests import factories
-from tests.conftest import run_flow
-from tests.factories import T0
-from tests.flows.test_ohlcv_flow import faulty_stream
-from tests.processes import lake_table, run_flow_processes
-from tests.test_cli import candlewax
+from tests.factories import T0, faulty_stream
+from tests.flow_runs import run_flow
+from tests.processes import candlewax, lake_table, run_flow_processes
+from tools.bar_truth import ReconcileScope, reconcile
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from pathlib import Path
 import duckdb
 import msgspec
 
-from candlewax.broker import FLOW_TOPICS, EmbeddedBroker
-from candlewax.topics import produce, read_topic
 from sources.simulator import SimulatorConfig, TradeSimulator
+from tools.broker import FLOW_TOPICS, EmbeddedBroker
+from tools.topics import produce, read_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import duckdb
 
-from candlewax.outputs import add_lake_argument
 from config.durations import parse_duration_ms
 from sinks.lake import require_lake
+from tools.message_outputs import add_lake_argument
 
 COLUMNS = (
     ("detected", "detected"),

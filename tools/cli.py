@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from candlewax import demo, drift_view, profile, reconcile, recovery_init, replay, simulate
+from tools import demo, drift, profile, reconcile, recovery_init, replay, simulate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         ("replay", replay, "publish historical trades from files, in event-time order"),
         ("profile", profile, "report the data quality of a trade file or the lake"),
         ("reconcile", reconcile, "compare the lake's candles with candles recomputed from trades"),
-        ("drift", drift_view, "show the recent drift records and alerts from the lake"),
+        ("drift", drift, "show the recent drift records and alerts from the lake"),
         ("recovery-init", recovery_init, "create this process's Bytewax recovery partitions"),
     ):
         sub = commands.add_parser(

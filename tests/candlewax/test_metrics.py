@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import urllib.request
 
-from candlewax.broker import free_port
 from candlewax.metrics import FlowMetrics, serve_metrics
+from tools.broker import free_port
 
 
 def test_counters_are_served_on_the_metrics_port():

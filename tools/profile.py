@@ -20,12 +20,12 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from candlewax.progress import Progress
-from candlewax.quality import QualityOptions, QualityReport, profile
-from candlewax.replay import options_from
 from config.durations import parse_duration_ms
-from sources.formats import FORMATS, read_trade_file
+from sources.formats import read_trade_file
 from sources.formats.common import CONTRACT_COLUMNS
+from tools.file_reading import add_reading_arguments, read_options
+from tools.progress import Progress
+from tools.quality_checks import QualityOptions, QualityReport, profile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,13 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("--json", type=Path, help="the same figures as JSON")
     out.add_argument("--clean", type=Path, help="write the clean trades as Parquet")
-    reading = parser.add_argument_group("reading (files)")
-    reading.add_argument("--format", choices=("auto", *FORMATS), default="auto")
-    reading.add_argument("--symbol")
-    reading.add_argument("--venue")
-    reading.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN")
-    reading.add_argument("--ts-unit", default="auto")
-    reading.add_argument("--timezone")
+    add_reading_arguments(parser, title="reading (files)")
 
 
 def load(args: argparse.Namespace) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -79,7 +73,7 @@ def load(args: argparse.Namespace) -> tuple[pl.DataFrame, dict[str, Any]]:
     path: Path = args.path
     if path.is_dir():
         return _load_lake(path)
-    read = read_trade_file(path, options_from(args))
+    read = read_trade_file(path, read_options(args))
     return read.trades, {
         "source": f"{path} ({read.format})",
         "rows": read.rows,

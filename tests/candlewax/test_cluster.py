@@ -10,9 +10,9 @@ import urllib.request
 
 import pytest
 
-from candlewax.broker import free_port
 from candlewax.cluster import offset_bytewax_api_port, process_id
 from tests.processes import ROOT
+from tools.broker import free_port
 
 
 @pytest.mark.parametrize(

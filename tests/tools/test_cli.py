@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import msgspec
 import polars as pl
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.factories import faulty_stream
+from tests.processes import ROOT, candlewax, run_flow_processes
+
 SPOT = ROOT / "tests" / "fixtures" / "binance-ws" / "spot_btcusdt_20240808_excerpt.txt"
-
-
-def candlewax(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "candlewax.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.mark.parametrize(
@@ -113,8 +99,6 @@ def test_profile_writes_markdown_html_json_and_clean_parquet(tmp_path):
 
 
 def test_profile_reads_a_lake_written_by_the_flow(tmp_path):
-    from tests.flows.test_ohlcv_flow import faulty_stream
-    from tests.processes import run_flow_processes
 
     source = tmp_path / "trades.ndjson"
     source.write_bytes(b"\n".join(faulty_stream(5_000, seed=2)) + b"\n")

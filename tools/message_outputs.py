@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from candlewax.pacing import paced
-from candlewax.progress import Progress
-from candlewax.topics import KafkaOutput
+from tools.pacing import paced
+from tools.progress import Progress
+from tools.topics import KafkaOutput
 
 
 class MessageOutput(Protocol):
