@@ -2,7 +2,7 @@
 
 Every package imports its records from here: the raw batches sources hand over, the
 columns of a decoded trade batch, candles, rejections (the dead-letter queue) and drift
-records. Field names follow the contracts in `../shared/DESIGN.md`.
+records. Field names follow the contracts in `docs/contracts.md`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """All settings of the flow, from `CANDLEWAX_*` environment variables (or a `.env` file).
 
-The names in `../shared/DESIGN.md` (`CANDLEWAX_SOURCE`, `CANDLEWAX_SOURCE_PATH`,
+The names in `docs/contracts.md` (`CANDLEWAX_SOURCE`, `CANDLEWAX_SOURCE_PATH`,
 `CANDLEWAX_KAFKA_BROKERS`, `CANDLEWAX_KAFKA_TAIL`, `CANDLEWAX_LAKE_DIR`) are a contract with
 outside tools; the rest are ours and every one is documented in the README. A bad value
 stops the start with one message naming the variable and what it expects

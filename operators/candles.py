@@ -4,7 +4,7 @@
 of deduplicated trades in arrival order and returns closed candles (the base resolution
 and the roll-ups), drift records for late trades, and the trades flagged late or not.
 
-The rules (../shared/DESIGN.md):
+The rules (docs/design.md):
 - The watermark of a symbol is its newest event time minus the allowed lateness; live,
   it also advances with time while the symbol is idle. That time is the input clock
   (`candlewax.input_clock`): processing time that runs only while the input is caught

@@ -1,6 +1,6 @@
 """The Parquet lake: Hive-style partitions of zstd Parquet files that DuckDB reads.
 
-Layout (../shared/DESIGN.md):
+Layout (docs/contracts.md):
     candles/resolution=<res>/date=<YYYY-MM-DD>/*.parquet
     trades/date=<YYYY-MM-DD>/*.parquet
     drift/date=<YYYY-MM-DD>/*.parquet
