@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
@@ -184,8 +184,8 @@ class Settings(BaseSettings):
             return None
         return parse_epoch_ms(value)
 
-    @model_validator(mode="after")
-    def _source_needs(self) -> Settings:
+    def check_source(self) -> None:
+        """What the flow needs of its source settings (the tools around it do not)."""
         if self.source == "file" and self.source_path is None:
             raise ValueError("CANDLEWAX_SOURCE=file needs CANDLEWAX_SOURCE_PATH (an NDJSON file)")
         if self.source == "file" and not self.source_path.is_file():  # type: ignore[union-attr]
@@ -195,7 +195,6 @@ class Settings(BaseSettings):
                 "CANDLEWAX_SOURCE=kafka needs CANDLEWAX_KAFKA_BROKERS (host:port,...); "
                 "or set CANDLEWAX_SOURCE=file or simulator"
             )
-        return self
 
     # --- derived values --------------------------------------------------------------
     @property
@@ -288,10 +287,17 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return warnings
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment, turning validation errors into one clear message."""
+def load_settings(*, for_flow: bool = True, **overrides: Any) -> Settings:
+    """Read settings from the environment, turning validation errors into one clear message.
+    `for_flow` also checks what the flow needs of its source (a file that exists, brokers
+    for Kafka); the commands around the flow take only their defaults from here."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        if for_flow:
+            settings.check_source()
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]
         raise SettingsError("invalid candlewax settings:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:
+        raise SettingsError(f"invalid candlewax settings:\n  {exc}") from None
+    return settings

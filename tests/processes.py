@@ -135,11 +135,14 @@ def file_env(path: Path, lake: Path) -> dict[str, str]:
     }
 
 
-def candlewax(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The `candlewax` command, as a user runs it."""
+def candlewax(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `candlewax` command, as a user runs it (with `env` added to a clean environment)."""
     result = subprocess.run(
         [sys.executable, "-m", "tools.cli", *args],
         cwd=ROOT,
+        env=None if env is None else flow_env(**env),
         capture_output=True,
         text=True,
         timeout=120,

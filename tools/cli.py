@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from candlewax.failures import redact
+from config.settings import SettingsError, load_settings, unknown_variables
 from tools import demo, drift, profile, reconcile, recovery_init, replay, simulate
 
 
@@ -16,6 +18,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Real-time OHLCV candles with Bytewax. The flow itself runs with "
         "`python -m bytewax.run flows.ohlcv`; these are the tools around it.",
     )
+    try:
+        settings = load_settings(for_flow=False)  # the defaults of every option
+    except SettingsError as exc:
+        print(f"candlewax: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    for warning in unknown_variables():
+        print(f"candlewax: warning: {warning}", file=sys.stderr)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo_parser = commands.add_parser(
         "demo",
@@ -23,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         description=demo.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_arguments(demo_parser)
+    demo.add_arguments(demo_parser, settings)
     demo_parser.set_defaults(run=demo.run)
 
     for name, module, summary in (
@@ -40,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.add_arguments(sub)
+        module.add_arguments(sub, settings)
         sub.set_defaults(run=module.run)
 
     args = parser.parse_args(argv)

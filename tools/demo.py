@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import msgspec
 
+from config.settings import Settings
 from sources.simulator import SimulatorConfig, TradeSimulator
 from tools.broker import FLOW_TOPICS, EmbeddedBroker
 from tools.topics import produce, read_topic
@@ -28,7 +29,7 @@ from tools.topics import produce, read_topic
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument(
         "--trades", type=int, default=300_000, help="simulated trades (default 300000)"
     )
@@ -165,13 +166,3 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
         'query it: python -c "import duckdb; duckdb.sql(\\"select * from read_parquet('
         f"'{glob}', hive_partitioning = true) limit 5\\\").show()\""
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="candlewax demo", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

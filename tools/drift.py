@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from config.durations import parse_duration_ms
+from config.settings import Settings
 from sinks.lake import require_lake
 from tools.message_outputs import add_lake_argument
 
@@ -30,8 +31,8 @@ COLUMNS = (
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_lake_argument(parser)
+def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    add_lake_argument(parser, settings)
     parser.add_argument("--alerts", action="store_true", help="only bars that raised an alert")
     parser.add_argument("--symbol", help="only this symbol")
     parser.add_argument("--resolution", help="only this resolution (1s, 10s, 1m, ...)")

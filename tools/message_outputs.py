@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from config.settings import Settings
 from tools.pacing import paced
 from tools.progress import Progress
 from tools.topics import KafkaOutput
@@ -42,19 +42,19 @@ class LinesOutput:
             self.stream.close()
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+def add_output_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """`--brokers/--topic` (Kafka, keyed by symbol) or `--output` (NDJSON), for the tools."""
     out = parser.add_argument_group("where to")
     out.add_argument(
         "--brokers",
-        default=os.environ.get("CANDLEWAX_KAFKA_BROKERS") or None,
-        help="Kafka bootstrap servers (default $CANDLEWAX_KAFKA_BROKERS); messages are keyed "
-        "by symbol",
+        default=settings.kafka_brokers or None,
+        help="Kafka bootstrap servers (default %(default)s, from CANDLEWAX_KAFKA_BROKERS); "
+        "messages are keyed by symbol",
     )
     out.add_argument(
         "--topic",
-        default=os.environ.get("CANDLEWAX_KAFKA_TRADES_TOPIC", "trades"),
-        help="Kafka topic (default $CANDLEWAX_KAFKA_TRADES_TOPIC or trades)",
+        default=settings.kafka_trades_topic,
+        help="Kafka topic (default %(default)s, from CANDLEWAX_KAFKA_TRADES_TOPIC)",
     )
     out.add_argument(
         "--output",
@@ -80,13 +80,13 @@ def ndjson_path(text: str) -> str:
     return text
 
 
-def add_lake_argument(parser: argparse.ArgumentParser) -> None:
+def add_lake_argument(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """`--lake`: the lake a tool reads, by default where the flow writes it."""
     parser.add_argument(
         "--lake",
         type=Path,
-        default=Path(os.environ.get("CANDLEWAX_LAKE_DIR", "lake")),
-        help="the lake (default $CANDLEWAX_LAKE_DIR or ./lake)",
+        default=settings.lake_dir,
+        help="the lake (default %(default)s, from CANDLEWAX_LAKE_DIR)",
     )
 
 

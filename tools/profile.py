@@ -21,6 +21,7 @@ import duckdb
 import polars as pl
 
 from config.durations import parse_duration_ms
+from config.settings import Settings
 from sources.formats import read_trade_file
 from sources.formats.common import CONTRACT_COLUMNS
 from tools.file_reading import add_reading_arguments, read_options
@@ -28,7 +29,7 @@ from tools.progress import Progress
 from tools.quality_checks import QualityOptions, QualityReport, profile
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument(
         "path",
         type=Path,

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
-from config.settings import parse_epoch_ms
+from candlewax.records import DRIFT_FIELDS
+from config.durations import format_duration
+from config.settings import Settings, parse_epoch_ms
 from tools.bar_truth import ReconcileScope, reconcile
 from tools.message_outputs import add_lake_argument
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_lake_argument(parser)
+def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    add_lake_argument(parser, settings)
     parser.add_argument(
         "--start", type=parse_epoch_ms, help="first window start, epoch ms or ISO (UTC)"
     )
@@ -26,19 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbols", default="", help="comma-separated symbols (default all)")
     parser.add_argument(
         "--resolutions",
-        default=os.environ.get("CANDLEWAX_RESOLUTIONS", "1s,10s,1m"),
-        help="resolutions to compare (default $CANDLEWAX_RESOLUTIONS or 1s,10s,1m)",
+        default=",".join(format_duration(ms) for ms in settings.resolutions),
+        help="resolutions to compare (default %(default)s, from CANDLEWAX_RESOLUTIONS)",
     )
     parser.add_argument(
         "--threshold",
         type=float,
-        default=float(os.environ.get("CANDLEWAX_DRIFT_THRESHOLD", "0.005")),
-        help="relative drift of a bar that fails the run (default 0.005 = 0.5 %%)",
+        default=settings.drift_threshold,
+        help="relative drift of a bar that fails the run (default %(default)s, from "
+        "CANDLEWAX_DRIFT_THRESHOLD)",
     )
     parser.add_argument(
         "--fields",
-        default=os.environ.get("CANDLEWAX_DRIFT_ALERT_FIELDS", ",".join(DEFAULT_ALERT_FIELDS)),
-        help=f"fields the threshold applies to (default {','.join(DEFAULT_ALERT_FIELDS)}); "
+        default=",".join(settings.drift_alert_fields),
+        help="fields the threshold applies to (default %(default)s, from "
+        "CANDLEWAX_DRIFT_ALERT_FIELDS); "
         "missing and extra bars always count",
     )
     parser.add_argument("--json", type=Path, help="write the summary and worst bars as JSON")

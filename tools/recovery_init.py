@@ -17,9 +17,10 @@ from pathlib import Path
 from bytewax.recovery import init_db_dir
 
 from candlewax.cluster import process_id
+from config.settings import Settings
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument("directory", type=Path, help="this process's recovery directory")
     parser.add_argument(
         "--partitions",

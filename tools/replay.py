@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from config.settings import Settings
 from sources.formats import TradeFile, read_trade_file
 from sources.formats.common import CONTRACT_COLUMNS
 from tools.file_reading import add_reading_arguments, read_options
@@ -22,7 +23,7 @@ from tools.message_outputs import add_output_arguments, describe, open_output, s
 from tools.progress import Progress
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument(
         "files",
         nargs="+",
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="play the files N times (0 = forever); each repeat is shifted "
         "past the previous one in time and its ids get a '~N' suffix",
     )
-    add_output_arguments(parser)
+    add_output_arguments(parser, settings)
 
 
 def report(read: TradeFile, out=sys.stderr) -> None:

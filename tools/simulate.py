@@ -8,13 +8,13 @@ import argparse
 import sys
 
 from config.durations import parse_duration_ms
-from config.settings import parse_epoch_ms
+from config.settings import Settings, parse_epoch_ms
 from sources.simulator import SimulatorConfig, TradeSimulator
 from tools.message_outputs import add_output_arguments, describe, open_output, send_all
 from tools.progress import Progress
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     amount = parser.add_argument_group("how much")
     amount.add_argument(
         "--count",
@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(type add/cancel/modify), e.g. 0.98",
     )
 
-    add_output_arguments(parser)
+    add_output_arguments(parser, settings)
 
 
 def config_from(args: argparse.Namespace) -> SimulatorConfig:

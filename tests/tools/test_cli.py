@@ -134,3 +134,21 @@ def test_lake_commands_stop_on_a_directory_that_is_no_lake(command, tmp_path):
     result = candlewax(command, "--lake", str(tmp_path / "nonexist"), check=False)
     assert result.returncode == 2
     assert "not a candlewax lake" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["simulate", "replay", "profile", "reconcile", "drift", "recovery-init", "demo"]
+)
+def test_one_bad_setting_is_one_line_and_exit_2_for_every_command(command):
+    result = candlewax(command, "--help", check=False, env={"CANDLEWAX_DRIFT_THRESHOLD": "abc"})
+    assert result.returncode == 2
+    assert "CANDLEWAX_DRIFT_THRESHOLD" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2  # the title and the one bad value
+
+
+def test_the_commands_take_their_defaults_from_the_settings(tmp_path):
+    lake = tmp_path / "my-lake"
+    result = candlewax("drift", check=False, env={"CANDLEWAX_LAKE_DIR": str(lake)})
+    assert result.returncode == 2 and str(lake) in result.stderr
+    shown = candlewax("reconcile", "--help", env={"CANDLEWAX_RESOLUTIONS": "2s,1m"}).stdout
+    assert "2s,1m" in shown
