@@ -73,19 +73,25 @@ def dlq_message(
     return rejection.key, value, headers
 
 
-class _ProducerPartition(StatelessSinkPartition[Any]):
+class ProducerChannel:
+    """One producer writing to one topic: the only place candlewax produces to Kafka (the
+    flow's sinks and the tools alike). Sends wait, not fail, while the local queue is full;
+    a delivery failure is never dropped (`OutputError`); `deliver()` returns once every
+    message sent so far is delivered, waiting through outages (librdkafka retries until
+    `message.timeout.ms`)."""
+
     def __init__(
         self,
-        producer: Producer,
+        client_config: dict[str, Any],
         topic: str,
-        to_message: Callable[[Any], KafkaMessage],
-        health: KafkaHealth,
+        producer_config: dict[str, Any] | None = None,
     ):
-        self.producer = producer
         self.topic = topic
-        self.to_message = to_message
-        self.health = health
+        config = {**PRODUCER_DEFAULTS, **client_config, **(producer_config or {})}
+        self.health = KafkaHealth(f"producer of {topic!r}", str(config["bootstrap.servers"]))
+        self.producer = Producer({**config, **self.health.client_config()})
         self.failure: str | None = None
+        self.sent = 0
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
@@ -93,41 +99,59 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
         elif self.failure is None:
             self.failure = str(error.str())
 
-    def _stop_on_failure(self) -> None:
+    def raise_failure(self) -> None:
         if self.failure is not None:
-            fail(OutputError(f"Kafka topic {self.topic!r} at {self.health.brokers}", self.failure))
+            raise OutputError(f"Kafka topic {self.topic!r} at {self.health.brokers}", self.failure)
 
-    def write_batch(self, items: list[Any]) -> None:
-        self._stop_on_failure()
-        produce, topic = self.producer.produce, self.topic
-        for item in items:
-            key, value, headers = self.to_message(item)
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
-                    break
-                except BufferError:
-                    # The local queue is full: let librdkafka send, then retry.
-                    self.producer.poll(0.05)
-                    self._stop_on_failure()
-                except KafkaException as exc:  # refused before sending (size, topic name)
-                    self.failure = str(exc.args[0].str() if exc.args else exc)
-                    self._stop_on_failure()
-        # Delivered before the batch counts as written: a recovery snapshot taken after
-        # it never covers a message still in a local queue (at least once, keyed).
-        self._deliver()
+    def send(self, key: bytes | None, value: bytes | None, headers: Headers | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic, value, key, headers=headers, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:  # the local queue is full: let librdkafka send, then retry
+                self.producer.poll(0.05)
+                self.raise_failure()
+            except KafkaException as exc:  # refused before sending (size, topic name)
+                self.failure = str(exc.args[0].str() if exc.args else exc)
+                self.raise_failure()
+        self.sent += 1
+        if self.sent % 10_000 == 0:
+            self.producer.poll(0)
+            self.raise_failure()
 
-    def _deliver(self) -> None:
+    def deliver(self) -> None:
         started = time.monotonic()
         while self.producer.flush(1.0):
-            self._stop_on_failure()
+            self.raise_failure()
             if self.health.down_since is None and time.monotonic() - started > 10:
                 self.health.unreachable("messages are waiting to be delivered")
-        self._stop_on_failure()
+        self.raise_failure()
+
+
+class _ProducerPartition(StatelessSinkPartition[Any]):
+    def __init__(self, channel: ProducerChannel, to_message: Callable[[Any], KafkaMessage]):
+        self.channel = channel
+        self.to_message = to_message
+
+    def write_batch(self, items: list[Any]) -> None:
+        try:
+            send = self.channel.send
+            for item in items:
+                send(*self.to_message(item))
+            # Delivered before the batch counts as written: a recovery snapshot taken
+            # after it never covers a message still in a local queue (at least once, keyed).
+            self.channel.deliver()
+        except OutputError as error:
+            fail(error)
 
     def close(self) -> None:
         if failure() is None:  # after a failure elsewhere nothing more is sent
-            self._deliver()
+            try:
+                self.channel.deliver()
+            except OutputError as error:
+                fail(error)
 
 
 class KafkaRecordSink(DynamicSink[Any]):
@@ -140,11 +164,11 @@ class KafkaRecordSink(DynamicSink[Any]):
         to_message: Callable[[Any], KafkaMessage],
         producer_config: dict[str, Any] | None = None,
     ):
-        self.config = {**PRODUCER_DEFAULTS, **client_config, **(producer_config or {})}
+        self.client_config = client_config
+        self.producer_config = producer_config
         self.topic = topic
         self.to_message = to_message
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        health = KafkaHealth(f"producer of {self.topic!r}", str(self.config["bootstrap.servers"]))
-        producer = Producer({**self.config, **health.client_config()})
-        return _ProducerPartition(producer, self.topic, self.to_message, health)
+        channel = ProducerChannel(self.client_config, self.topic, self.producer_config)
+        return _ProducerPartition(channel, self.to_message)

@@ -73,6 +73,18 @@ DLQ = LakeDataset("dlq", ("date",), "received_at", _from_records(Rejection))
 DATASETS = {d.name: d for d in (CANDLES, TRADES, DRIFT, DLQ)}
 
 
+def scan(dataset: str) -> str:
+    """DuckDB SQL that reads one dataset of the lake, Hive partitions as columns. Its file
+    pattern is the named query parameter `$<dataset>` (see `scan_parameters`): paths are
+    never quoted into SQL by hand."""
+    return f"read_parquet(${dataset}, hive_partitioning = true)"
+
+
+def scan_parameters(lake: Path, *datasets: str) -> dict[str, str]:
+    """The parameters of `scan(dataset)` for each dataset, in the lake at `lake`."""
+    return {name: str(Path(lake) / name / "**" / "*.parquet") for name in datasets}
+
+
 def require_lake(path: Path) -> Path:
     """`path` if it is a candlewax lake (a directory holding at least one of the datasets),
     else `FileNotFoundError` saying so: every command that reads a lake checks this first."""

@@ -19,7 +19,7 @@ import polars as pl
 
 from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
 from config.durations import parse_duration_ms
-from sinks.lake import require_lake
+from sinks.lake import require_lake, scan, scan_parameters
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 
@@ -52,20 +52,26 @@ def _date(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
-def _filters(scope: ReconcileScope, time_column: str, width_ms: int) -> str:
-    """SQL conditions on partitions and time; the date bounds let DuckDB prune files."""
+def _filters(
+    scope: ReconcileScope, time_column: str, width_ms: int, parameters: dict[str, Any]
+) -> str:
+    """SQL conditions on partitions and time (the date bounds let DuckDB prune files);
+    their values go into `parameters`, never into the SQL text."""
     conditions = ["true"]
     if scope.start_ms is not None:
         start = scope.start_ms - scope.start_ms % width_ms
-        conditions += [f"date >= '{_date(start)}'", f"{time_column} >= epoch_ms({start})"]
-    if scope.end_ms is not None:
+        parameters[f"start_date_{width_ms}"] = _date(start)
+        parameters[f"start_{width_ms}"] = start
         conditions += [
-            f"date <= '{_date(scope.end_ms)}'",
-            f"{time_column} < epoch_ms({scope.end_ms})",
+            f"date >= $start_date_{width_ms}",
+            f"{time_column} >= epoch_ms($start_{width_ms})",
         ]
+    if scope.end_ms is not None:
+        parameters["end_date"], parameters["end"] = _date(scope.end_ms), scope.end_ms
+        conditions += ["date <= $end_date", f"{time_column} < epoch_ms($end)"]
     if scope.symbols:
-        listed = ", ".join("'" + s.replace("'", "''") + "'" for s in scope.symbols)
-        conditions.append(f"symbol in ({listed})")
+        parameters["symbols"] = list(scope.symbols)
+        conditions.append("symbol in (select unnest($symbols))")
     return " and ".join(conditions)
 
 
@@ -73,25 +79,24 @@ def truth_candles(
     con: duckdb.DuckDBPyConnection, lake: Path, scope: ReconcileScope
 ) -> pl.DataFrame:
     """OHLCV per bar from every trade in the lake; ties on `ts` go by arrival (`seq`)."""
-    source = f"read_parquet('{lake}/trades/**/*.parquet', hive_partitioning = true)"
-    columns = {row[0] for row in con.execute(f"describe select * from {source}").fetchall()}
-    order = "ts, seq" if "seq" in columns else "ts"
+    parameters: dict[str, Any] = scan_parameters(lake, "trades")
+    described = con.execute(f"describe select * from {scan('trades')}", parameters).fetchall()
+    order = "ts, seq" if "seq" in {row[0] for row in described} else "ts"
     parts = []
-    for name in scope.resolutions:
+    for index, name in enumerate(scope.resolutions):
         width = parse_duration_ms(name)
+        parameters[f"resolution_{index}"] = name
         parts.append(f"""
-            select symbol, '{name}' as resolution,
+            select symbol, $resolution_{index} as resolution,
                    (epoch_ms(ts) // {width}) * {width} as window_start,
                    first(price order by {order}) as open, max(price) as high,
                    min(price) as low, last(price order by {order}) as close,
                    sum(size) as volume, sum(price * size) / sum(size) as vwap,
                    count(*) as trade_count
-            from {source}
-            where {_filters(scope, "ts", width)}
+            from {scan("trades")}
+            where {_filters(scope, "ts", width, parameters)}
             group by all""")
-    relation = con.sql(" union all ".join(parts))
-    assert relation is not None
-    return relation.pl().with_columns(_bar_id())
+    return con.sql(" union all ".join(parts), params=parameters).pl().with_columns(_bar_id())
 
 
 def emitted_candles(
@@ -100,16 +105,21 @@ def emitted_candles(
     """The lake's candles at their current revision (the highest per `bar_id`)."""
     if not list((lake / "candles").rglob("*.parquet")):
         return pl.DataFrame(schema={"bar_id": pl.String, **{f: pl.Float64 for f in DRIFT_FIELDS}})
-    listed = ", ".join(f"'{r}'" for r in scope.resolutions)
     coarsest = max(parse_duration_ms(r) for r in scope.resolutions)
-    relation = con.sql(f"""
+    parameters: dict[str, Any] = {
+        **scan_parameters(lake, "candles"),
+        "resolutions": list(scope.resolutions),
+    }
+    where = _filters(scope, "window_start", coarsest, parameters)
+    return con.sql(
+        f"""
         select bar_id, symbol, resolution, epoch_ms(window_start) as window_start, revision,
                open, high, low, close, volume, vwap, trade_count
-        from read_parquet('{lake}/candles/**/*.parquet', hive_partitioning = true)
-        where resolution in ({listed}) and {_filters(scope, "window_start", coarsest)}
-        qualify row_number() over (partition by bar_id order by revision desc) = 1""")
-    assert relation is not None
-    return relation.pl()
+        from {scan("candles")}
+        where resolution in (select unnest($resolutions)) and {where}
+        qualify row_number() over (partition by bar_id order by revision desc) = 1""",
+        params=parameters,
+    ).pl()
 
 
 def _bar_id() -> pl.Expr:
@@ -174,10 +184,11 @@ def reconcile(lake: Path, scope: ReconcileScope) -> Reconciliation:
     con = duckdb.connect()
     truth = truth_candles(con, lake, scope)
     emitted = emitted_candles(con, lake, scope)
+    parameters: dict[str, Any] = scan_parameters(lake, "trades")
+    widest = max(parse_duration_ms(r) for r in scope.resolutions)
+    where = _filters(scope, "ts", widest, parameters)
     trades_row = con.execute(
-        "select count(*) from "
-        f"read_parquet('{lake}/trades/**/*.parquet', hive_partitioning = true) "
-        f"where {_filters(scope, 'ts', max(parse_duration_ms(r) for r in scope.resolutions))}"
+        f"select count(*) from {scan('trades')} where {where}", parameters
     ).fetchone()
     bars = compare(truth, emitted, scope)
     seconds = time.perf_counter() - began

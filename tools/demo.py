@@ -22,6 +22,7 @@ import duckdb
 import msgspec
 
 from config.settings import Settings
+from sinks.lake import scan, scan_parameters
 from sources.simulator import SimulatorConfig, TradeSimulator
 from tools.broker import FLOW_TOPICS, EmbeddedBroker
 from tools.topics import produce, read_topic
@@ -143,20 +144,21 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
     con = duckdb.connect()
     glob = f"{lake}/candles/**/*.parquet"
     say("DuckDB over the lake: the five most traded symbols in 1-minute candles")
-    con.sql(f"""
+    con.sql(
+        f"""
         select symbol, count(*) as candles, sum(trade_count) as trades,
                round(sum(volume), 2) as volume, min(low) as low, max(high) as high
-        from read_parquet('{glob}', hive_partitioning = true)
+        from {scan("candles")}
         where resolution = '1m'
-        group by symbol order by trades desc limit 5
-    """).show()
-    rejected = con.sql(f"""
-        select reason, count(*) as messages
-        from read_parquet('{lake}/dlq/**/*.parquet', hive_partitioning = true)
-        group by reason order by messages desc
-    """)
+        group by symbol order by trades desc limit 5""",
+        params=scan_parameters(lake, "candles"),
+    ).show()
     say("DuckDB over the lake: rejected messages by reason")
-    rejected.show()
+    con.sql(
+        f"select reason, count(*) as messages from {scan('dlq')} "
+        "group by reason order by messages desc",
+        params=scan_parameters(lake, "dlq"),
+    ).show()
     say("outputs:")
     for dataset in ("candles", "trades", "drift", "dlq"):
         files = list((lake / dataset).rglob("*.parquet"))

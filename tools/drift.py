@@ -16,7 +16,7 @@ import duckdb
 
 from config.durations import parse_duration_ms
 from config.settings import Settings
-from sinks.lake import require_lake
+from sinks.lake import require_lake, scan, scan_parameters
 from tools.message_outputs import add_lake_argument
 
 COLUMNS = (
@@ -46,16 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
 
 
 def query(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    source = f"read_parquet('{args.lake}/drift/**/*.parquet', hive_partitioning = true)"
+    source = scan("drift")
+    parameters: dict[str, Any] = scan_parameters(args.lake, "drift")
     conditions = ["true"]
     if args.symbol:
-        conditions.append(f"symbol = '{args.symbol.replace(chr(39), '')}'")
+        parameters["symbol"] = args.symbol
+        conditions.append("symbol = $symbol")
     if args.resolution:
-        conditions.append(f"resolution = '{args.resolution.replace(chr(39), '')}'")
+        parameters["resolution"] = args.resolution
+        conditions.append("resolution = $resolution")
     if args.since is not None:
+        parameters["since"] = int(args.since)
         conditions.append(
             f"detected_event_ts >= (select max(detected_event_ts) from {source}) "
-            f"- to_milliseconds({int(args.since)})"
+            "- to_milliseconds($since)"
         )
     where = " and ".join(conditions)
     con = duckdb.connect()
@@ -64,20 +68,26 @@ def query(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
         qualify row_number() over (
             partition by bar_id order by late_trades desc, revision desc
         ) = 1"""
-    rows_relation = con.sql(f"""
+    parameters["limit"] = int(args.limit)
+    fetched = con.execute(
+        f"""
         select strftime(detected_event_ts, '%Y-%m-%d %H:%M:%S') as detected, bar_id,
                late_trades, round(max_lateness_ms / 1000, 3) as max_lateness_s,
                round(max_drift * 100, 4) as max_drift_pct, drifted_fields, revision, alert
         from ({newest_per_bar})
         where {"alert" if args.alerts else "true"}
         order by detected_event_ts desc, max_drift desc
-        limit {int(args.limit)}""")
-    assert rows_relation is not None
-    fetched = rows_relation.fetchall()
-    totals = con.execute(f"""
+        limit $limit""",
+        parameters,
+    ).fetchall()
+    del parameters["limit"]
+    totals = con.execute(
+        f"""
         select count(*), count(distinct bar_id), count(*) filter (where alert),
                count(distinct bar_id) filter (where alert)
-        from {source} where {where}""").fetchone()
+        from {source} where {where}""",
+        parameters,
+    ).fetchone()
     assert totals is not None
     columns = [c for c, _ in COLUMNS]
     rows = [dict(zip(columns, row, strict=True)) for row in fetched]

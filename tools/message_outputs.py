@@ -17,7 +17,8 @@ from tools.topics import KafkaOutput
 
 
 class MessageOutput(Protocol):
-    sent: int
+    @property
+    def sent(self) -> int: ...
 
     def send(self, key: bytes | None, value: bytes | None) -> None: ...
 

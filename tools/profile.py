@@ -22,6 +22,7 @@ import polars as pl
 
 from config.durations import parse_duration_ms
 from config.settings import Settings
+from sinks.lake import require_lake, scan, scan_parameters
 from sources.formats import read_trade_file
 from sources.formats.common import CONTRACT_COLUMNS
 from tools.file_reading import add_reading_arguments, read_options
@@ -85,21 +86,20 @@ def load(args: argparse.Namespace) -> tuple[pl.DataFrame, dict[str, Any]]:
 
 
 def _load_lake(lake: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
-    trades_glob = lake / "trades" / "**" / "*.parquet"
+    require_lake(lake)
     if not list((lake / "trades").rglob("*.parquet")):
         raise FileNotFoundError(f"{lake}: no Parquet files under trades/ (is it a candlewax lake?)")
     con = duckdb.connect()
-    relation = con.sql(
-        f"select symbol, epoch_ms(ts) as ts, price, size, trade_id, side, venue "
-        f"from read_parquet('{trades_glob}', hive_partitioning = true) order by ts"
-    )
-    assert relation is not None
-    trades = relation.pl()
+    trades = con.sql(
+        "select symbol, epoch_ms(ts) as ts, price, size, trade_id, side, venue "
+        f"from {scan('trades')} order by ts",
+        params=scan_parameters(lake, "trades"),
+    ).pl()
     rejected: dict[str, int] = {}
     if list((lake / "dlq").rglob("*.parquet")):
         rows = con.execute(
-            f"select reason, count(*) from read_parquet('{lake / 'dlq' / '**' / '*.parquet'}', "
-            "hive_partitioning = true) group by reason"
+            f"select reason, count(*) from {scan('dlq')} group by reason",
+            scan_parameters(lake, "dlq"),
         ).fetchall()
         rejected = {reason: int(count) for reason, count in rows}
     # The lake keeps trades deduplicated and not in arrival order: read by event time.

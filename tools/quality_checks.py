@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-FINGERPRINT = ("symbol", "ts", "price", "size", "side")
+from operators.dedupe import FINGERPRINT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -149,15 +149,17 @@ def outliers(
 
 
 def duplicates(trades: pl.DataFrame) -> list[dict[str, Any]]:
-    """Extra copies per symbol: same `trade_id`, and same fingerprint (symbol, ts, price,
-    size, side: identical trades that real markets do produce, so a hint, not an error)."""
+    """Extra copies per symbol: same `trade_id`, and same fingerprint (the columns the
+    flow's fingerprint dedupe uses: identical trades that real markets do produce, so a
+    hint, not an error)."""
     by_id = (
         trades.filter(pl.col("trade_id").is_not_null())
         .group_by("symbol")
         .agg((pl.len() - pl.col("trade_id").n_unique()).alias("by_trade_id"))
     )
+    fingerprint = [c for c in FINGERPRINT_COLUMNS if c in trades.columns]
     by_print = trades.group_by("symbol").agg(
-        (pl.len() - pl.struct(list(FINGERPRINT)).n_unique()).alias("by_fingerprint")
+        (pl.len() - pl.struct(fingerprint).n_unique()).alias("by_fingerprint")
     )
     return by_print.join(by_id, on="symbol", how="left").fill_null(0).sort("symbol").to_dicts()
 

@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-PRODUCER_CONFIG: dict[str, Any] = {"linger.ms": 20, "batch.num.messages": 10_000}
+from sinks.kafka import ProducerChannel
 
 
 @dataclass(frozen=True)
@@ -22,40 +22,22 @@ class Record:
 
 
 class KafkaOutput:
-    """Sends messages to one topic, waiting (not failing) when the local queue is full;
-    delivery errors are raised, never dropped."""
+    """Messages to one topic, for the tools (`MessageOutput`): the flow's own producer
+    channel, so delivery failures are raised, never dropped."""
 
     def __init__(self, client_config: dict[str, Any], topic: str):
         self.topic = topic
-        self.producer = Producer({**PRODUCER_CONFIG, **client_config})
-        self.sent = 0
-        self._failure: str | None = None
+        self.channel = ProducerChannel(client_config, topic)
 
-    def _on_delivery(self, error: Any, message: Any) -> None:
-        if error is not None and self._failure is None:
-            self._failure = f"delivery to {self.topic!r} failed: {error}"
+    @property
+    def sent(self) -> int:
+        return self.channel.sent
 
     def send(self, key: bytes | None, value: bytes | None) -> None:
-        while True:
-            try:
-                self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                self.producer.poll(0.05)
-        self.sent += 1
-        if self.sent % 10_000 == 0:
-            self.producer.poll(0)
-            self._raise()
-
-    def _raise(self) -> None:
-        if self._failure is not None:
-            raise RuntimeError(self._failure)
+        self.channel.send(key, value)
 
     def close(self) -> None:
-        remaining = self.producer.flush(60)
-        self._raise()
-        if remaining:
-            raise RuntimeError(f"{remaining} messages to {self.topic!r} were not delivered in 60 s")
+        self.channel.deliver()
 
 
 def produce(
