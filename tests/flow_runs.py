@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from candlewax.metrics import FlowMetrics
-from candlewax.records import Candle, DriftRecord, Rejection
+from candlewax.records import Candle, DriftRecord, RawBatch, Rejection
 from config.settings import Settings
 from flows.ohlcv import FlowSinks, build_flow
 from sinks.lake import trades_frame
@@ -54,3 +55,37 @@ def run_flow(
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     trades = trades_frame(out["trades"]) if out["trades"] else pl.DataFrame()
     return FlowResult(out["candles"], out["drift"], trades, out["dlq"], metrics)
+
+
+class CrashingSource(FixedPartitionedSource[RawBatch, int]):
+    """Raw batches from a list, resumable by index, crashing once when it reaches each
+    index of `crash_at`: a run that fails mid-way (no snapshot of its last epoch), for
+    recovery tests on several workers, where Bytewax's `TestingSource.ABORT()` cannot go."""
+
+    def __init__(self, batches: Sequence[RawBatch], crash_at: Sequence[int]):
+        self.batches = list(batches)
+        self.crash_at = set(crash_at)
+
+    def list_parts(self) -> list[str]:
+        return ["batches"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
+        return _CrashingPartition(self, resume_state or 0)
+
+
+class _CrashingPartition(StatefulSourcePartition[RawBatch, int]):
+    def __init__(self, source: CrashingSource, start: int):
+        self.source = source
+        self.next = start
+
+    def next_batch(self) -> list[RawBatch]:
+        if self.next in self.source.crash_at:
+            self.source.crash_at.discard(self.next)
+            raise RuntimeError(f"planned crash before batch {self.next}")
+        if self.next >= len(self.source.batches):
+            raise StopIteration
+        self.next += 1
+        return [self.source.batches[self.next - 1]]
+
+    def snapshot(self) -> int:
+        return self.next

@@ -36,8 +36,8 @@ def test_one_and_two_workers_give_identical_output(stream):
     assert one.trades.sort(key).equals(two.trades.sort(key))
 
 
-def test_every_message_has_one_outcome_and_the_counts_add_up(stream):
-    result = run_flow(stream, batch_size=1_000)
+def test_every_message_has_one_outcome_and_the_counts_add_up(stream, workers):
+    result = run_flow(stream, workers=workers, batch_size=1_000)
     counts = result.metrics.summary()
     assert counts["received"] == len(stream)
     outcomes = ("accepted", "duplicate", "filtered", "rejected", "late")
@@ -58,8 +58,8 @@ def test_every_message_has_one_outcome_and_the_counts_add_up(stream):
     assert result.trades.get_column("late").sum() == counts["late"]
 
 
-def test_late_trades_are_recorded_as_drift_against_the_truth(stream):
-    result = run_flow(stream, batch_size=1_000)
+def test_late_trades_are_recorded_as_drift_against_the_truth(stream, workers):
+    result = run_flow(stream, workers=workers, batch_size=1_000)
     truth = reference_trades(stream, 1_000, 1_000, ts_max=T0 + 10**9)
     late = truth.filter(pl.col("late"))
     assert late.height > 50
@@ -92,24 +92,24 @@ def test_late_trades_are_recorded_as_drift_against_the_truth(stream):
     assert result.metrics.summary()["drift_alerts"] == len(alerts)
 
 
-def test_dlq_keeps_original_bytes_reason_and_position():
+def test_dlq_keeps_original_bytes_reason_and_position(workers):
     messages = [trade(ts=T0), b'{"symbol":"A","price":"1","size":1,"ts":%d}' % T0, b"garbage"]
-    result = run_flow(messages, batch_size=2)
+    result = run_flow(messages, workers=workers, batch_size=2)
     assert [(r.raw, r.reason, r.field, r.source) for r in result.dlq] == [
         (messages[1], "wrong_type", "price", "test@2"),
         (b"garbage", "invalid_json", None, "test@3"),
     ]
 
 
-def test_dedupe_and_lateness_follow_the_settings():
+def test_dedupe_and_lateness_follow_the_settings(workers):
     messages = [
         trade(ts=T0, trade_id=1, price=1.0),
         trade(ts=T0 + 3_000, trade_id=2, price=2.0),
         trade(ts=T0 + 500, trade_id=1, price=3.0),  # duplicate id; also late under 1 s
         trade(ts=T0 + 600, trade_id=3, price=4.0),  # late under 1 s, on time under 5 s
     ]
-    strict = run_flow(messages, factories.settings(allowed_lateness="1s"))
-    lenient = run_flow(messages, factories.settings(allowed_lateness="5s"))
+    strict = run_flow(messages, factories.settings(allowed_lateness="1s"), workers=workers)
+    lenient = run_flow(messages, factories.settings(allowed_lateness="5s"), workers=workers)
     assert strict.metrics.summary()["duplicate"] == 1 and strict.metrics.summary()["late"] == 1
     assert lenient.metrics.summary()["late"] == 0
     first = f"BTC-USD:1s:{T0}"

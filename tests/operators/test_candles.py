@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import pytest
@@ -222,3 +223,20 @@ def test_beyond_the_horizon_a_late_trade_is_only_drift():
     assert all(c.revision == 0 for c in candles)
     assert {c.bar_id: c.high for c in candles}[f"BTC-USD:1s:{T0}"] == 10.0
     assert {d.resolution for d in drift} == {"1s", "10s", "1m"}
+
+
+def test_a_snapshot_does_not_change_when_the_engine_goes_on():
+    """Bytewax may write a snapshot after the step has moved on: it must be a copy."""
+    spec = CandleSpec(resolutions=(1_000, 10_000), allowed_lateness_ms=1_000, restatement=True)
+    engine = SymbolCandles(spec)
+    engine.on_trades(trades_frame([(T0 + 100, 10.0, 1.0), (T0 + 1_500, 11.0, 2.0)]))
+    engine.on_trades(trades_frame([(T0 + 3_000, 12.0, 1.0)]))  # closes the first window
+    snapshot = engine.snapshot()
+    frozen = pickle.dumps(snapshot)
+    # Open windows grow, closed ones take late trades and restate, windows close.
+    engine.on_trades(trades_frame([(T0 + 1_700, 9.0, 5.0), (T0 + 3_200, 13.0, 1.0)]))
+    engine.on_trades(trades_frame([(T0 + 200, 8.0, 1.0), (T0 + 12_000, 14.0, 1.0)]))
+    engine.on_end()
+    assert pickle.dumps(snapshot) == frozen
+    resumed = SymbolCandles(spec, pickle.loads(frozen))
+    assert resumed.state.max_ts == T0 + 3_000

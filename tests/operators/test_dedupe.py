@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 from operators.dedupe import Deduplicator, with_dedupe_keys
@@ -81,3 +82,13 @@ def test_the_result_does_not_depend_on_batch_boundaries():
             got += kept_ids(dedupe, rows[start:end], ids[start:end])
             start = end
         assert got == expected
+
+
+def test_a_snapshot_does_not_change_when_the_filter_goes_on():
+    dedupe = Deduplicator(horizon_ms=60_000)
+    dedupe.filter(trades_frame([(T0, 1.0, 1.0), (T0 + 1, 1.0, 1.0)], ids=[1, 2]))
+    snapshot = dedupe.state.copy()  # what the dedupe step hands to Bytewax
+    frozen = pickle.dumps(snapshot)
+    later = [(T0 + 2, 1.0, 1.0), (T0 + 200_000, 1.0, 1.0), (T0 + 400_000, 1.0, 1.0)]
+    dedupe.filter(trades_frame(later, ids=[3, 4, 5]))  # new ids; generations roll over
+    assert pickle.dumps(snapshot) == frozen

@@ -147,7 +147,7 @@ def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
     assert count == (50,)
 
 
-def test_a_sum_that_overflows_float64_is_null_in_the_lake_and_in_json(tmp_path):
+def test_a_sum_that_overflows_float64_is_null_in_the_lake_and_in_json(tmp_path, workers):
     # Valid trades (finite, > 0) whose notional price * size overflows float64.
     result = run_flow(
         [
@@ -156,6 +156,7 @@ def test_a_sum_that_overflows_float64_is_null_in_the_lake_and_in_json(tmp_path):
             trade("X", 2.0, 1.0, T0 + 5_000),
         ],
         factories.settings(resolutions="1s"),
+        workers=workers,
     )
     extreme = next(c for c in result.candles if c.window_start == T0)
     assert (extreme.high, extreme.trade_count) == (1e308, 2)

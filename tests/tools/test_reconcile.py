@@ -138,9 +138,9 @@ def test_the_command_gates_on_the_threshold_and_writes_json_and_parquet(lake, tm
         ({"drift_alert_fields": "trade_count"}, True),
     ],
 )
-def test_drift_alerts_fire_and_stay_quiet_as_configured(overrides, alerts_expected):
+def test_drift_alerts_fire_and_stay_quiet_as_configured(overrides, alerts_expected, workers):
     stream = faulty_stream(10_000, seed=12)
-    result = run_flow(stream, factories.settings(**overrides))
+    result = run_flow(stream, factories.settings(**overrides), workers=workers)
     threshold = overrides.get("drift_threshold", 0.005)
     fields = overrides.get("drift_alert_fields", "open,high,low,close,volume,vwap").split(",")
     assert result.drift, "the stream has late trades"
