@@ -17,8 +17,10 @@ RUN groupadd --gid 10001 candlewax \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin candlewax
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels candlewax && rm -rf /wheels
-COPY k8s/helm/entrypoint.sh /var/bytewax/entrypoint.sh
-WORKDIR /var/bytewax
+# Like Bytewax's own image: the start scripts in /bytewax, the working directory; the
+# chart and waxctl mount the dataflow file's directory at /var/bytewax (it must not hide them).
+COPY k8s/helm/entrypoint.sh k8s/helm/entrypoint-recovery.sh k8s/helm/dataflow.py /bytewax/
+WORKDIR /bytewax
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 CANDLEWAX_LAKE_DIR=/var/lake
 USER 10001:10001
 EXPOSE 9999 9464

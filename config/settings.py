@@ -32,8 +32,9 @@ DurationMs = Annotated[int, NoDecode]
 
 # Settings whose values may hold a secret: errors never echo them.
 SECRET_FIELDS = {"kafka_sasl_password", "kafka_consumer_config", "kafka_producer_config"}
-# Variables with the prefix that are read by other parts (scripts, tests), not settings.
-NOT_SETTINGS: set[str] = set()
+# Variables with the prefix that are read by other parts, not the settings: the pods'
+# start-up script (`candlewax recovery-init --partitions`, k8s/).
+NOT_SETTINGS = {"CANDLEWAX_RECOVERY_PARTITIONS"}
 # Bounds of duration settings beyond the general 0..366 days.
 DURATION_BOUNDS = {
     "kafka_poll_timeout": (1, 10_000),  # 0 would spin a core while the topic is idle
