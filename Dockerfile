@@ -10,6 +10,7 @@ COPY flows ./flows
 COPY operators ./operators
 COPY sources ./sources
 COPY sinks ./sinks
+COPY tools ./tools
 RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint constraints.txt .
 
 FROM python:3.11.7-slim-bookworm

@@ -219,3 +219,19 @@ def test_what_the_chart_and_waxctl_start_is_the_candle_flow(trades_file, tmp_pat
     run_flow_processes(file_env(path, tmp_path / "module-lake"))
     chart_candles = lake_candles(tmp_path / "chart-lake")
     assert chart_candles and chart_candles == lake_candles(tmp_path / "module-lake")
+
+
+def test_the_image_gets_every_package_and_the_charts_start_scripts():
+    """No Docker engine here to build it: check the Dockerfile copies what
+    `pyproject.toml` installs (a package left out breaks `candlewax` in the pods) and the
+    scripts the chart runs."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
+    assert "WORKDIR /bytewax" in dockerfile  # the chart mounts /var/bytewax over the image's
+    for script in ("entrypoint.sh", "entrypoint-recovery.sh", "dataflow.py"):
+        assert f"k8s/helm/{script}" in dockerfile and (K8S / "helm" / script).is_file()
