@@ -21,10 +21,16 @@ DATA = ROOT / "bench" / "data"
 START_MS = 1_723_161_600_000  # 2024-08-09T00:00:00Z
 
 
-def trades_file(count: int, symbols: int = 12, seed: int = 1, **faults: float) -> Path:
-    """An NDJSON file of `count` simulated trades, clean unless fault rates are given
-    (made once, then reused)."""
+def trades_file(
+    count: int, symbols: int = 12, seed: int = 1, rate: float = 5_000, **faults: float
+) -> Path:
+    """An NDJSON file of `count` simulated trades at `rate` trades/s in all, clean unless
+    fault rates are given (made once, then reused). The default is sparse (12 symbols,
+    about 100 trades per 1 s candle); `symbols=4, rate=40` is dense, like equity tape
+    (about 10 trades per 1 s candle)."""
     name = f"trades-{count}-{symbols}" if not faults else f"faulty-{count}-{symbols}-{seed}"
+    if rate != 5_000:
+        name += f"-r{rate:g}"
     path = DATA / f"{name}.ndjson"
     if path.exists():
         return path
@@ -32,7 +38,7 @@ def trades_file(count: int, symbols: int = 12, seed: int = 1, **faults: float) -
     print(f"generating {count:,} trades into {path} ...", flush=True)
     simulator = TradeSimulator(
         SimulatorConfig(
-            symbols=symbols, trades=count, rate=5_000, seed=seed, start_ms=START_MS, **faults
+            symbols=symbols, trades=count, rate=rate, seed=seed, start_ms=START_MS, **faults
         )
     )
     temporary = path.with_suffix(".tmp")

@@ -41,8 +41,12 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=2_000_000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=100_000)
+    parser.add_argument("--symbols", type=int, default=12, help="12 (default): sparse")
+    parser.add_argument(
+        "--rate", type=float, default=5_000, help="trades/s in all; --symbols 4 --rate 40: dense"
+    )
     args = parser.parse_args()
-    path = trades_file(args.trades)
+    path = trades_file(args.trades, symbols=args.symbols, rate=args.rate)
     print(f"input: {path} ({path.stat().st_size / 1e6:.0f} MB, {args.trades:,} trades)")
 
     bars: list[int] = []

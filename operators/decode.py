@@ -359,15 +359,6 @@ def _verdict(raw: bytes | None) -> Verdict:
     }
 
 
-def classify_malformed(raw: bytes | None) -> Problem | str:
-    """Why a message is not a valid trade: `(reason, field, detail)` or `FILTERED` (for a
-    message that is fine as far as types go, the generic `wrong_type`)."""
-    outcome = verdict(raw)
-    if isinstance(outcome, dict):
-        return RejectReason.WRONG_TYPE.value, None, "the message does not match the trade contract"
-    return outcome
-
-
 def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> Problem:
     """Name the field whose text holds the bad bytes, when the rest is JSON."""
     where: str | None = None

@@ -129,6 +129,8 @@ class ProducerChannel:
                 self.health.unreachable("messages are waiting to be delivered")
         self.raise_failure()
 
+    close = deliver  # what the tools' outputs (`MessageOutput`) call at the end
+
 
 class _ProducerPartition(StatelessSinkPartition[Any]):
     def __init__(self, channel: ProducerChannel, to_message: Callable[[Any], KafkaMessage]):

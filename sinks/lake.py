@@ -196,11 +196,6 @@ class LakeWriter:
             if wait:
                 self._collect()
 
-    def pending(self) -> bytes | None:
-        """The rows not yet in a file (Arrow IPC), after any write in flight has landed:
-        with these in a recovery snapshot, files can stay large and nothing is lost."""
-        return self.snapshot().pending
-
     def snapshot(self) -> LakeWriterState:
         """What a resumed writer needs: its name, the number of its next file, and the
         rows not yet in a file (after any write in flight has landed)."""

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from config.settings import Settings
+from sinks.kafka import ProducerChannel
 from tools.pacing import paced
 from tools.progress import Progress
-from tools.topics import KafkaOutput
 
 
 class MessageOutput(Protocol):
@@ -94,7 +94,7 @@ def add_lake_argument(parser: argparse.ArgumentParser, settings: Settings) -> No
 def open_output(brokers: str | None, topic: str, path: str | None) -> MessageOutput:
     """Kafka when brokers are given, else the file at `path`, else standard output."""
     if brokers:
-        return KafkaOutput({"bootstrap.servers": brokers}, topic)
+        return ProducerChannel({"bootstrap.servers": brokers}, topic)
     if path and path != "-":
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -21,25 +21,6 @@ class Record:
     offset: int
 
 
-class KafkaOutput:
-    """Messages to one topic, for the tools (`MessageOutput`): the flow's own producer
-    channel, so delivery failures are raised, never dropped."""
-
-    def __init__(self, client_config: dict[str, Any], topic: str):
-        self.topic = topic
-        self.channel = ProducerChannel(client_config, topic)
-
-    @property
-    def sent(self) -> int:
-        return self.channel.sent
-
-    def send(self, key: bytes | None, value: bytes | None) -> None:
-        self.channel.send(key, value)
-
-    def close(self) -> None:
-        self.channel.deliver()
-
-
 def produce(
     client_config: dict[str, Any],
     topic: str,
@@ -48,7 +29,7 @@ def produce(
     every: int = 50_000,
 ) -> int:
     """Produce `(key, value, ...)` items; returns the count."""
-    output = KafkaOutput(client_config, topic)
+    output = ProducerChannel(client_config, topic)
     for message in messages:
         output.send(message[0], message[1])
         if progress is not None and output.sent % every == 0:

@@ -134,7 +134,7 @@ def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
     rows = [c for c in sample_candles() if c.resolution == "1s"][:50]
     before = LakeWriter(tmp_path, CANDLES, writer_id="a", flush_rows=10**6)
     before.add(rows)
-    held = before.pending()
+    held = before.snapshot().pending
     assert held and before.files_written == [], "buffered, not written: large files stay large"
     after = LakeWriter(tmp_path, CANDLES, writer_id="b")  # a resumed flow's writer
     after.restore(held)
