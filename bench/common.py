@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -19,6 +20,28 @@ from tools.broker import free_port
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
 START_MS = 1_723_161_600_000  # 2024-08-09T00:00:00Z
+
+
+# The data shapes every bench runs (`--shape`): trades per 1 s candle decide the cost.
+SHAPES: dict[str, dict[str, float]] = {
+    # 12 symbols at 5,000 trades/s: ~400 trades per 1 s candle (crypto majors' busy hours)
+    "sparse": {"symbols": 12, "rate": 5_000},
+    # 4 symbols at 24 trades/s: one 1 s candle per ~6 trades (equity tape, like the real
+    # captures in ../shared/data)
+    "dense": {"symbols": 4, "rate": 24},
+    # 500 symbols at 10,000 trades/s: many small keys (a whole exchange)
+    "wide": {"symbols": 500, "rate": 10_000},
+}
+
+
+def shape_file(shape: str, count: int) -> Path:
+    preset = SHAPES[shape]
+    return trades_file(count, symbols=int(preset["symbols"]), rate=preset["rate"])
+
+
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def trades_file(

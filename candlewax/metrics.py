@@ -25,6 +25,7 @@ OUTCOMES = ("accepted", "duplicate", "filtered", "rejected", "late")
 # The largest relative field drift of a drift record, and how late late trades were.
 DRIFT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 LATENESS_BUCKETS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 3600.0)
+DELAY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 log = logging.getLogger("candlewax")
 
 
@@ -81,6 +82,14 @@ class FlowMetrics:
             "candlewax_late_trade_lateness_seconds",
             "How far behind its symbol's newest trade each late trade arrived.",
             buckets=LATENESS_BUCKETS_S,
+            registry=r,
+        )
+        self.candle_delay = Histogram(
+            "candlewax_candle_delay_seconds",
+            "Live only: wall time a candle was handed to the sinks minus the wall time its"
+            " window could close (window end + allowed lateness), first revisions only.",
+            ["resolution"],
+            buckets=DELAY_BUCKETS_S,
             registry=r,
         )
         self.late_expired = Counter(

@@ -14,7 +14,6 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import msgspec
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -90,34 +89,88 @@ class FlaggedTrades:
 
 # --- records with a row form -----------------------------------------------------------
 class _Record:
-    """Shared conversions of the row-shaped records to Arrow tables and JSON."""
+    """Shared conversions of the row-shaped records.
+
+    On the flow's hot path records travel as polars frames of these columns, one frame
+    per symbol per step (timestamps as epoch-ms integers, as in the JSON form): `frame`,
+    `lake_frame` and `json_lines` convert whole frames. The dataclass rows are for
+    tests, tools and the few records the flow makes one at a time.
+    """
 
     ARROW_SCHEMA: ClassVar[pa.Schema]
     TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
+    def frame_schema(cls) -> dict[str, pl.DataType]:
+        """The columns of a frame of these records, in contract order."""
+        cached = cls.__dict__.get("_frame_schema")
+        if cached is None:
+            empty = pl.from_arrow(cls.ARROW_SCHEMA.empty_table())
+            assert isinstance(empty, pl.DataFrame)
+            cached = {
+                name: pl.Int64() if name in cls.TIMESTAMP_FIELDS else dtype
+                for name, dtype in empty.schema.items()
+            }
+            cls._frame_schema = cached  # type: ignore[attr-defined]
+        return cached
+
+    @classmethod
+    def frame(cls, records: Sequence[Any]) -> pl.DataFrame:
+        """A frame of dataclass rows (for records made one at a time)."""
+        schema = cls.frame_schema()
+        return pl.DataFrame(
+            {name: [getattr(r, name) for r in records] for name in schema}, schema=schema
+        )
+
+    @classmethod
+    def rows(cls, frame: pl.DataFrame) -> list[Any]:
+        """The dataclass rows of a frame (tests and tools; never on the hot path)."""
+        return [cls(**row) for row in frame.iter_rows(named=True)]
+
+    @classmethod
+    def lake_frame(cls, frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+        """Frames as rows of the lake: timestamps typed, and a float that is not finite (a
+        sum that overflowed float64, such as the notional behind `vwap` of extreme but
+        valid trades) null, as in the JSON form: never inf or NaN in any output."""
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
+        return frame.with_columns(
+            *[pl.col(name).cast(pl.Datetime("ms", "UTC")) for name in cls.TIMESTAMP_FIELDS],
+            *_finite_or_null(frame),
+        )
+
+    @classmethod
+    def json_lines(cls, frame: pl.DataFrame) -> list[bytes]:
+        """The JSON form of every row, encoded in one call for the whole frame."""
+        if frame.height == 0:
+            return []
+        text = frame.with_columns(*_finite_or_null(frame)).write_ndjson()
+        return text.encode().split(b"\n")[: frame.height]
+
+    @classmethod
     def to_arrow(cls, records: Sequence[Any]) -> pa.Table:
-        """Columns of `records`. A float that is not finite (a sum that overflowed
-        float64, such as the notional behind `vwap` of extreme but valid trades) becomes
-        null, as it does in the JSON form: never inf or NaN in any output."""
-        columns = []
-        for field in cls.ARROW_SCHEMA:
-            values = [getattr(r, field.name) for r in records]
-            if field.name in cls.TIMESTAMP_FIELDS:
-                columns.append(pa.array(values, pa.int64()).cast(field.type))
-            elif field.type == pa.float64():
-                floats = np.array(values, dtype=np.float64)  # None becomes NaN
-                absent = ~np.isfinite(floats)
-                columns.append(pa.array(floats, field.type, mask=absent if absent.any() else None))
-            else:
-                columns.append(pa.array(values, field.type))
-        return pa.Table.from_arrays(columns, schema=cls.ARROW_SCHEMA)
+        return cls.lake_frame([cls.frame(records)]).to_arrow().cast(cls.ARROW_SCHEMA)
 
     def to_json(self) -> bytes:
         return _ENCODER.encode(self)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def _finite_or_null(frame: pl.DataFrame) -> list[pl.Expr]:
+    return [
+        pl.when(pl.col(name).is_finite()).then(pl.col(name)).otherwise(None).alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.Float64
+    ]
+
+
+def record_symbol(batch: Any) -> str:
+    """The symbol of a per-symbol batch (a frame of records or flagged trades): the key
+    that routes it to a partitioned sink."""
+    if isinstance(batch, pl.DataFrame):
+        return str(batch.get_column("symbol")[0])
+    return str(batch.symbol)
 
 
 def _enc_hook(value: Any) -> Any:

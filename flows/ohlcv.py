@@ -26,6 +26,7 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 from candlewax.cluster import offset_bytewax_api_port, process_id
 from candlewax.failures import RedactingFilter, add_secret, exit_on_failure, redact
 from candlewax.metrics import FlowMetrics, serve_metrics
+from candlewax.records import record_symbol
 from candlewax.stopping import stop_on_signals, stopped_by
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from operators import steps
@@ -36,9 +37,9 @@ from sinks import lake
 from sinks.kafka import (
     DEFAULT_MESSAGE_MAX_BYTES,
     KafkaRecordSink,
-    candle_message,
-    dlq_message,
-    drift_message,
+    candle_messages,
+    dlq_messages,
+    drift_messages,
 )
 from sinks.parquet import LakeSink
 from sources.file import NdjsonFileSource
@@ -95,12 +96,12 @@ def build_flow(
     return flow
 
 
-def _by_symbol(record: Any) -> str:
-    return str(record.symbol)
+def _by_symbol(batch: Any) -> str:
+    return record_symbol(batch)
 
 
-def _by_source(rejection: Any) -> str:
-    return rejection.source.rsplit("@", 1)[0]
+def _by_source(rejections: Any) -> str:
+    return str(rejections.get_column("source")[0]).rsplit("@", 1)[0]
 
 
 def validation_rules(settings: Settings) -> ValidationRules:
@@ -181,13 +182,13 @@ def default_sinks(settings: Settings) -> FlowSinks:
         client = settings.kafka_client_config()
         extra = settings.kafka_producer_config
 
-        def kafka_sink(topic: str, to_message: Any) -> KafkaRecordSink:
-            return KafkaRecordSink(client, topic, to_message, extra)
+        def kafka_sink(topic: str, to_messages: Any) -> KafkaRecordSink:
+            return KafkaRecordSink(client, topic, to_messages, extra)
 
-        sinks.candles.append(kafka_sink(settings.kafka_candles_topic, candle_message))
-        sinks.drift.append(kafka_sink(settings.kafka_drift_topic, drift_message))
+        sinks.candles.append(kafka_sink(settings.kafka_candles_topic, candle_messages))
+        sinks.drift.append(kafka_sink(settings.kafka_drift_topic, drift_messages))
         max_bytes = int(extra.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
-        to_dlq = functools.partial(dlq_message, max_message_bytes=max_bytes)
+        to_dlq = functools.partial(dlq_messages, max_message_bytes=max_bytes)
         sinks.dlq.append(kafka_sink(settings.kafka_dlq_topic, to_dlq))
     return sinks
 

@@ -15,6 +15,13 @@ The rules (docs/design.md):
   per trade against the watermark of the trades before it, and windows close in a fixed
   order, so the output depends on the order of the input only, never on batch sizes.
 - Coarser candles are rolled up from base candles as these close.
+
+The hot path is columnar: on-time trades wait in arrays until their base window closes,
+then every closing window of a batch becomes a candle in a few vectorised operations
+(sorted by `(ts, arrival)`, cut at window boundaries, reduced per segment), and closed
+candles leave as one frame per step. Closed windows are kept as a structured array for
+late trades; a window becomes a Python object only when a late trade reaches it, and
+coarse windows (a tenth or less of the candles) are `Bar`s.
 """
 
 from __future__ import annotations
@@ -97,6 +104,60 @@ class ClosedBar:
         return self.late.copy() if self.emitted is None else self.emitted.merged(self.late)
 
 
+# A closed window kept for late trades: what went out (the columns of its candle).
+CLOSED_DTYPE = np.dtype(
+    [
+        ("start", np.int64),
+        ("open", np.float64),
+        ("open_ts", np.int64),
+        ("open_seq", np.int64),
+        ("close", np.float64),
+        ("close_ts", np.int64),
+        ("close_seq", np.int64),
+        ("high", np.float64),
+        ("low", np.float64),
+        ("count", np.int64),
+        ("volume", np.float64),
+        ("notional", np.float64),
+    ]
+)
+_CANDLE_COLUMNS = list(Candle.frame_schema())
+_NO_CLOSED = np.empty(0, dtype=CLOSED_DTYPE)
+_NO_INTS = np.empty(0, dtype=np.int64)
+_NO_FLOATS = np.empty(0, dtype=np.float64)
+
+
+@dataclass
+class PendingTrades:
+    """On-time trades of the open base windows, in arrival order (columns)."""
+
+    ts: np.ndarray = field(default_factory=lambda: _NO_INTS)
+    seq: np.ndarray = field(default_factory=lambda: _NO_INTS)
+    price: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    size: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def append(self, ts: np.ndarray, seq: np.ndarray, price: np.ndarray, size: np.ndarray) -> None:
+        # Arrays are replaced, never changed in place: a snapshot may share them.
+        if len(self.ts) == 0:
+            self.ts, self.seq, self.price, self.size = ts, seq, price, size
+            return
+        self.ts = np.concatenate((self.ts, ts))
+        self.seq = np.concatenate((self.seq, seq))
+        self.price = np.concatenate((self.price, price))
+        self.size = np.concatenate((self.size, size))
+
+    def take(self, mask: np.ndarray) -> PendingTrades:
+        """Remove and return the trades where `mask` holds."""
+        taken = PendingTrades(self.ts[mask], self.seq[mask], self.price[mask], self.size[mask])
+        keep = ~mask
+        self.ts, self.seq = self.ts[keep], self.seq[keep]
+        self.price, self.size = self.price[keep], self.size[keep]
+        return taken
+
+
 @dataclass
 class CandleState:
     """Everything `SymbolCandles` keeps between batches (and in recovery snapshots)."""
@@ -105,36 +166,64 @@ class CandleState:
     max_ts: int | None = None
     max_ts_seen_at_ms: float = 0.0  # input-clock time when max_ts last advanced (live)
     next_seq: int = 0
+    pending: PendingTrades = field(default_factory=PendingTrades)
+    # Open windows of the coarse resolutions (the base ones are `pending`).
     open: dict[int, dict[int, Bar]] = field(default_factory=dict)
     # Late trades for windows that are still open (coarse ones): drift when they close.
     open_late: dict[int, dict[int, ClosedBar]] = field(default_factory=dict)
-    closed: dict[int, dict[int, ClosedBar]] = field(default_factory=dict)
+    # Closed windows with a candle, by resolution: ascending `start`, kept for late trades.
+    closed: dict[int, np.ndarray] = field(default_factory=dict)
+    # Closed windows that late trades reached (with or without a candle).
+    touched: dict[int, dict[int, ClosedBar]] = field(default_factory=dict)
 
     def copy(self) -> CandleState:
-        """An independent copy for a recovery snapshot (cheaper than a deep copy)."""
+        """An independent copy for a recovery snapshot (cheaper than a deep copy): the
+        arrays are replaced, never changed in place, so they are shared."""
+        p = self.pending
         return CandleState(
             self.symbol,
             self.max_ts,
             self.max_ts_seen_at_ms,
             self.next_seq,
+            PendingTrades(p.ts, p.seq, p.price, p.size),
             {res: {s: bar.copy() for s, bar in bars.items()} for res, bars in self.open.items()},
             {res: {s: c.copy() for s, c in bars.items()} for res, bars in self.open_late.items()},
-            {res: {s: c.copy() for s, c in bars.items()} for res, bars in self.closed.items()},
+            dict(self.closed),
+            {res: {s: c.copy() for s, c in bars.items()} for res, bars in self.touched.items()},
         )
 
 
 @dataclass
 class CandleEvents:
-    """What one step of the engine produced."""
+    """What one step of the engine produced; candles and drift records as frames."""
 
-    candles: list[Candle] = field(default_factory=list)
-    drift: list[DriftRecord] = field(default_factory=list)
+    candle_parts: list[pl.DataFrame] = field(default_factory=list)
+    drift_records: list[DriftRecord] = field(default_factory=list)
     trades: FlaggedTrades | None = None  # the input trades, flagged late or not
     accepted: int = 0
     late: int = 0
     late_expired: int = 0
-    restated_bars: set[str] = field(default_factory=set)  # bar ids restated here
+    candle_counts: dict[str, int] = field(default_factory=dict)  # by resolution
+    restated_counts: dict[str, int] = field(default_factory=dict)  # by resolution
     lateness_ms: list[int] = field(default_factory=list)  # of each late trade
+
+    @property
+    def candles(self) -> pl.DataFrame | None:
+        """Every candle of the step (one frame), or None."""
+        parts = [part for part in self.candle_parts if part.height]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
+
+    @property
+    def drift(self) -> pl.DataFrame | None:
+        return DriftRecord.frame(self.drift_records) if self.drift_records else None
+
+    def count(self, resolution: str, candles: int, restated: int = 0) -> None:
+        counts = self.candle_counts
+        counts[resolution] = counts.get(resolution, 0) + candles
+        if restated:
+            self.restated_counts[resolution] = self.restated_counts.get(resolution, 0) + restated
 
 
 class SymbolCandles:
@@ -144,9 +233,11 @@ class SymbolCandles:
         self.spec = spec
         self.state = state if state is not None else CandleState()
         for res in spec.resolutions:
-            self.state.open.setdefault(res, {})
+            if res != spec.base:
+                self.state.open.setdefault(res, {})
             self.state.open_late.setdefault(res, {})
-            self.state.closed.setdefault(res, {})
+            self.state.closed.setdefault(res, _NO_CLOSED)
+            self.state.touched.setdefault(res, {})
 
     @property
     def _symbol(self) -> str:
@@ -163,16 +254,25 @@ class SymbolCandles:
             return event_wm
         return event_wm + max(0.0, now_ms - state.max_ts_seen_at_ms)
 
+    def _next_end(self) -> float:
+        """The end of the earliest open window (inf when none is open)."""
+        state, base = self.state, self.spec.base
+        ends = [start + res for res, bars in state.open.items() for start in bars]
+        ends += [start + res for res, bars in state.open_late.items() for start in bars]
+        if len(state.pending):
+            first = int(state.pending.ts.min())
+            ends.append(first - first % base + base)
+        return min(ends, default=math.inf)
+
     def next_close_at_ms(self) -> float | None:
         """Clock time (ms) at which the live watermark closes the next open window."""
         if not self.spec.live or self.state.max_ts is None:
             return None
-        ends = [start + res for res, bars in self.state.open.items() for start in bars]
-        ends += [start + res for res, bars in self.state.open_late.items() for start in bars]
-        if not ends:
+        end = self._next_end()
+        if math.isinf(end):
             return None
         event_wm = self.state.max_ts - self.spec.allowed_lateness_ms
-        return self.state.max_ts_seen_at_ms + max(0, min(ends) - event_wm)
+        return self.state.max_ts_seen_at_ms + max(0, end - event_wm)
 
     # --- input -------------------------------------------------------------------------
     def on_trades(self, trades: pl.DataFrame, now_ms: float = 0.0) -> CandleEvents:
@@ -206,9 +306,12 @@ class SymbolCandles:
         if state.max_ts is None:
             late[0] = False  # the first trade of a symbol is never late
 
-        on_time = ~late
-        self._fold_on_time(ts[on_time], seq[on_time], price[on_time], size[on_time], base)
         late_index = np.flatnonzero(late)
+        if len(late_index):
+            on_time = ~late
+            state.pending.append(ts[on_time], seq[on_time], price[on_time], size[on_time])
+        else:
+            state.pending.append(ts, seq, price, size)
         events.late = len(late_index)
         events.accepted = n - events.late
         for i in late_index.tolist():
@@ -242,85 +345,171 @@ class SymbolCandles:
     def snapshot(self) -> CandleState:
         return self.state.copy()
 
-    # --- internals ---------------------------------------------------------------------
-    def _fold_on_time(
-        self, ts: np.ndarray, seq: np.ndarray, price: np.ndarray, size: np.ndarray, base: int
-    ) -> None:
-        """Fold on-time trades into their open base windows, one partial bar per window."""
-        if len(ts) == 0:
+    # --- closing windows ---------------------------------------------------------------
+    def _close_until(self, watermark: float, events: CandleEvents) -> None:
+        """Close every window with `end <= watermark`, base first so roll-ups are complete."""
+        if self._next_end() > watermark:
             return
-        order = np.argsort(ts, kind="stable")  # by event time, ties in arrival order
-        ts, seq, price, size = ts[order], seq[order], price[order], size[order]
+        self._close_base(watermark, events)
+        for res in self.spec.resolutions[1:]:
+            self._close_coarse(res, watermark, events)
+
+    def _close_base(self, watermark: float, events: CandleEvents) -> None:
+        """The base windows that close, all at once: sorted by `(ts, arrival)`, cut at the
+        window boundaries and reduced per window."""
+        state, spec = self.state, self.spec
+        base = spec.base
+        pending = state.pending
+        if len(pending) == 0:
+            return
+        closing = pending.ts - pending.ts % base + base <= watermark
+        if not closing.any():
+            return
+        done = pending.take(closing)
+        order = np.argsort(done.ts, kind="stable")  # arrival order breaks ties on ts
+        ts, seq, price, size = done.ts[order], done.seq[order], done.price[order], done.size[order]
         window = ts - ts % base
         cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
         firsts = np.concatenate(([0], cuts))
         lasts = np.concatenate((cuts, [len(ts)])) - 1
-        highs = np.maximum.reduceat(price, firsts).tolist()
-        lows = np.minimum.reduceat(price, firsts).tolist()
-        sizes = np.split(size, cuts)
         with np.errstate(over="ignore"):  # an overflowing notional is defined: vwap null
-            notionals = np.split(price * size, cuts)
-        open_bars = self.state.open[base]
-        for k, (first, last) in enumerate(zip(firsts.tolist(), lasts.tolist(), strict=True)):
-            bar = Bar(
-                float(price[first]),
-                (int(ts[first]), int(seq[first])),
-                float(price[last]),
-                (int(ts[last]), int(seq[last])),
+            notional = price * size
+        bars = np.empty(len(firsts), dtype=CLOSED_DTYPE)
+        bars["start"] = window[firsts]
+        bars["open"], bars["open_ts"], bars["open_seq"] = price[firsts], ts[firsts], seq[firsts]
+        bars["close"], bars["close_ts"], bars["close_seq"] = price[lasts], ts[lasts], seq[lasts]
+        bars["high"] = np.maximum.reduceat(price, firsts)
+        bars["low"] = np.minimum.reduceat(price, firsts)
+        bars["count"] = lasts - firsts + 1
+        bars["volume"] = _segment_fsum(size, firsts, lasts)
+        bars["notional"] = _segment_fsum(notional, firsts, lasts)
+
+        events.candle_parts.append(self._frame(base, bars))
+        events.count(spec.name(base), len(bars))
+        state.closed[base] = _appended(state.closed[base], bars)
+        for coarse in spec.resolutions[1:]:
+            self._roll_up_closed(coarse, bars)
+        self._drift_on_close(base, bars["start"].tolist(), events)
+
+    def _roll_up_closed(self, coarse: int, bars: np.ndarray) -> None:
+        """Fold closed base candles (ascending start) into their coarse windows."""
+        starts = bars["start"]
+        coarse_start = starts - starts % coarse
+        cuts = np.flatnonzero(coarse_start[1:] != coarse_start[:-1]) + 1
+        firsts = np.concatenate(([0], cuts)).tolist()
+        lasts = (np.concatenate((cuts, [len(starts)])) - 1).tolist()
+        highs = np.maximum.reduceat(bars["high"], firsts).tolist()
+        lows = np.minimum.reduceat(bars["low"], firsts).tolist()
+        counts = np.add.reduceat(bars["count"], firsts).tolist()
+        volumes = bars["volume"].tolist()
+        notionals = bars["notional"].tolist()
+        open_bars = self.state.open[coarse]
+        for k, (first, last) in enumerate(zip(firsts, lasts, strict=True)):
+            head, tail = bars[first], bars[last]
+            part = Bar(
+                float(head["open"]),
+                (int(head["open_ts"]), int(head["open_seq"])),
+                float(tail["close"]),
+                (int(tail["close_ts"]), int(tail["close_seq"])),
                 highs[k],
                 lows[k],
-                last - first + 1,
-                sizes[k].tolist(),
-                notionals[k].tolist(),
+                counts[k],
+                volumes[first : last + 1],
+                notionals[first : last + 1],
             )
-            start = int(window[first])
+            start = int(coarse_start[first])
             current = open_bars.get(start)
             if current is None:
-                open_bars[start] = bar
+                open_bars[start] = part
             else:
-                current.absorb(bar)
+                current.absorb(part)
 
-    def _close_until(self, watermark: float, events: CandleEvents) -> None:
-        """Close every window with `end <= watermark`, base first so roll-ups are complete."""
+    def _close_coarse(self, res: int, watermark: float, events: CandleEvents) -> None:
         state, spec = self.state, self.spec
-        base = spec.base
-        closing: list[tuple[int, int, Candle | None, ClosedBar]] = []
-        for res in spec.resolutions:
-            bars = state.open[res]
-            pending = state.open_late[res]
-            ends = sorted(
-                {s for s in bars if s + res <= watermark}
-                | {s for s in pending if s + res <= watermark}
-            )
-            for start in ends:
-                bar = bars.pop(start, None)
-                closed = pending.pop(start, None) or ClosedBar(None)
-                candle = None
-                if bar is not None:
-                    bar = bar.compact()
-                    closed.emitted = closed.current = bar
-                    candle = bar.to_candle(self._symbol, spec.name(res), start, res)
-                    if res == base:
-                        for coarse in spec.resolutions[1:]:
-                            self._roll_up(coarse, window_start(start, coarse), bar)
-                state.closed[res][start] = closed
-                closing.append((start + res, res, candle, closed))
-        closing.sort(key=lambda item: (item[0], item[1]))
-        for end, res, candle, closed in closing:
-            if candle is not None:
-                events.candles.append(candle)
-            if closed.late is not None:
-                # Late trades reached this window while it was open: it went out without them.
-                closed_at = end + self.spec.allowed_lateness_ms
-                events.drift.append(self._drift(res, end - res, closed, closed_at))
+        bars = state.open[res]
+        pending = state.open_late[res]
+        ends = sorted(
+            {s for s in bars if s + res <= watermark} | {s for s in pending if s + res <= watermark}
+        )
+        if not ends:
+            return
+        closed_rows: list[tuple[int, Bar]] = []
+        touched = state.touched[res]
+        for start in ends:
+            bar = bars.pop(start, None)
+            late = pending.pop(start, None)
+            if bar is not None:
+                bar = bar.compact()
+                closed_rows.append((start, bar))
+            if late is not None:
+                late.emitted = late.current = bar
+                touched[start] = late
+        if closed_rows:
+            block = _closed_block(closed_rows)
+            events.candle_parts.append(self._frame(res, block))
+            events.count(spec.name(res), len(block))
+            state.closed[res] = _appended(state.closed[res], block)
+        self._drift_on_close(res, ends, events)
 
-    def _roll_up(self, coarse: int, start: int, base_bar: Bar) -> None:
-        bars = self.state.open[coarse]
-        current = bars.get(start)
-        if current is None:
-            bars[start] = base_bar.copy()
+    def _drift_on_close(self, res: int, starts: list[int], events: CandleEvents) -> None:
+        """Late trades reached these windows while they were open: they went out without
+        them, and the drift shows now (coarse windows only; a late base trade always finds
+        its window closed)."""
+        if res == self.spec.base:
+            return
+        touched = self.state.touched[res]
+        for start in starts:
+            closed = touched.get(start)
+            if closed is not None and closed.late is not None:
+                closed_at = start + res + self.spec.allowed_lateness_ms
+                events.drift_records.append(self._drift(res, start, closed, closed_at))
+
+    def _frame(self, res: int, bars: np.ndarray) -> pl.DataFrame:
+        """Candles of closed windows of one resolution, as a frame."""
+        name = self.spec.name(res)
+        starts = bars["start"]
+        volume = bars["volume"]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            vwap = bars["notional"] / volume
+        prefix = pl.lit(f"{self._symbol}:{name}:")
+        frame = pl.DataFrame(
+            {
+                "symbol": pl.Series([self._symbol], dtype=pl.String).new_from_index(0, len(bars)),
+                "resolution": pl.Series([name], dtype=pl.String).new_from_index(0, len(bars)),
+                "window_start": starts,
+                "window_end": starts + res,
+                "open": bars["open"],
+                "high": bars["high"],
+                "low": bars["low"],
+                "close": bars["close"],
+                "volume": volume,
+                "vwap": vwap,
+                "trade_count": bars["count"],
+                "revision": np.zeros(len(bars), dtype=np.int64),
+            },
+        )
+        bar_ids = prefix + pl.col("window_start").cast(pl.String)
+        return frame.select(*_CANDLE_COLUMNS[:-2], bar_ids.alias("bar_id"), "revision")
+
+    # --- late trades -------------------------------------------------------------------
+    def _closed_bar(self, res: int, start: int, floor: float) -> ClosedBar | None:
+        """The closed window `start` as an object late trades can change (made on first
+        use), or None when it is gone (beyond the drift and restatement horizon)."""
+        touched = self.state.touched[res]
+        closed = touched.get(start)
+        if closed is not None:
+            return closed
+        rows = self.state.closed[res]
+        i = int(np.searchsorted(rows["start"], start))
+        if i < len(rows) and int(rows["start"][i]) == start:
+            bar = _bar_of(rows[i])
+            closed = ClosedBar(bar, current=bar)
+        elif start + res <= floor:
+            return None
         else:
-            current.absorb(base_bar)
+            closed = ClosedBar(None)  # closed with no trades
+        touched[start] = closed
+        return closed
 
     def _take_late(self, trade: Bar, newest: int, watermark: float, events: CandleEvents) -> None:
         """A late trade misses its base candle and every coarser candle it belongs to.
@@ -345,20 +534,28 @@ class SymbolCandles:
                     pending = state.open_late[res].setdefault(start, ClosedBar(None))
                     pending.add_late(trade, lateness_ms)  # the drift shows when it closes
                 continue
-            closed = state.closed[res].get(start)
+            closed = self._closed_bar(res, start, floor)
             if closed is None:
-                if start + res <= floor:
-                    if res == spec.base:
-                        events.late_expired += 1
-                    continue
-                closed = state.closed[res][start] = ClosedBar(None)  # closed with no trades
+                if res == spec.base:
+                    events.late_expired += 1
+                continue
             closed.add_late(trade, lateness_ms)
             if restate:
                 bar = closed.restate(trade)
-                candle = bar.to_candle(self._symbol, spec.name(res), start, res, closed.revision)
-                events.candles.append(candle)
-                events.restated_bars.add(candle.bar_id)
-            events.drift.append(self._drift(res, start, closed, newest))
+                block = _closed_block([(start, bar)])
+                revision = pl.lit(closed.revision, pl.Int64)
+                frame = self._frame(res, block).with_columns(revision=revision)
+                events.candle_parts.append(frame)
+                events.count(spec.name(res), 1, restated=1)
+            events.drift_records.append(self._drift(res, start, closed, newest))
+
+    def _roll_up(self, coarse: int, start: int, bar: Bar) -> None:
+        bars = self.state.open[coarse]
+        current = bars.get(start)
+        if current is None:
+            bars[start] = bar.copy()
+        else:
+            current.absorb(bar)
 
     def _drift(self, res: int, start: int, closed: ClosedBar, detected: int) -> DriftRecord:
         """`detected` is the event time the drift became known (deterministic, not wall time)."""
@@ -380,6 +577,60 @@ class SymbolCandles:
         floor = watermark - self.spec.keep_closed_ms
         if math.isinf(floor):
             return
-        for res, closed in self.state.closed.items():
-            for start in [s for s in closed if s + res <= floor]:
-                del closed[start]
+        state = self.state
+        for res, rows in state.closed.items():
+            if len(rows) and rows["start"][0] + res <= floor:
+                gone = int(np.searchsorted(rows["start"] + res, floor, "right"))
+                state.closed[res] = rows[gone:]
+        for res, touched in state.touched.items():
+            for start in [s for s in touched if s + res <= floor]:
+                del touched[start]
+
+
+def _segment_fsum(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> list[float]:
+    """The exactly rounded sum of each segment: the same bits however the trades came."""
+    terms = values.tolist()
+    fsum = math.fsum
+    return [
+        fsum(terms[a : b + 1]) if b > a else terms[a]
+        for a, b in zip(firsts.tolist(), lasts.tolist(), strict=True)
+    ]
+
+
+def _appended(rows: np.ndarray, block: np.ndarray) -> np.ndarray:
+    return block if len(rows) == 0 else np.concatenate((rows, block))
+
+
+def _closed_block(items: list[tuple[int, Bar]]) -> np.ndarray:
+    """Closed windows made one at a time (coarse ones, restated ones) as rows."""
+    block = np.empty(len(items), dtype=CLOSED_DTYPE)
+    for i, (start, bar) in enumerate(items):
+        block[i] = (
+            start,
+            bar.open,
+            bar.open_key[0],
+            bar.open_key[1],
+            bar.close,
+            bar.close_key[0],
+            bar.close_key[1],
+            bar.high,
+            bar.low,
+            bar.trade_count,
+            bar.volume,
+            bar.notional,
+        )
+    return block
+
+
+def _bar_of(row: np.void) -> Bar:
+    return Bar(
+        float(row["open"]),
+        (int(row["open_ts"]), int(row["open_seq"])),
+        float(row["close"]),
+        (int(row["close_ts"]), int(row["close_seq"])),
+        float(row["high"]),
+        float(row["low"]),
+        int(row["count"]),
+        [float(row["volume"])],
+        [float(row["notional"])],
+    )

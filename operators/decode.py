@@ -1,17 +1,19 @@
 """Decode and validate a batch of raw trade messages against the trade contract.
 
-Two passes, both in native code on the happy path: msgspec checks each message's shape
-and JSON types strictly (a string, bool or null where a number belongs, a float for
-`ts`, a number out of float64 range are all errors there), then polars reads the
-messages that passed as one NDJSON block into columns, where the value rules (price and
-size > 0, symbol characters, `ts` bounds) are vectorised expressions.
+Three paths, from fastest to exact:
+1. The strict read (most batches): Arrow's JSON reader reads the whole batch in one call
+   with the contract's types, and fails on anything typed wrong (see `_strict_read`).
+   The value rules (price and size > 0, symbol characters, `ts` bounds) are vectorised
+   expressions on its columns.
+2. The careful read, for a batch the strict read refused: msgspec checks each message's
+   shape and JSON types, polars reads the messages that passed as one NDJSON block.
+3. The exact path, `verdict`, one message at a time: for the messages the other paths
+   refused or cannot vouch for (a contract field that may be given twice: parsers
+   disagree on which value counts, so those are `duplicate_key`; a `\\u` escape, which can
+   spell a key; bytes that are not UTF-8). It is total: no input makes it raise.
 
 Every message gets exactly one verdict, which depends on its bytes alone, never on the
-batch it came in: a message either takes the fast path whole or is judged one by one by
-`verdict`, which is total (no input makes it raise). The one-by-one path sees the
-messages msgspec refused and the ones the fast path cannot vouch for: a contract field
-that may be given twice (parsers disagree on which value counts, so those are rejected as
-`duplicate_key`), a `\\u` escape (which can spell a key), or bytes that are not UTF-8.
+batch it came in or the path it took (tested with hypothesis over any batching).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 from candlewax.records import TRADE_SCHEMA, RawBatch, Rejection, RejectReason
 
@@ -91,19 +95,24 @@ Verdict = Problem | str | dict[str, Any]
 def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     """Split a raw batch into valid trades, rejected messages and filtered (non-trade) ones."""
     values = batch.values
-    refused = []
-    for index, raw in enumerate(values):  # the loop body inline: this runs per message
-        try:
-            _check_shape(raw)  # type: ignore[arg-type]
-        except Exception:  # any failure at all (bad UTF-8, deep nesting...): judged below
-            refused.append(index)
-    refused_set = set(refused)
-    rows: Sequence[int] = range(len(values))
-    if refused:
-        rows = [i for i in rows if i not in refused_set]
-    raw_rows: list[bytes] = [values[i] for i in rows]  # type: ignore[misc]
     now = rules.now_ms()
-    checked = _checked(_read_rows(raw_rows), rows, raw_rows, rules, now)
+    strict = _strict_read(values)
+    refused: list[int] = []
+    rows: Sequence[int] = range(len(values))
+    if strict is not None:  # the whole batch in one strict, typed read
+        checked = _checked(strict, rows, _unvouched(), rules, now)
+    else:  # something in the batch is off: every message's shape checked on its own
+        for index, raw in enumerate(values):  # the loop body inline: this runs per message
+            try:
+                _check_shape(raw)  # type: ignore[arg-type]
+            except Exception:  # any failure at all (bad UTF-8, deep nesting...): judged below
+                refused.append(index)
+        refused_set = set(refused)
+        if refused:
+            rows = [i for i in rows if i not in refused_set]
+        raw_rows: list[bytes] = [values[i] for i in rows]  # type: ignore[misc]
+        read = _read_rows(raw_rows).hstack([_text(raw_rows)])
+        checked = _checked(read, rows, _doubtful(), rules, now).drop("_text")
 
     # The exact path: refused messages, and fast-path rows it cannot vouch for.
     doubtful = np.flatnonzero(checked.get_column("_doubtful").to_numpy())
@@ -129,7 +138,7 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
     if recovered:
         extra = pl.DataFrame(recovered, schema={**_READ_SCHEMA, "_row": pl.Int64()})
         extra_rows = extra.get_column("_row").to_list()
-        extra_checked = _checked(extra.drop("_row"), extra_rows, None, rules, now)
+        extra_checked = _checked(extra.drop("_row"), extra_rows, pl.lit(False), rules, now)
         checked = pl.concat([checked.filter(pl.Series(keep)), extra_checked]).sort("_row")
         keep = np.ones(checked.height, dtype=bool)
 
@@ -155,27 +164,100 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
 def _checked(
     frame: pl.DataFrame,
     rows: Sequence[int],
-    raw_rows: list[bytes] | None,
+    doubtful: pl.Expr,
     rules: ValidationRules,
     now: int,
 ) -> pl.DataFrame:
     """The read rows with their checks as columns, in one pass: `_row` (position in the
-    batch), `_doubtful` (see `_doubtful`), `_is_trade`, and `_reason`/`_field` of the first
-    value rule broken."""
-    row_column = pl.Series("_row", rows, dtype=pl.Int64)
-    if raw_rows is None:  # rows read by the exact path: nothing to doubt
-        text = pl.Series("_text", [None] * len(rows), dtype=pl.String)
-        doubtful: pl.Expr = pl.lit(False)
-    else:
-        text = _text(raw_rows)
-        doubtful = _doubtful()
+    batch), `_doubtful` (rows the read cannot vouch for: the exact path judges them),
+    `_is_trade`, and `_reason`/`_field` of the first value rule broken."""
     reason, field_name = _value_problems(rules.ts_min, now + rules.ts_max_future_ms)
-    return frame.hstack([row_column, text]).with_columns(
+    return frame.with_columns(
+        pl.Series("_row", rows, dtype=pl.Int64),
         doubtful.alias("_doubtful"),
         (pl.col("type").is_null() | (pl.col("type") == "trade")).alias("_is_trade"),
         reason.alias("_reason"),
         field_name.alias("_field"),
     )
+
+
+# --- the strict batch read -------------------------------------------------------------
+# Arrow's JSON reader is strict where the contract is: a string where a number belongs
+# (or the reverse), a float for `ts`, a number out of range, a contract field given twice
+# (`\u`-spelt too), a bad surrogate escape, anything but an object: each fails the read.
+# What it lets through that the contract refuses is checked on the whole batch first
+# (bytes that are not UTF-8, a byte-order mark, a message over several lines or empty,
+# deep nesting) or on the columns after (`_unvouched`).
+_ARROW_TYPES = {pl.String(): pa.string(), pl.Int64(): pa.int64(), pl.Float64(): pa.float64()}
+# `trade_id` may be a string or an integer: a batch is read with one type or the other
+# (the one that worked last first); a batch that mixes them takes the careful path.
+_TRADE_ID_TYPES = [pa.string(), pa.int64()]
+# A batch whose brackets could nest a message deeper than this takes the careful path,
+# which can say `nesting_too_deep` (this is far below where it does).
+_STRICT_MAX_NESTING = 200
+_STRICT_READ_OPTIONS = pa_json.ReadOptions(use_threads=True, block_size=1 << 20)
+
+
+def _strict_options(trade_id: pa.DataType) -> pa_json.ParseOptions:
+    fields = [
+        (name, trade_id if name == "trade_id" else _ARROW_TYPES[dtype])
+        for name, dtype in _READ_SCHEMA.items()
+    ]
+    return pa_json.ParseOptions(
+        explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore"
+    )
+
+
+def _strict_read(values: list[bytes | None]) -> pl.DataFrame | None:
+    """The batch's trade columns from one strict read, or None when anything in it needs
+    the careful path."""
+    n = len(values)
+    if n == 0 or None in values:
+        return None
+    try:
+        blob = b"\n".join(values)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    if blob.count(b"\n") != n - 1 or b"\r" in blob or _UTF8_BOM in blob:
+        return None  # a message over several lines, or one Arrow would split or trim
+    if not (blob[:1] == b"{" and blob[-1:] == b"}"):
+        return None
+    if n > 1 and not (blob.count(b"\n{") == blob.count(b"}\n") == n - 1):
+        # Every message exactly `{...}`, nothing around it: Arrow's reader crashes the
+        # process on a line that is `null` (pyarrow 26).
+        return None
+    if blob.count(b"{") + blob.count(b"[") > n + _STRICT_MAX_NESTING:
+        return None
+    try:
+        blob.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    for trade_id in list(_TRADE_ID_TYPES):
+        try:
+            table = pa_json.read_json(
+                io.BytesIO(blob),
+                read_options=_STRICT_READ_OPTIONS,
+                parse_options=_strict_options(trade_id),
+            )
+        except (pa.ArrowException, ValueError) as error:
+            if "/trade_id)" in str(error) and trade_id == _TRADE_ID_TYPES[0]:
+                continue  # the other type of trade id
+            return None
+        if table.num_rows != n:  # an empty or blank message
+            return None
+        if trade_id != _TRADE_ID_TYPES[0]:
+            _TRADE_ID_TYPES.reverse()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame.with_columns(pl.col("trade_id").cast(pl.String))
+    return None
+
+
+def _unvouched() -> pl.Expr:
+    """Rows of a strict read the exact path must judge: a required field missing or null,
+    or a number that is not finite (Arrow reads `NaN` and `Infinity`)."""
+    absent = pl.any_horizontal([pl.col(name).is_null() for name in REQUIRED_FIELDS])
+    return absent | ~pl.col("price").is_finite() | ~pl.col("size").is_finite()
 
 
 def _text(raw_rows: list[bytes]) -> pl.Series:

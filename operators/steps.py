@@ -6,17 +6,19 @@ steps; results that fork come back as small frozen dataclasses.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import bytewax.operators as op
+import numpy as np
 import polars as pl
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.metrics import FlowMetrics
-from candlewax.records import Candle, DriftRecord, FlaggedTrades, RawBatch, Rejection
+from candlewax.records import FlaggedTrades, RawBatch, Rejection
 from candlewax.stopping import stop_requested
 from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandles
 from operators.decode import DecodedBatch, ValidationRules, decode_batch
@@ -28,8 +30,9 @@ from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
 class DecodeOut:
     trades: KeyedStream[pl.DataFrame]
     """Valid trades, one frame per symbol per batch, keyed by symbol."""
-    rejections: Stream[Rejection]
-    """Messages that broke the contract, for the dead-letter queue."""
+    rejections: Stream[pl.DataFrame]
+    """Messages that broke the contract, for the dead-letter queue: a `Rejection` frame
+    per raw batch that had any."""
 
 
 @operator
@@ -52,9 +55,13 @@ def decode(
         return decoded
 
     decoded = op.map("validate", up, decode_counted)
-    rejections = op.flat_map("rejections", decoded, lambda d: d.rejections)
+    rejections = op.filter_map("rejections", decoded, _rejection_frame)
     trades = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint))
     return DecodeOut(trades, rejections)
+
+
+def _rejection_frame(decoded: DecodedBatch) -> pl.DataFrame | None:
+    return Rejection.frame(decoded.rejections) if decoded.rejections else None
 
 
 def _split_by_symbol(decoded: DecodedBatch, fingerprint: bool) -> list[tuple[str, pl.DataFrame]]:
@@ -98,10 +105,10 @@ def dedupe(
 # --- candles -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CandlesOut:
-    candles: Stream[Candle]
-    """Closed candles of every resolution."""
-    drift: Stream[DriftRecord]
-    """Drift records of late trades."""
+    candles: Stream[pl.DataFrame]
+    """Closed candles of every resolution: a `Candle` frame per symbol per step."""
+    drift: Stream[pl.DataFrame]
+    """Drift records of late trades: a `DriftRecord` frame per symbol per step."""
     trades: Stream[FlaggedTrades]
     """The deduplicated trades, flagged late or not (the lake's truth)."""
 
@@ -111,23 +118,38 @@ class _CandleLogic(StatefulBatchLogic[pl.DataFrame, CandleEvents, CandleState]):
         self.engine = engine
         self.metrics = metrics
 
+    def _observe_delay(self, candles: pl.DataFrame) -> None:
+        """How long after its window could close each new candle leaves (live only)."""
+        fresh = candles.filter(pl.col("revision") == 0)
+        if fresh.height == 0:
+            return
+        lateness_ms = self.engine.spec.allowed_lateness_ms
+        closed_at = fresh.get_column("window_end").to_numpy() + lateness_ms
+        delays = np.maximum(time.time() * 1000.0 - closed_at, 0.0) / 1000.0
+        resolutions = fresh.get_column("resolution").to_list()
+        for resolution, delay in zip(resolutions, delays.tolist(), strict=True):
+            self.metrics.candle_delay.labels(resolution).observe(delay)
+
     def _counted(self, events: CandleEvents) -> tuple[list[CandleEvents], bool]:
         m = self.metrics
         m.count("accepted", events.accepted)
         m.count("late", events.late)
         if events.late_expired:
             m.late_expired.inc(events.late_expired)
-        for candle in events.candles:
-            m.candles.labels(candle.resolution).inc()
-            if candle.revision or candle.bar_id in events.restated_bars:
-                m.restated.labels(candle.resolution).inc()
-        for record in events.drift:
+        for resolution, count in events.candle_counts.items():
+            m.candles.labels(resolution).inc(count)
+        for resolution, count in events.restated_counts.items():
+            m.restated.labels(resolution).inc(count)
+        for record in events.drift_records:
             m.drift_records.labels(record.resolution).inc()
             m.drift_ratio.labels(record.resolution).observe(record.max_drift)
             if record.alert:
                 m.drift_alerts.labels(record.symbol, record.resolution).inc()
         for lateness_ms in events.lateness_ms:
             m.lateness.observe(lateness_ms / 1000.0)
+        candles = events.candles
+        if candles is not None and self.engine.spec.live:
+            self._observe_delay(candles)
         return [events], StatefulBatchLogic.RETAIN
 
     def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[CandleEvents], bool]:
@@ -171,7 +193,7 @@ def candles(
     events = op.stateful_batch("windows", up, build)
     values = op.map("events", events, lambda kv: kv[1])
     return CandlesOut(
-        candles=op.flat_map("closed_candles", values, lambda e: e.candles),
-        drift=op.flat_map("drift_records", values, lambda e: e.drift),
+        candles=op.filter_map("closed_candles", values, lambda e: e.candles),
+        drift=op.filter_map("drift_records", values, lambda e: e.drift),
         trades=op.filter_map("flagged_trades", values, lambda e: e.trades),
     )

@@ -1,5 +1,6 @@
 """Records to Kafka topics: candles and drift records as JSON keyed by `bar_id`, rejected
-messages to the dead-letter topic with their original bytes.
+messages to the dead-letter topic with their original bytes. Records come as frames (a
+batch per symbol per step) and are encoded a frame at a time.
 
 Delivery failures are not dropped: the first one stops the flow (`candlewax.failures`),
 naming the topic and the cause. A batch counts as written only once every message of it
@@ -10,11 +11,13 @@ shorter than that loses nothing and stops nothing.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -24,8 +27,14 @@ from candlewax.records import Candle, DriftRecord, Rejection
 
 log = logging.getLogger(__name__)
 
+# librdkafka refuses a message above `message.max.bytes` (1 MB by default); keep this much
+# room for the key and the headers.
+_DLQ_ROOM = 64 * 1024
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+
 Headers = list[tuple[str, str | bytes | None]]
 KafkaMessage = tuple[bytes | None, bytes | None, Headers | None]
+ToMessages = Callable[[Any], Iterable[KafkaMessage]]  # a batch of records to messages
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 20,
@@ -34,18 +43,25 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def candle_message(candle: Candle) -> KafkaMessage:
-    return candle.bar_id.encode(), candle.to_json(), None
+def candle_messages(candles: pl.DataFrame) -> Iterable[KafkaMessage]:
+    """A frame of candles as messages keyed by `bar_id`; the JSON of the whole frame is
+    encoded in one call."""
+    return _keyed_by_bar_id(Candle, candles)
 
 
-def drift_message(record: DriftRecord) -> KafkaMessage:
-    return record.bar_id.encode(), record.to_json(), None
+def drift_messages(records: pl.DataFrame) -> Iterable[KafkaMessage]:
+    return _keyed_by_bar_id(DriftRecord, records)
 
 
-# librdkafka refuses a message above `message.max.bytes` (1 MB by default); keep this much
-# room for the key and the headers.
-_DLQ_ROOM = 64 * 1024
-DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+def _keyed_by_bar_id(record_type: Any, frame: pl.DataFrame) -> Iterable[KafkaMessage]:
+    keys = frame.get_column("bar_id").cast(pl.Binary).to_list()
+    return zip(keys, record_type.json_lines(frame), itertools.repeat(None), strict=False)
+
+
+def dlq_messages(
+    rejections: pl.DataFrame, max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
+) -> Iterable[KafkaMessage]:
+    return (dlq_message(r, max_message_bytes) for r in Rejection.rows(rejections))
 
 
 def dlq_message(
@@ -133,15 +149,16 @@ class ProducerChannel:
 
 
 class _ProducerPartition(StatelessSinkPartition[Any]):
-    def __init__(self, channel: ProducerChannel, to_message: Callable[[Any], KafkaMessage]):
+    def __init__(self, channel: ProducerChannel, to_messages: ToMessages):
         self.channel = channel
-        self.to_message = to_message
+        self.to_messages = to_messages
 
     def write_batch(self, items: list[Any]) -> None:
         try:
             send = self.channel.send
             for item in items:
-                send(*self.to_message(item))
+                for key, value, headers in self.to_messages(item):
+                    send(key, value, headers)
             # Delivered before the batch counts as written: a recovery snapshot taken
             # after it never covers a message still in a local queue (at least once, keyed).
             self.channel.deliver()
@@ -157,20 +174,20 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
 
 
 class KafkaRecordSink(DynamicSink[Any]):
-    """A producer per worker, writing records converted by `to_message`."""
+    """A producer per worker, writing batches of records converted by `to_messages`."""
 
     def __init__(
         self,
         client_config: dict[str, Any],
         topic: str,
-        to_message: Callable[[Any], KafkaMessage],
+        to_messages: ToMessages,
         producer_config: dict[str, Any] | None = None,
     ):
         self.client_config = client_config
         self.producer_config = producer_config
         self.topic = topic
-        self.to_message = to_message
+        self.to_messages = to_messages
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         channel = ProducerChannel(self.client_config, self.topic, self.producer_config)
-        return _ProducerPartition(channel, self.to_message)
+        return _ProducerPartition(channel, self.to_messages)

@@ -35,16 +35,6 @@ import polars as pl
 
 from candlewax.records import TRADE_LAKE_SCHEMA, Candle, DriftRecord, FlaggedTrades, Rejection
 
-
-def _from_records(record_type: Any) -> Callable[[Sequence[Any]], pl.DataFrame]:
-    def to_frame(records: Sequence[Any]) -> pl.DataFrame:
-        frame = pl.from_arrow(record_type.to_arrow(records))
-        assert isinstance(frame, pl.DataFrame)
-        return frame
-
-    return to_frame
-
-
 _TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name not in ("late", "seq")]
 
 
@@ -63,13 +53,13 @@ class LakeDataset:
     name: str
     partition_by: tuple[str, ...]
     date_column: str
-    to_frame: Callable[[Sequence[Any]], pl.DataFrame]
+    to_frame: Callable[[Sequence[Any]], pl.DataFrame]  # batches of records to lake rows
 
 
-CANDLES = LakeDataset("candles", ("resolution", "date"), "window_start", _from_records(Candle))
+CANDLES = LakeDataset("candles", ("resolution", "date"), "window_start", Candle.lake_frame)
 TRADES = LakeDataset("trades", ("date",), "ts", trades_frame)
-DRIFT = LakeDataset("drift", ("date",), "window_start", _from_records(DriftRecord))
-DLQ = LakeDataset("dlq", ("date",), "received_at", _from_records(Rejection))
+DRIFT = LakeDataset("drift", ("date",), "window_start", DriftRecord.lake_frame)
+DLQ = LakeDataset("dlq", ("date",), "received_at", Rejection.lake_frame)
 DATASETS = {d.name: d for d in (CANDLES, TRADES, DRIFT, DLQ)}
 
 

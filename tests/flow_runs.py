@@ -54,7 +54,13 @@ def run_flow(
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     trades = trades_frame(out["trades"]) if out["trades"] else pl.DataFrame()
-    return FlowResult(out["candles"], out["drift"], trades, out["dlq"], metrics)
+    return FlowResult(
+        [c for frame in out["candles"] for c in Candle.rows(frame)],
+        [d for frame in out["drift"] for d in DriftRecord.rows(frame)],
+        trades,
+        [r for frame in out["dlq"] for r in Rejection.rows(frame)],
+        metrics,
+    )
 
 
 class CrashingSource(FixedPartitionedSource[RawBatch, int]):

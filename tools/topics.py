@@ -55,7 +55,10 @@ def read_topic(client_config: dict[str, Any], topic: str) -> list[Record]:
     ended: set[int] = set()
     try:
         while len(ended) < len(partitions):
-            for message in consumer.consume(10_000, 1.0):
+            messages = consumer.consume(10_000, 1.0)
+            if not messages:  # Tansu may not signal the end of a partition: ask for it
+                ended |= _at_end(consumer, topic, set(partitions) - ended)
+            for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -76,3 +79,16 @@ def read_topic(client_config: dict[str, Any], topic: str) -> list[Record]:
     finally:
         consumer.close()
     return records
+
+
+def _at_end(consumer: Consumer, topic: str, partitions: set[int]) -> set[int]:
+    """The partitions whose read position has reached their high watermark."""
+    done = set()
+    for partition in partitions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=False)
+        (position,) = consumer.position([TopicPartition(topic, partition)])
+        if position.offset >= 0 and position.offset >= high:
+            done.add(partition)
+        elif position.offset < 0 and high == 0:
+            done.add(partition)  # an empty partition
+    return done

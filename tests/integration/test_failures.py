@@ -124,7 +124,9 @@ def test_an_invalid_output_topic_stops_the_flow_naming_it(broker, tmp_path):
         CANDLEWAX_KAFKA_CANDLES_TOPIC="bad topic!",
     )
     code, log = run_flow_command(env)
-    assert_one_clean_failure_line(code, log, "Kafka topic 'bad topic!'", "Invalid topic")
+    line = assert_one_clean_failure_line(code, log, "Kafka topic 'bad topic!'")
+    # The broker's answer, or librdkafka's own when its metadata came first.
+    assert "Invalid topic" in line or "Unknown topic" in line, line
 
 
 @pytest.mark.broker

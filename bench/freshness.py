@@ -1,0 +1,174 @@
+"""How fresh live candles are, measured from outside: the delay of every 1 s candle on the
+`candles` topic after its window could close.
+
+    python -m bench.freshness [--rate 20000] [--symbols 8] [--seconds 60] [--warmup 15]
+
+Starts the embedded broker, `candlewax simulate` publishing `--rate` trades/s in real time
+(event time = wall time), and the flow (`python -m bytewax.run flows.ohlcv`, one worker,
+tailing the topic). A consumer reads the `candles` topic; each first revision of a 1 s
+candle has the delay `Kafka timestamp - window_end - allowed lateness`, the time from the
+moment its window could close to the candle being on the topic. The run prints p50, p99
+and max over the measured seconds (after the warm-up), and the flow's own
+`candlewax_candle_delay_seconds` (handed to the sinks). Target: p99 <= 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import msgspec
+import numpy as np
+from confluent_kafka import Consumer, KafkaError
+
+from bench.common import ROOT
+from tools.broker import EmbeddedBroker, free_port
+
+LATENESS_MS = 1_000
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def flow_delay_quantiles(port: int) -> str:
+    """The flow's own histogram for 1 s candles, as text."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    lines = [
+        line
+        for line in body.splitlines()
+        if line.startswith("candlewax_candle_delay_seconds_bucket") and 'resolution="1s"' in line
+    ]
+    buckets = []
+    for line in lines:
+        le = line.split('le="', 1)[1].split('"', 1)[0]
+        buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return "no candles observed"
+    parts = []
+    for q in (0.5, 0.99):
+        bound = next(le for le, count in buckets if count >= q * total)
+        parts.append(f"p{int(q * 100)} <= {bound * 1000:.0f} ms")
+    return f"{int(total):,} candles, " + ", ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=20_000)
+    parser.add_argument("--symbols", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--warmup", type=float, default=15)
+    args = parser.parse_args()
+
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as lake:
+        broker.create_topics({"trades": 1, "candles": 1})
+        metrics_port = free_port()
+        flow = start(
+            [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
+            {
+                "CANDLEWAX_KAFKA_BROKERS": broker.bootstrap,
+                "CANDLEWAX_LAKE_DIR": lake,
+                "CANDLEWAX_METRICS_PORT": str(metrics_port),
+                "CANDLEWAX_ALLOWED_LATENESS": f"{LATENESS_MS}ms",
+            },
+        )
+        simulator = start(
+            [
+                sys.executable,
+                "-m",
+                "tools.cli",
+                "simulate",
+                "--endless",
+                "--speed",
+                "1",
+                "--rate",
+                str(args.rate),
+                "--symbols",
+                str(args.symbols),
+                "--brokers",
+                broker.bootstrap,
+                "--topic",
+                "trades",
+            ],
+            {},
+        )
+        consumer = Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": "freshness",
+                "auto.offset.reset": "latest",
+                "session.timeout.ms": 6000,
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe(["candles"])
+        decode = msgspec.json.Decoder()
+        delays: list[float] = []
+        began = time.monotonic()
+        measured_from = began + args.warmup
+        print(
+            f"simulator at {args.rate:,.0f} trades/s, {args.symbols} symbols; warm-up "
+            f"{args.warmup:.0f} s, then {args.seconds:.0f} s measured",
+            flush=True,
+        )
+        try:
+            while time.monotonic() < measured_from + args.seconds:
+                for process, name in ((flow, "flow"), (simulator, "simulator")):
+                    if process.poll() is not None:
+                        error = process.stderr.read().decode() if process.stderr else ""
+                        raise SystemExit(f"the {name} stopped:\n{error[-3000:]}")
+                for message in consumer.consume(10_000, 0.2):
+                    if message.error() is not None:
+                        if message.error().code() != KafkaError._PARTITION_EOF:
+                            print(f"consumer: {message.error()}", file=sys.stderr)
+                        continue
+                    if time.monotonic() < measured_from:
+                        continue
+                    candle = decode.decode(message.value())
+                    if candle["resolution"] != "1s" or candle["revision"] != 0:
+                        continue
+                    _, timestamp_ms = message.timestamp()
+                    delays.append(timestamp_ms - candle["window_end"] - LATENESS_MS)
+            own = flow_delay_quantiles(metrics_port)
+        finally:
+            consumer.close()
+            stop(simulator)
+            stop(flow)
+    if not delays:
+        raise SystemExit("no 1 s candles reached the topic")
+    values = np.array(delays)
+    p50, p99 = np.percentile(values, [50, 99])
+    print(f"1 s candles on the topic: {len(values):,}")
+    print(
+        f"delay after the window could close: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"max {values.max():.0f} ms (target p99 <= 100 ms)"
+    )
+    print(f"the flow's candlewax_candle_delay_seconds (handed to the sinks): {own}")
+
+
+if __name__ == "__main__":
+    main()
