@@ -1,22 +1,38 @@
-"""Trades/s of the flow reading a real broker, next to a bare confluent-kafka consumer.
+"""Trades/s of the flow reading a real broker, next to a bare confluent-kafka consumer
+(and, with `--quix`, next to Quix Streams computing 1 s OHLCV from the same topic).
 
-    python -m bench.throughput_kafka [--trades 2000000] [--partitions 4] [--workers 1]
+    python -m bench.throughput_kafka [--shape sparse|dense|wide] [--trades 2000000]
+                                     [--partitions 4] [--workers 1] [--quix]
 
-Starts the embedded Tansu broker, produces the trades (keyed by symbol), then reads the
-topic twice: with a bare consumer doing nothing per message, and with `flows.ohlcv`
-(`CANDLEWAX_KAFKA_TAIL=false`, candles to Kafka and the lake). Target: >= 300 k trades/s.
+Starts the embedded Tansu broker, produces the trades of the shape (keyed by symbol),
+then reads the topic: with a bare consumer doing nothing per message, with `flows.ohlcv`
+(`CANDLEWAX_KAFKA_TAIL=false`, candles to Kafka and the lake), and with `--quix` with
+`bench/quix_ohlcv.py` in its own virtual environment (made on first use in
+`bench/data/quix-venv`, `pip install quixstreams`). Targets: >= 400 k trades/s on one
+process; >= 10x Quix Streams.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from bench.common import run_flow, run_flow_processes, timed, trades_file
+from bench.common import (
+    DATA,
+    ROOT,
+    SHAPES,
+    peak_rss_mb,
+    run_flow,
+    run_flow_processes,
+    shape_file,
+    timed,
+)
 from config.settings import Settings
 from sources.kafka import CONSUMER_DEFAULTS
 from tools.broker import EmbeddedBroker
@@ -56,7 +72,9 @@ def bare_consume(bootstrap: str, topic: str, partitions: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shape", choices=list(SHAPES), default="sparse")
     parser.add_argument("--trades", type=int, default=2_000_000)
+    parser.add_argument("--quix", action="store_true", help="also time Quix Streams")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
@@ -71,7 +89,8 @@ def main() -> None:
         help="run even a single process as `bytewax.run` (so 1 and N processes compare alike)",
     )
     args = parser.parse_args()
-    path = trades_file(args.trades)
+    path = shape_file(args.shape, args.trades)
+    print(f"[{args.shape}] {args.trades:,} trades from {path.name}", flush=True)
     topic = "bench.trades"
     with EmbeddedBroker() as broker:
         broker.create_topics(
@@ -116,9 +135,47 @@ def main() -> None:
                     "CANDLEWAX_LAKE_DIR": lake,
                 }
                 flow_s = timed(label, lambda: run_flow_processes(env, args.processes, args.workers))
+        rss = peak_rss_mb()
+        quix_s = quix_seconds(broker.bootstrap, topic, sent) if args.quix else None
     print(f"bare consumer : {sent / bare_s:>12,.0f} messages/s")
-    print(f"flows.ohlcv   : {sent / flow_s:>12,.0f} trades/s (target >= 300,000)")
+    print(f"flows.ohlcv   : {sent / flow_s:>12,.0f} trades/s (target >= 400,000)")
     print(f"ratio         : {bare_s / flow_s:.2f} of the bare consumer's rate")
+    if args.processes == 1 and not args.subprocess:
+        print(f"peak RSS      : {rss:,.0f} MB (this process, the flow included)")
+    if quix_s is not None:
+        print(f"Quix Streams  : {sent / quix_s:>12,.0f} trades/s (1 s OHLCV only)")
+        print(f"candlewax / Quix Streams: {quix_s / flow_s:.1f}x (target >= 10x)")
+
+
+QUIX_VENV = DATA / "quix-venv"
+
+
+def quix_seconds(bootstrap: str, topic: str, count: int) -> float:
+    """Seconds Quix Streams takes from its first trade to the last (1 s OHLCV)."""
+    python = QUIX_VENV / "bin" / "python"
+    if not python.exists():
+        print("  making the Quix Streams venv (pip install quixstreams) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "quixstreams"], check=True)
+    with tempfile.TemporaryDirectory() as state:
+        done = subprocess.run(
+            [
+                str(python),
+                str(ROOT / "bench" / "quix_ohlcv.py"),
+                bootstrap,
+                topic,
+                str(count),
+                state,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("QUIX "))
+    fields = dict(part.split("=") for part in line.split()[1:])
+    assert int(fields["trades"]) == count, line
+    print(f"  Quix Streams (1 s OHLCV, {fields['candles']} candles): {fields['seconds']} s")
+    return float(fields["seconds"])
 
 
 if __name__ == "__main__":

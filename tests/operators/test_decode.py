@@ -193,3 +193,36 @@ def test_a_message_has_the_same_outcome_in_any_batch(message):
         trades = batch.trades.rows()[mine.trades.height :]
         rejections = [(r.reason, r.field, r.raw) for r in batch.rejections][len(mine.rejections) :]
         assert (trades, rejections, batch.filtered - mine.filtered) == alone
+
+
+# Messages Arrow's strict read lets through (or would crash on) that the contract refuses.
+STRICT_READ_GAPS = [
+    (b"null", "not_an_object"),
+    (b'{"symbol":"A","price":NaN,"size":1,"ts":%d}' % T0, "not_finite"),
+    (b'{"symbol":"A","price":1,"size":Infinity,"ts":%d}' % T0, "not_finite"),
+    (b'{"symbol":"A","price":1,"size":1,"ts":%d,"q":"\xff"}' % T0, "bad_encoding"),
+    (b'\xef\xbb\xbf{"symbol":"A","price":1,"size":1,"ts":%d}' % T0, "bad_encoding"),
+    (
+        b'{"symbol":"A","price":1,"size":1,"ts":%d,"x":%s}' % (T0, b"[" * 5000 + b"]" * 5000),
+        "nesting_too_deep",
+    ),
+    (b'{"symbol":"A","price":null,"size":1,"ts":%d}' % T0, "wrong_type"),
+    (b'{"symbol":"A","size":1,"ts":%d}' % T0, "missing_field"),
+]
+
+
+@pytest.mark.parametrize(("message", "reason"), STRICT_READ_GAPS)
+def test_what_the_strict_batch_read_lets_through_is_still_rejected(message, reason):
+    for batch in ([message], [GOOD, message, GOOD], [message, GOOD]):
+        decoded = decode(*batch)
+        assert [r.reason for r in decoded.rejections] == [reason]
+        assert decoded.trades.height == len(batch) - 1
+
+
+def test_integer_and_string_trade_ids_read_the_same_in_any_batch():
+    def ids(*messages):
+        return decode(*messages).trades.get_column("trade_id").to_list()
+
+    numbered = [trade(trade_id=n, ts=T0 + n) for n in range(3)]
+    named = [trade(trade_id=str(n), ts=T0 + n) for n in range(3)]
+    assert ids(*numbered) == ids(*named) == ids(*numbered[:2], named[2]) == ["0", "1", "2"]
