@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import msgspec
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -223,6 +224,75 @@ class Candle(_Record):
         ]
     )
     TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = ("window_start", "window_end")
+
+
+# The columns of closed candles as the candle engine makes them: numpy rows, built in a
+# few vectorised operations per step and turned into a frame only at the sinks, a whole
+# sink batch (many symbols) at a time. `res` is the resolution in ms; the trade keys
+# (`open_ts`, `open_seq`...) are what later late trades merge against.
+CANDLE_ROW = np.dtype(
+    [
+        ("res", np.int64),
+        ("start", np.int64),
+        ("open", np.float64),
+        ("open_ts", np.int64),
+        ("open_seq", np.int64),
+        ("close", np.float64),
+        ("close_ts", np.int64),
+        ("close_seq", np.int64),
+        ("high", np.float64),
+        ("low", np.float64),
+        ("count", np.int64),
+        ("volume", np.float64),
+        ("notional", np.float64),
+        ("revision", np.int64),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CandleBatch:
+    """Closed candles of one symbol from one step of the candle engine (`CANDLE_ROW`s)."""
+
+    symbol: str
+    rows: Any  # numpy array of CANDLE_ROW
+    names: tuple[tuple[int, str], ...]  # resolution ms -> its name ("1s")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def candle_frame(batches: Sequence[CandleBatch]) -> pl.DataFrame:
+    """Candle batches (any symbols) as one frame of the `Candle` columns."""
+    if not batches:
+        return pl.DataFrame(schema=Candle.frame_schema())
+    rows = batches[0].rows if len(batches) == 1 else np.concatenate([b.rows for b in batches])
+    lengths = [len(b.rows) for b in batches]
+    symbols = pl.Series([b.symbol for b in batches], dtype=pl.String)
+    names = {res: name for b in batches for res, name in b.names}
+    start = rows["start"]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        vwap = rows["notional"] / rows["volume"]
+    frame = pl.DataFrame(
+        {
+            "symbol": symbols.gather(np.repeat(np.arange(len(batches)), lengths)),
+            "resolution": pl.Series(rows["res"]).replace_strict(names, return_dtype=pl.String),
+            "window_start": start,
+            "window_end": start + rows["res"],
+            "open": rows["open"],
+            "high": rows["high"],
+            "low": rows["low"],
+            "close": rows["close"],
+            "volume": rows["volume"],
+            "vwap": vwap,
+            "trade_count": rows["count"],
+            "revision": rows["revision"],
+        }
+    )
+    bar_ids = pl.concat_str(
+        "symbol", pl.lit(":"), "resolution", pl.lit(":"), pl.col("window_start").cast(pl.String)
+    )
+    return frame.with_columns(bar_id=bar_ids).select(list(Candle.frame_schema()))
 
 
 class RejectReason(str, Enum):

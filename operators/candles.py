@@ -19,7 +19,9 @@ The rules (docs/design.md):
 The hot path is columnar: on-time trades wait in arrays until their base window closes,
 then every closing window of a batch becomes a candle in a few vectorised operations
 (sorted by `(ts, arrival)`, cut at window boundaries, reduced per segment), and closed
-candles leave as one frame per step. Closed windows are kept as a structured array for
+candles leave as one `CandleBatch` of numpy rows per step (the sinks make one Arrow
+frame of a whole sink batch: a polars frame per symbol per step costs more than the
+candles in it when symbols are many). Closed windows are kept as a structured array for
 late trades; a window becomes a Python object only when a late trade reaches it, and
 coarse windows (a tenth or less of the candles) are `Bar`s.
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from candlewax.records import Candle, DriftRecord, FlaggedTrades
+from candlewax.records import CANDLE_ROW, CandleBatch, DriftRecord, FlaggedTrades
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
@@ -104,24 +106,8 @@ class ClosedBar:
         return self.late.copy() if self.emitted is None else self.emitted.merged(self.late)
 
 
-# A closed window kept for late trades: what went out (the columns of its candle).
-CLOSED_DTYPE = np.dtype(
-    [
-        ("start", np.int64),
-        ("open", np.float64),
-        ("open_ts", np.int64),
-        ("open_seq", np.int64),
-        ("close", np.float64),
-        ("close_ts", np.int64),
-        ("close_seq", np.int64),
-        ("high", np.float64),
-        ("low", np.float64),
-        ("count", np.int64),
-        ("volume", np.float64),
-        ("notional", np.float64),
-    ]
-)
-_CANDLE_COLUMNS = list(Candle.frame_schema())
+# A closed window kept for late trades is the row of the candle that went out.
+CLOSED_DTYPE = CANDLE_ROW
 _NO_CLOSED = np.empty(0, dtype=CLOSED_DTYPE)
 _NO_INTS = np.empty(0, dtype=np.int64)
 _NO_FLOATS = np.empty(0, dtype=np.float64)
@@ -197,7 +183,7 @@ class CandleState:
 class CandleEvents:
     """What one step of the engine produced; candles and drift records as frames."""
 
-    candle_parts: list[pl.DataFrame] = field(default_factory=list)
+    candle_parts: list[np.ndarray] = field(default_factory=list)  # CANDLE_ROW arrays
     drift_records: list[DriftRecord] = field(default_factory=list)
     trades: FlaggedTrades | None = None  # the input trades, flagged late or not
     accepted: int = 0
@@ -207,13 +193,17 @@ class CandleEvents:
     restated_counts: dict[str, int] = field(default_factory=dict)  # by resolution
     lateness_ms: list[int] = field(default_factory=list)  # of each late trade
 
+    symbol: str = ""
+    names: tuple[tuple[int, str], ...] = ()
+
     @property
-    def candles(self) -> pl.DataFrame | None:
-        """Every candle of the step (one frame), or None."""
-        parts = [part for part in self.candle_parts if part.height]
+    def candles(self) -> CandleBatch | None:
+        """Every candle of the step (one batch), or None."""
+        parts = [part for part in self.candle_parts if len(part)]
         if not parts:
             return None
-        return parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return CandleBatch(self.symbol, rows, self.names)
 
     @property
     def drift(self) -> pl.DataFrame | None:
@@ -232,6 +222,7 @@ class SymbolCandles:
     def __init__(self, spec: CandleSpec, state: CandleState | None = None):
         self.spec = spec
         self.state = state if state is not None else CandleState()
+        self._names = tuple((res, spec.name(res)) for res in spec.resolutions)
         for res in spec.resolutions:
             if res != spec.base:
                 self.state.open.setdefault(res, {})
@@ -275,16 +266,19 @@ class SymbolCandles:
         return self.state.max_ts_seen_at_ms + max(0, end - event_wm)
 
     # --- input -------------------------------------------------------------------------
+    def _events(self) -> CandleEvents:
+        return CandleEvents(symbol=self._symbol, names=self._names)
+
     def on_trades(self, trades: pl.DataFrame, now_ms: float = 0.0) -> CandleEvents:
         """Fold a batch of trades (arrival order) and close the windows it completes."""
-        events = CandleEvents()
         n = trades.height
+        state, spec = self.state, self.spec
+        if n and state.symbol is None:
+            state.symbol = str(trades.get_column("symbol")[0])
+        events = self._events()
         if n == 0:
             return events
-        state, spec = self.state, self.spec
         base = spec.base
-        if state.symbol is None:
-            state.symbol = str(trades.get_column("symbol")[0])
 
         ts = trades.get_column("ts").to_numpy()
         price = trades.get_column("price").to_numpy()
@@ -331,14 +325,14 @@ class SymbolCandles:
 
     def on_clock(self, now_ms: float) -> CandleEvents:
         """Live only: close the windows that the clock has carried the watermark past."""
-        events = CandleEvents()
+        events = self._events()
         self._close_until(self.watermark(now_ms), events)
         self._expire(self.watermark(now_ms))
         return events
 
     def on_end(self) -> CandleEvents:
         """The input ended: every open window closes."""
-        events = CandleEvents()
+        events = self._events()
         self._close_until(math.inf, events)
         return events
 
@@ -374,7 +368,8 @@ class SymbolCandles:
         lasts = np.concatenate((cuts, [len(ts)])) - 1
         with np.errstate(over="ignore"):  # an overflowing notional is defined: vwap null
             notional = price * size
-        bars = np.empty(len(firsts), dtype=CLOSED_DTYPE)
+        bars = np.zeros(len(firsts), dtype=CLOSED_DTYPE)
+        bars["res"] = base
         bars["start"] = window[firsts]
         bars["open"], bars["open_ts"], bars["open_seq"] = price[firsts], ts[firsts], seq[firsts]
         bars["close"], bars["close_ts"], bars["close_seq"] = price[lasts], ts[lasts], seq[lasts]
@@ -384,7 +379,7 @@ class SymbolCandles:
         bars["volume"] = _segment_fsum(size, firsts, lasts)
         bars["notional"] = _segment_fsum(notional, firsts, lasts)
 
-        events.candle_parts.append(self._frame(base, bars))
+        events.candle_parts.append(bars)
         events.count(spec.name(base), len(bars))
         state.closed[base] = _appended(state.closed[base], bars)
         for coarse in spec.resolutions[1:]:
@@ -445,8 +440,8 @@ class SymbolCandles:
                 late.emitted = late.current = bar
                 touched[start] = late
         if closed_rows:
-            block = _closed_block(closed_rows)
-            events.candle_parts.append(self._frame(res, block))
+            block = _closed_block(res, closed_rows)
+            events.candle_parts.append(block)
             events.count(spec.name(res), len(block))
             state.closed[res] = _appended(state.closed[res], block)
         self._drift_on_close(res, ends, events)
@@ -463,33 +458,6 @@ class SymbolCandles:
             if closed is not None and closed.late is not None:
                 closed_at = start + res + self.spec.allowed_lateness_ms
                 events.drift_records.append(self._drift(res, start, closed, closed_at))
-
-    def _frame(self, res: int, bars: np.ndarray) -> pl.DataFrame:
-        """Candles of closed windows of one resolution, as a frame."""
-        name = self.spec.name(res)
-        starts = bars["start"]
-        volume = bars["volume"]
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            vwap = bars["notional"] / volume
-        prefix = pl.lit(f"{self._symbol}:{name}:")
-        frame = pl.DataFrame(
-            {
-                "symbol": pl.Series([self._symbol], dtype=pl.String).new_from_index(0, len(bars)),
-                "resolution": pl.Series([name], dtype=pl.String).new_from_index(0, len(bars)),
-                "window_start": starts,
-                "window_end": starts + res,
-                "open": bars["open"],
-                "high": bars["high"],
-                "low": bars["low"],
-                "close": bars["close"],
-                "volume": volume,
-                "vwap": vwap,
-                "trade_count": bars["count"],
-                "revision": np.zeros(len(bars), dtype=np.int64),
-            },
-        )
-        bar_ids = prefix + pl.col("window_start").cast(pl.String)
-        return frame.select(*_CANDLE_COLUMNS[:-2], bar_ids.alias("bar_id"), "revision")
 
     # --- late trades -------------------------------------------------------------------
     def _closed_bar(self, res: int, start: int, floor: float) -> ClosedBar | None:
@@ -542,10 +510,8 @@ class SymbolCandles:
             closed.add_late(trade, lateness_ms)
             if restate:
                 bar = closed.restate(trade)
-                block = _closed_block([(start, bar)])
-                revision = pl.lit(closed.revision, pl.Int64)
-                frame = self._frame(res, block).with_columns(revision=revision)
-                events.candle_parts.append(frame)
+                block = _closed_block(res, [(start, bar)], closed.revision)
+                events.candle_parts.append(block)
                 events.count(spec.name(res), 1, restated=1)
             events.drift_records.append(self._drift(res, start, closed, newest))
 
@@ -601,11 +567,12 @@ def _appended(rows: np.ndarray, block: np.ndarray) -> np.ndarray:
     return block if len(rows) == 0 else np.concatenate((rows, block))
 
 
-def _closed_block(items: list[tuple[int, Bar]]) -> np.ndarray:
+def _closed_block(res: int, items: list[tuple[int, Bar]], revision: int = 0) -> np.ndarray:
     """Closed windows made one at a time (coarse ones, restated ones) as rows."""
     block = np.empty(len(items), dtype=CLOSED_DTYPE)
     for i, (start, bar) in enumerate(items):
         block[i] = (
+            res,
             start,
             bar.open,
             bar.open_key[0],
@@ -618,6 +585,7 @@ def _closed_block(items: list[tuple[int, Bar]]) -> np.ndarray:
             bar.trade_count,
             bar.volume,
             bar.notional,
+            revision,
         )
     return block
 

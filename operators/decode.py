@@ -218,15 +218,7 @@ def _strict_read(values: list[bytes | None]) -> pl.DataFrame | None:
         blob = b"\n".join(values)  # type: ignore[arg-type]
     except TypeError:
         return None
-    if blob.count(b"\n") != n - 1 or b"\r" in blob or _UTF8_BOM in blob:
-        return None  # a message over several lines, or one Arrow would split or trim
-    if not (blob[:1] == b"{" and blob[-1:] == b"}"):
-        return None
-    if n > 1 and not (blob.count(b"\n{") == blob.count(b"}\n") == n - 1):
-        # Every message exactly `{...}`, nothing around it: Arrow's reader crashes the
-        # process on a line that is `null` (pyarrow 26).
-        return None
-    if blob.count(b"{") + blob.count(b"[") > n + _STRICT_MAX_NESTING:
+    if not _one_object_per_line(blob, n):
         return None
     try:
         blob.decode("utf-8")
@@ -251,6 +243,26 @@ def _strict_read(values: list[bytes | None]) -> pl.DataFrame | None:
         assert isinstance(frame, pl.DataFrame)
         return frame.with_columns(pl.col("trade_id").cast(pl.String))
     return None
+
+
+def _one_object_per_line(blob: bytes, n: int) -> bool:
+    """Whether the joined batch is exactly one `{...}` per line, nothing around it and no
+    `\\r` (a message over several lines, a blank one, or one Arrow would split or trim
+    could shift the rows), and brackets too few to nest any message deep. Also a guard:
+    Arrow's reader crashes the process on a line that is `null` (pyarrow 26)."""
+    if b"\r" in blob or blob[:1] != b"{" or blob[-1:] != b"}":
+        return False
+    text = np.frombuffer(blob, dtype=np.uint8)
+    newlines = np.flatnonzero(text == _NEWLINE)
+    if len(newlines) != n - 1:
+        return False
+    if n > 1 and not ((text[newlines + 1] == _OPEN).all() and (text[newlines - 1] == _CLOSE).all()):
+        return False
+    brackets = np.count_nonzero(text == _OPEN) + np.count_nonzero(text == _OPEN_ARRAY)
+    return bool(brackets <= n + _STRICT_MAX_NESTING)
+
+
+_NEWLINE, _OPEN, _CLOSE, _OPEN_ARRAY = (ord(c) for c in "\n{}[")
 
 
 def _unvouched() -> pl.Expr:

@@ -18,7 +18,7 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.metrics import FlowMetrics
-from candlewax.records import FlaggedTrades, RawBatch, Rejection
+from candlewax.records import CandleBatch, FlaggedTrades, RawBatch, Rejection
 from candlewax.stopping import stop_requested
 from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandles
 from operators.decode import DecodedBatch, ValidationRules, decode_batch
@@ -105,8 +105,8 @@ def dedupe(
 # --- candles -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CandlesOut:
-    candles: Stream[pl.DataFrame]
-    """Closed candles of every resolution: a `Candle` frame per symbol per step."""
+    candles: Stream[CandleBatch]
+    """Closed candles of every resolution: a batch per symbol per step."""
     drift: Stream[pl.DataFrame]
     """Drift records of late trades: a `DriftRecord` frame per symbol per step."""
     trades: Stream[FlaggedTrades]
@@ -118,17 +118,16 @@ class _CandleLogic(StatefulBatchLogic[pl.DataFrame, CandleEvents, CandleState]):
         self.engine = engine
         self.metrics = metrics
 
-    def _observe_delay(self, candles: pl.DataFrame) -> None:
+    def _observe_delay(self, candles: CandleBatch) -> None:
         """How long after its window could close each new candle leaves (live only)."""
-        fresh = candles.filter(pl.col("revision") == 0)
-        if fresh.height == 0:
+        rows = candles.rows[candles.rows["revision"] == 0]
+        if len(rows) == 0:
             return
-        lateness_ms = self.engine.spec.allowed_lateness_ms
-        closed_at = fresh.get_column("window_end").to_numpy() + lateness_ms
+        closed_at = rows["start"] + rows["res"] + self.engine.spec.allowed_lateness_ms
         delays = np.maximum(time.time() * 1000.0 - closed_at, 0.0) / 1000.0
-        resolutions = fresh.get_column("resolution").to_list()
-        for resolution, delay in zip(resolutions, delays.tolist(), strict=True):
-            self.metrics.candle_delay.labels(resolution).observe(delay)
+        names = dict(candles.names)
+        for res, delay in zip(rows["res"].tolist(), delays.tolist(), strict=True):
+            self.metrics.candle_delay.labels(names[res]).observe(delay)
 
     def _counted(self, events: CandleEvents) -> tuple[list[CandleEvents], bool]:
         m = self.metrics

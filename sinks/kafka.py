@@ -1,6 +1,6 @@
 """Records to Kafka topics: candles and drift records as JSON keyed by `bar_id`, rejected
-messages to the dead-letter topic with their original bytes. Records come as frames (a
-batch per symbol per step) and are encoded a frame at a time.
+messages to the dead-letter topic with their original bytes. Records come in batches (a
+batch per symbol per step); a sink batch of them is encoded in one call.
 
 Delivery failures are not dropped: the first one stops the flow (`candlewax.failures`),
 naming the topic and the cause. A batch counts as written only once every message of it
@@ -23,7 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from candlewax.failures import OutputError, fail, failure
 from candlewax.kafka_health import KafkaHealth
-from candlewax.records import Candle, DriftRecord, Rejection
+from candlewax.records import Candle, CandleBatch, DriftRecord, Rejection, candle_frame
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
 Headers = list[tuple[str, str | bytes | None]]
 KafkaMessage = tuple[bytes | None, bytes | None, Headers | None]
-ToMessages = Callable[[Any], Iterable[KafkaMessage]]  # a batch of records to messages
+# The items of a sink batch (batches of records) to messages, all in one go.
+ToMessages = Callable[[list[Any]], Iterable[KafkaMessage]]
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 20,
@@ -43,14 +44,14 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def candle_messages(candles: pl.DataFrame) -> Iterable[KafkaMessage]:
-    """A frame of candles as messages keyed by `bar_id`; the JSON of the whole frame is
-    encoded in one call."""
-    return _keyed_by_bar_id(Candle, candles)
+def candle_messages(batches: list[CandleBatch]) -> Iterable[KafkaMessage]:
+    """Candle batches as messages keyed by `bar_id`; the JSON of all of them is encoded
+    in one call."""
+    return _keyed_by_bar_id(Candle, candle_frame(batches))
 
 
-def drift_messages(records: pl.DataFrame) -> Iterable[KafkaMessage]:
-    return _keyed_by_bar_id(DriftRecord, records)
+def drift_messages(frames: list[pl.DataFrame]) -> Iterable[KafkaMessage]:
+    return _keyed_by_bar_id(DriftRecord, pl.concat(frames, rechunk=False))
 
 
 def _keyed_by_bar_id(record_type: Any, frame: pl.DataFrame) -> Iterable[KafkaMessage]:
@@ -59,9 +60,10 @@ def _keyed_by_bar_id(record_type: Any, frame: pl.DataFrame) -> Iterable[KafkaMes
 
 
 def dlq_messages(
-    rejections: pl.DataFrame, max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
+    frames: list[pl.DataFrame], max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
 ) -> Iterable[KafkaMessage]:
-    return (dlq_message(r, max_message_bytes) for r in Rejection.rows(rejections))
+    rows = (r for frame in frames for r in Rejection.rows(frame))
+    return (dlq_message(r, max_message_bytes) for r in rows)
 
 
 def dlq_message(
@@ -156,9 +158,8 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         try:
             send = self.channel.send
-            for item in items:
-                for key, value, headers in self.to_messages(item):
-                    send(key, value, headers)
+            for key, value, headers in self.to_messages(items):
+                send(key, value, headers)
             # Delivered before the batch counts as written: a recovery snapshot taken
             # after it never covers a message still in a local queue (at least once, keyed).
             self.channel.deliver()

@@ -33,14 +33,25 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from candlewax.records import TRADE_LAKE_SCHEMA, Candle, DriftRecord, FlaggedTrades, Rejection
+from candlewax.records import (
+    TRADE_LAKE_SCHEMA,
+    Candle,
+    CandleBatch,
+    DriftRecord,
+    FlaggedTrades,
+    Rejection,
+    candle_frame,
+)
 
 _TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name not in ("late", "seq")]
 
 
 def trades_frame(batches: Sequence[FlaggedTrades]) -> pl.DataFrame:
     """Flagged trades (from the candle step) as rows of the lake's `trades` dataset."""
-    frame = pl.concat([b.trades.select(_TRADE_COLUMNS) for b in batches], rechunk=False)
+    frames = [b.trades for b in batches]
+    frame = (frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)).select(
+        _TRADE_COLUMNS
+    )
     late = pl.Series("late", np.concatenate([b.late for b in batches]), dtype=pl.Boolean)
     seq = pl.Series("seq", np.concatenate([b.seq for b in batches]), dtype=pl.Int64)
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")), late, seq)
@@ -56,7 +67,11 @@ class LakeDataset:
     to_frame: Callable[[Sequence[Any]], pl.DataFrame]  # batches of records to lake rows
 
 
-CANDLES = LakeDataset("candles", ("resolution", "date"), "window_start", Candle.lake_frame)
+def _candles_frame(batches: Sequence[CandleBatch]) -> pl.DataFrame:
+    return Candle.lake_frame([candle_frame(batches)])
+
+
+CANDLES = LakeDataset("candles", ("resolution", "date"), "window_start", _candles_frame)
 TRADES = LakeDataset("trades", ("date",), "ts", trades_frame)
 DRIFT = LakeDataset("drift", ("date",), "window_start", DriftRecord.lake_frame)
 DLQ = LakeDataset("dlq", ("date",), "received_at", Rejection.lake_frame)

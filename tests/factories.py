@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 import msgspec
+import numpy as np
 import polars as pl
 
-from candlewax.records import TRADE_SCHEMA
+from candlewax.records import CANDLE_ROW, TRADE_SCHEMA, Candle, CandleBatch
+from config.durations import parse_duration_ms
 from config.settings import Settings
 from sources.simulator import SimulatorConfig, TradeSimulator
 
@@ -85,3 +88,25 @@ def faulty_stream(n: int = 30_000, seed: int = 1) -> list[bytes]:
     for i in range(0, len(messages), 97):
         messages.insert(i, trade(type=rng.choice(["add", "cancel", "modify"]), ts=T0 + i))
     return messages
+
+
+def candle_batches(candles: list[Candle]) -> list[CandleBatch]:
+    """Candle rows as the batches the candle step hands to the sinks (one per symbol)."""
+    by_symbol: dict[str, list[Candle]] = {}
+    for candle in candles:
+        by_symbol.setdefault(candle.symbol, []).append(candle)
+    batches = []
+    for symbol, rows in by_symbol.items():
+        array = np.zeros(len(rows), dtype=CANDLE_ROW)
+        names = {}
+        for i, c in enumerate(rows):
+            res = parse_duration_ms(c.resolution)
+            names[res] = c.resolution
+            notional = math.nan if c.vwap is None else c.vwap * c.volume
+            row = dict.fromkeys(CANDLE_ROW.names, 0)
+            row.update(res=res, start=c.window_start, open=c.open, close=c.close, high=c.high)
+            row.update(low=c.low, count=c.trade_count, volume=c.volume, notional=notional)
+            row.update(revision=c.revision)
+            array[i] = tuple(row.values())
+        batches.append(CandleBatch(symbol, array, tuple(names.items())))
+    return batches

@@ -11,7 +11,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from candlewax.metrics import FlowMetrics
-from candlewax.records import Candle, DriftRecord, RawBatch, Rejection
+from candlewax.records import Candle, DriftRecord, RawBatch, Rejection, candle_frame
 from config.settings import Settings
 from flows.ohlcv import FlowSinks, build_flow
 from sinks.lake import trades_frame
@@ -55,7 +55,7 @@ def run_flow(
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     trades = trades_frame(out["trades"]) if out["trades"] else pl.DataFrame()
     return FlowResult(
-        [c for frame in out["candles"] for c in Candle.rows(frame)],
+        Candle.rows(candle_frame(out["candles"])),
         [d for frame in out["drift"] for d in DriftRecord.rows(frame)],
         trades,
         [r for frame in out["dlq"] for r in Rejection.rows(frame)],

@@ -11,7 +11,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from candlewax.metrics import FlowMetrics
-from candlewax.records import Candle, DriftRecord, Rejection
+from candlewax.records import Candle, DriftRecord, Rejection, candle_frame
 from flows.ohlcv import FlowSinks, build_flow
 from sources.testing import raw_batches
 from tests import factories
@@ -54,8 +54,8 @@ def run_interrupted(messages: list[bytes], workers: int, recovery: str) -> tuple
         except Exception as error:
             assert "planned crash" in repr(error.__cause__) or "planned crash" in str(error)
         received.append(int(metrics.summary()["received"]))
-    kinds = {"candles": Candle, "drift": DriftRecord, "dlq": Rejection}
-    for name, kind in kinds.items():
+    out["candles"] = Candle.rows(candle_frame(out["candles"]))
+    for name, kind in {"drift": DriftRecord, "dlq": Rejection}.items():
         out[name] = [row for frame in out[name] for row in kind.rows(frame)]
     return out, received
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from candlewax.records import Candle
+from candlewax.records import Candle, candle_frame
 from operators.candles import CandleSpec, SymbolCandles
 from tests.factories import T0, trade, trades_frame
 from tests.reference import assert_candles_match, reference_candles
@@ -17,7 +17,7 @@ RESOLUTIONS = {"1s": 1_000, "10s": 10_000, "1m": 60_000}
 
 
 def candles_of(events):
-    return [] if events.candles is None else Candle.rows(events.candles)
+    return [] if events.candles is None else Candle.rows(candle_frame([events.candles]))
 
 
 def drift_of(events):

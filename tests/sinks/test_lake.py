@@ -9,9 +9,10 @@ import msgspec
 import pyarrow.parquet as pq
 
 from candlewax.records import Candle, bar_id
+from sinks.kafka import candle_messages
 from sinks.lake import CANDLES, LakeWriter
 from tests import factories
-from tests.factories import T0, trade
+from tests.factories import T0, candle_batches, trade
 from tests.flow_runs import run_flow
 
 DAY = 86_400_000
@@ -46,7 +47,7 @@ def sample_candles() -> list[Candle]:
 
 def test_writer_lays_out_hive_partitions_of_zstd_parquet_in_few_files(tmp_path):
     writer = LakeWriter(tmp_path, CANDLES, writer_id="t", flush_rows=10**6)
-    writer.add([Candle.frame(sample_candles())])
+    writer.add(candle_batches(sample_candles()))
     writer.flush()
     written = writer.files_written
     relative = sorted(str(p.relative_to(tmp_path).parent) for p in written)
@@ -73,18 +74,18 @@ def test_writer_flushes_by_row_count_and_by_age(tmp_path):
         clock=lambda: now[0],
     )
     rows = [c for c in sample_candles() if c.resolution == "1s"][:100]
-    writer.add([Candle.frame(rows)])
+    writer.add(candle_batches(rows))
     assert writer.files_written == []
     now[0] = 5.0
-    writer.add([Candle.frame(rows[:1])])
+    writer.add(candle_batches(rows[:1]))
     assert len(writer.files_written) == 1, "five seconds old: flushed"
-    writer.add([Candle.frame(rows * 3)])
+    writer.add(candle_batches(rows * 3))
     assert len(writer.files_written) == 2, "300 rows: flushed"
 
 
 def test_duckdb_reads_the_lake_and_prunes_partitions(tmp_path):
     writer = LakeWriter(tmp_path, CANDLES, writer_id="t")
-    writer.add([Candle.frame(sample_candles())])
+    writer.add(candle_batches(sample_candles()))
     writer.flush()
     glob = f"{tmp_path}/candles/**/*.parquet"
     con = duckdb.connect()
@@ -113,14 +114,14 @@ def test_a_resumed_writer_replaces_the_files_written_after_its_snapshot(tmp_path
     rows = [c for c in sample_candles() if c.resolution == "1s"][:50]
     before = LakeWriter(tmp_path, CANDLES, writer_id="a", flush_rows=10)
     for start in (0, 10):  # two files before the snapshot
-        before.add([Candle.frame(rows[start : start + 10])])
+        before.add(candle_batches(rows[start : start + 10]))
     state = before.snapshot()
     for start in (20, 30, 40):  # three more after it, then the process dies
-        before.add([Candle.frame(rows[start : start + 10])])
+        before.add(candle_batches(rows[start : start + 10]))
     assert len(before.files_written) == 5
     after = LakeWriter(tmp_path, CANDLES, writer_id="new", flush_rows=10)
     after.restore(state)
-    after.add([Candle.frame(rows[20:])])  # the resumed input replays what came after the snapshot
+    after.add(candle_batches(rows[20:]))  # the resumed input replays what came after the snapshot
     after.close()
     con = duckdb.connect()
     glob = f"{tmp_path}/candles/**/*.parquet"
@@ -133,7 +134,7 @@ def test_a_resumed_writer_replaces_the_files_written_after_its_snapshot(tmp_path
 def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
     rows = [c for c in sample_candles() if c.resolution == "1s"][:50]
     before = LakeWriter(tmp_path, CANDLES, writer_id="a", flush_rows=10**6)
-    before.add([Candle.frame(rows)])
+    before.add(candle_batches(rows))
     held = before.snapshot().pending
     assert held and before.files_written == [], "buffered, not written: large files stay large"
     after = LakeWriter(tmp_path, CANDLES, writer_id="b")  # a resumed flow's writer
@@ -160,11 +161,11 @@ def test_a_sum_that_overflows_float64_is_null_in_the_lake_and_in_json(tmp_path, 
     )
     extreme = next(c for c in result.candles if c.window_start == T0)
     assert (extreme.high, extreme.trade_count) == (1e308, 2)
-    frame = Candle.frame(result.candles)
-    published = [msgspec.json.decode(line) for line in Candle.json_lines(frame)]
+    batches = candle_batches(result.candles)
+    published = [msgspec.json.decode(value) for _, value, _ in candle_messages(batches)]
     assert [c["vwap"] for c in published if c["window_start"] == T0] == [None]
     writer = LakeWriter(tmp_path, CANDLES, writer_id="t")
-    writer.add([frame])
+    writer.add(batches)
     writer.close()
     rows = duckdb.sql(
         f"select volume, vwap from read_parquet('{tmp_path}/candles/**/*.parquet',"
@@ -182,7 +183,7 @@ def test_the_flush_interval_holds_on_a_timer_for_a_quiet_stream(tmp_path):
         flush_interval_ms=200,
         background=True,
     )
-    writer.add([Candle.frame(sample_candles()[:10])])  # then nothing more arrives
+    writer.add(candle_batches(sample_candles()[:10]))  # then nothing more arrives
 
     def rows_in_files() -> int:
         return sum(pq.read_table(f).num_rows for f in tmp_path.glob("candles/**/*.parquet"))
