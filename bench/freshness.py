@@ -2,6 +2,7 @@
 `candles` topic after its window could close.
 
     python -m bench.freshness [--rate 20000] [--symbols 8] [--seconds 60] [--warmup 15]
+                              [--source kafka|simulator]
 
 Starts the embedded broker, `candlewax simulate` publishing `--rate` trades/s in real time
 (event time = wall time), and the flow (`python -m bytewax.run flows.ohlcv`, one worker,
@@ -10,6 +11,8 @@ candle has the delay `Kafka timestamp - window_end - allowed lateness`, the time
 moment its window could close to the candle being on the topic. The run prints p50, p99
 and max over the measured seconds (after the warm-up), and the flow's own
 `candlewax_candle_delay_seconds` (handed to the sinks). Target: p99 <= 100 ms.
+`--source simulator` runs the simulator inside the flow instead (no trades topic), which
+tells the flow's own share of the delay from the feed's.
 """
 
 from __future__ import annotations
@@ -82,11 +85,19 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--source", choices=["kafka", "simulator"], default="kafka")
     args = parser.parse_args()
 
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as lake:
         broker.create_topics({"trades": 1, "candles": 1})
         metrics_port = free_port()
+        in_flow = {
+            "CANDLEWAX_SOURCE": "simulator",
+            "CANDLEWAX_SIM_TRADES": "0",
+            "CANDLEWAX_SIM_SPEED": "1",
+            "CANDLEWAX_SIM_RATE": str(args.rate),
+            "CANDLEWAX_SIM_SYMBOLS": str(args.symbols),
+        }
         flow = start(
             [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
             {
@@ -94,28 +105,29 @@ def main() -> None:
                 "CANDLEWAX_LAKE_DIR": lake,
                 "CANDLEWAX_METRICS_PORT": str(metrics_port),
                 "CANDLEWAX_ALLOWED_LATENESS": f"{LATENESS_MS}ms",
+                **(in_flow if args.source == "simulator" else {}),
             },
         )
-        simulator = start(
-            [
-                sys.executable,
-                "-m",
-                "tools.cli",
-                "simulate",
-                "--endless",
-                "--speed",
-                "1",
-                "--rate",
-                str(args.rate),
-                "--symbols",
-                str(args.symbols),
-                "--brokers",
-                broker.bootstrap,
-                "--topic",
-                "trades",
-            ],
-            {},
-        )
+        feed = [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "simulate",
+            "--endless",
+            "--speed",
+            "1",
+            "--rate",
+            str(args.rate),
+            "--symbols",
+            str(args.symbols),
+            "--brokers",
+            broker.bootstrap,
+            "--topic",
+            "trades",
+        ]
+        # With the simulator in the flow, an idle stand-in keeps the loop below simple.
+        idle = [sys.executable, "-c", "import time; time.sleep(10**6)"]
+        simulator = start(feed if args.source == "kafka" else idle, {})
         consumer = Consumer(
             {
                 "bootstrap.servers": broker.bootstrap,

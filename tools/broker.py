@@ -123,9 +123,14 @@ class EmbeddedBroker:
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.bootstrap})
 
-    def create_topics(self, topics: dict[str, int] | Iterable[str], partitions: int = 1) -> None:
+    def create_topics(
+        self,
+        topics: dict[str, int] | Iterable[str],
+        partitions: int = 1,
+        config: dict[str, str] | None = None,
+    ) -> None:
         wanted = topics if isinstance(topics, dict) else {t: partitions for t in topics}
-        create_topics(self.bootstrap, wanted)
+        create_topics(self.bootstrap, wanted, config=config)
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -156,11 +161,21 @@ def _accepts(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0) -> None:
-    """Create topics (name -> partitions) and wait until their metadata shows every partition."""
+def create_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    timeout_s: float = 30.0,
+    config: dict[str, str] | None = None,
+) -> None:
+    """Create topics (name -> partitions, with topic `config` if given) and wait until
+    their metadata shows every partition."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = admin.list_topics(timeout=timeout_s).topics
-    new = [NewTopic(name, count, 1) for name, count in topics.items() if name not in existing]
+    new = [
+        NewTopic(name, count, 1, config=config or {})
+        for name, count in topics.items()
+        if name not in existing
+    ]
     for name, future in (
         admin.create_topics(new, operation_timeout=timeout_s).items() if new else []
     ):

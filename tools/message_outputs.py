@@ -91,10 +91,15 @@ def add_lake_argument(parser: argparse.ArgumentParser, settings: Settings) -> No
     )
 
 
-def open_output(brokers: str | None, topic: str, path: str | None) -> MessageOutput:
-    """Kafka when brokers are given, else the file at `path`, else standard output."""
+def open_output(
+    brokers: str | None, topic: str, path: str | None, paced: bool = False
+) -> MessageOutput:
+    """Kafka when brokers are given, else the file at `path`, else standard output. A
+    `paced` (real-time) stream goes out within 5 ms, as a live feed would, not in the
+    batches that make a backfill fast."""
     if brokers:
-        return ProducerChannel({"bootstrap.servers": brokers}, topic)
+        latency = {"linger.ms": 5} if paced else None
+        return ProducerChannel({"bootstrap.servers": brokers}, topic, latency)
     if path and path != "-":
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)

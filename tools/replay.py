@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         print("candlewax replay: no valid trades to send", file=sys.stderr)
         return 1
     target = describe(args.brokers, args.topic, args.output)
-    output = open_output(args.brokers, args.topic, args.output)
+    output = open_output(args.brokers, args.topic, args.output, paced=args.speed > 0)
     total = trades.height * args.loop if args.loop else None
     progress = Progress(f"replay -> {target}", total, unit="trades")
     seconds = send_all(cycles(trades, args.loop), output, progress, args.speed)

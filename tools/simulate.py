@@ -132,7 +132,7 @@ def config_from(args: argparse.Namespace) -> SimulatorConfig:
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     simulator = TradeSimulator(config)
-    output = open_output(args.brokers, args.topic, args.output)
+    output = open_output(args.brokers, args.topic, args.output, paced=args.speed > 0)
     progress = Progress(
         f"simulate -> {describe(args.brokers, args.topic, args.output)}",
         total=config.trades or None,
