@@ -61,7 +61,12 @@ class DedupeState:
 
     def copy(self) -> DedupeState:
         return DedupeState(
-            dict(self.current), dict(self.previous), self.generation_start, self.max_ts
+            # `previous` is only read until it is replaced whole: shared, not copied (a
+            # snapshot is taken every epoch, and a generation holds a horizon of keys).
+            dict(self.current),
+            self.previous,
+            self.generation_start,
+            self.max_ts,
         )
 
 

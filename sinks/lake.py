@@ -101,12 +101,24 @@ def require_lake(path: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class LakeRows:
+    """Rows already in the lake's form (from a snapshot of an earlier version)."""
+
+    frame: pl.DataFrame
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+
+@dataclass(frozen=True)
 class LakeWriterState:
     """A lake writer in a recovery snapshot (see `LakeWriter.snapshot`)."""
 
     writer_id: str
     next_file: int
-    pending: bytes | None
+    # The records not yet in a file, as the flow handed them over (Bytewax pickles them
+    # only when it writes a recovery snapshot); bytes (Arrow IPC) in earlier versions.
+    pending: list[Any] | bytes | None
 
 
 class LakeWriter:
@@ -130,13 +142,19 @@ class LakeWriter:
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_ms / 1000.0
         self._clock = clock
-        self._frames: list[pl.DataFrame] = []
+        # Records as the flow handed them over: they become lake rows on the writer's
+        # thread when written, so the flow's thread never pays for the conversion.
+        self._pending: list[Any] = []
         self._rows = 0
         self._first_at: float | None = None
         self._file_seq = itertools.count()
         self._next_file = 0  # the number of the next file this writer starts
         self._executor = ThreadPoolExecutor(1, f"lake-{dataset.name}") if background else None
         self._in_flight: Future[list[Path]] | None = None
+        # What the write in flight holds, and the number of its first file: a snapshot
+        # taken meanwhile counts those rows as not yet written, so it never waits.
+        self._in_flight_items: list[Any] = []
+        self._in_flight_first_file = 0
         self._writing: set[Path] = set()  # temporary files being written right now
         self.files_written: list[Path] = []
         # The worker and the ticker share the buffer; the lock is held for list moves only
@@ -174,48 +192,57 @@ class LakeWriter:
 
     def add(self, records: Sequence[Any]) -> None:
         if records:
-            frame = self.dataset.to_frame(records)
             with self._lock:
                 self._raise_timer_error()
-                self._buffer(frame)
+                self._buffer(list(records))
 
-    def _buffer(self, frame: pl.DataFrame) -> None:
-        self._frames.append(frame)
-        self._rows += frame.height
+    def _buffer(self, records: list[Any]) -> None:
+        self._pending.extend(records)
+        self._rows += sum(len(record) for record in records)
         if self._first_at is None:
             self._first_at = self._clock()
         if self._rows >= self.flush_rows or self._due():
             self.flush(wait=False)
 
     def flush(self, wait: bool = True) -> None:
-        """Write what is buffered; with `wait`, return only once every file is in place."""
+        """Write what is buffered; with `wait`, return only once every file is in place.
+        Without it, never block: while a write is in flight (one at most), the rows stay
+        buffered for the next flush, so neither the flow nor a snapshot waits on a write."""
         with self._lock:
             self._raise_timer_error()
-            self._collect()  # one write in flight at most; its errors surface here
-            if self._frames:
-                frames, self._frames, self._rows, self._first_at = self._frames, [], 0, None
+            if not wait and self._in_flight is not None and not self._in_flight.done():
+                return
+            self._collect()  # its errors surface here
+            if self._pending:
+                records, self._pending, self._rows, self._first_at = self._pending, [], 0, None
                 if self._executor is None:
-                    self.files_written.extend(self._write_partitions(frames))
+                    self.files_written.extend(self._write_partitions(records))
                 else:
-                    self._in_flight = self._executor.submit(self._write_partitions, frames)
+                    self._in_flight_items, self._in_flight_first_file = records, self._next_file
+                    self._in_flight = self._executor.submit(self._write_partitions, records)
             if wait:
                 self._collect()
 
     def snapshot(self) -> LakeWriterState:
         """What a resumed writer needs: its name, the number of its next file, and the
-        rows not yet in a file (after any write in flight has landed)."""
+        rows not yet in a file. It never waits for a write in flight (that would stall
+        the flow at every epoch): the rows of a write that has not landed count as not
+        written, and a resumed writer deletes whatever files that write left."""
         with self._lock:
             self._raise_timer_error()
-            self._collect()
-            frames = list(self._frames)
-            next_file = self._next_file
-        if not frames:
-            return LakeWriterState(self.writer_id, next_file, None)
-        sink = io.BytesIO()
-        pl.concat(frames, how="vertical_relaxed").write_ipc(sink, compression="zstd")
-        return LakeWriterState(self.writer_id, next_file, sink.getvalue())
+            if self._in_flight is not None and self._in_flight.done():
+                self._collect()
+            if self._in_flight is not None:
+                records = [*self._in_flight_items, *self._pending]
+                next_file = self._in_flight_first_file
+            else:
+                records = list(self._pending)
+                next_file = self._next_file
+        # The records themselves (immutable): encoding them here cost tens of ms per
+        # writer at every epoch, recovery or not.
+        return LakeWriterState(self.writer_id, next_file, records or None)
 
-    def restore(self, state: LakeWriterState | bytes | None) -> None:
+    def restore(self, state: LakeWriterState | list[Any] | bytes | None) -> None:
         """Carry on from a snapshot: the same writer name and file numbers, the rows the
         snapshot held buffered again. Files this writer wrote after the snapshot are
         deleted first: their rows are in the snapshot or come again from the resumed
@@ -228,10 +255,11 @@ class LakeWriter:
             pending = state.pending
         else:  # a snapshot of an earlier version: pending rows only
             pending = state
+        if isinstance(pending, bytes):
+            pending = [LakeRows(pl.read_ipc(io.BytesIO(pending)))]
         if pending:
-            frame = pl.read_ipc(io.BytesIO(pending))
             with self._lock:
-                self._buffer(frame)
+                self._buffer(list(pending))
 
     def _discard_files_from(self, first: int) -> None:
         prefix = f"part-{self.writer_id}-"
@@ -248,11 +276,19 @@ class LakeWriter:
 
     def _collect(self) -> None:
         future, self._in_flight = self._in_flight, None
+        self._in_flight_items = []
         if future is not None:
             self.files_written.extend(future.result())
 
-    def _write_partitions(self, frames: list[pl.DataFrame]) -> list[Path]:
-        frame = pl.concat(frames, how="vertical_relaxed").with_columns(
+    def _rows_of(self, records: list[Any]) -> pl.DataFrame:
+        frames = [r.frame for r in records if isinstance(r, LakeRows)]
+        fresh = [r for r in records if not isinstance(r, LakeRows)]
+        if fresh:
+            frames.append(self.dataset.to_frame(fresh))
+        return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+
+    def _write_partitions(self, records: list[Any]) -> list[Path]:
+        frame = self._rows_of(records).with_columns(
             pl.col(self.dataset.date_column).dt.date().cast(pl.String).alias("date")
         )
         written = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import duckdb
@@ -128,6 +129,29 @@ def test_a_resumed_writer_replaces_the_files_written_after_its_snapshot(tmp_path
     ids = con.execute(
         f"select bar_id from read_parquet('{glob}', hive_partitioning = true) order by bar_id"
     ).fetchall()
+    assert [i for (i,) in ids] == sorted(c.bar_id for c in rows), "each row once"
+
+
+def test_a_snapshot_never_waits_for_a_write_in_flight_and_a_resume_loses_nothing(tmp_path):
+    rows = [c for c in sample_candles() if c.resolution == "1s"][:30]
+    release = threading.Event()
+    before = LakeWriter(tmp_path, CANDLES, writer_id="a", flush_rows=10, background=True)
+    write = before._write_partitions
+    before._write_partitions = lambda frames: release.wait(30) and write(frames)  # type: ignore[method-assign]
+    before.add(candle_batches(rows[:10]))  # a write starts, and hangs
+    before.add(candle_batches(rows[10:15]))  # buffered behind it
+    began = time.monotonic()
+    state = before.snapshot()
+    assert time.monotonic() - began < 1.0, "the snapshot waited for the write"
+    release.set()
+    before.close()  # the hung write lands after the snapshot, then the process dies
+    assert len(before.files_written) >= 2
+    after = LakeWriter(tmp_path, CANDLES, writer_id="new", flush_rows=10)
+    after.restore(state)
+    after.add(candle_batches(rows[15:]))  # the input replays what came after the snapshot
+    after.close()
+    glob = f"{tmp_path}/candles/**/*.parquet"
+    ids = duckdb.sql(f"select bar_id from read_parquet('{glob}') order by bar_id").fetchall()
     assert [i for (i,) in ids] == sorted(c.bar_id for c in rows), "each row once"
 
 

@@ -1,0 +1,89 @@
+"""What each stage of the flow costs per trade, each timed on its own over a whole file.
+
+    python -m bench.stages [--shape dense] [--trades 2000000] [--batch-size 100000]
+
+Runs the flow's own functions, stage after stage, on batches of the file (in one thread,
+without Bytewax in between) and prints microseconds per trade for each: reading lines,
+decoding (the strict Arrow read), splitting by symbol with dedupe keys, dedupe, the
+candle engine, the lake's frames and Parquet encoding, and the Kafka sink's JSON. The
+sum is close to what the whole flow costs; the difference is Bytewax moving items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from bench.common import SHAPES, shape_file
+from operators.candles import CandleSpec, SymbolCandles
+from operators.decode import ValidationRules, decode_batch
+from operators.dedupe import Deduplicator
+from operators.steps import _split_by_symbol
+from sinks.kafka import candle_messages
+from sinks.lake import CANDLES, TRADES
+from sources.file import NdjsonFileSource
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shape", choices=list(SHAPES), default="dense")
+    parser.add_argument("--trades", type=int, default=2_000_000)
+    parser.add_argument("--batch-size", type=int, default=100_000)
+    args = parser.parse_args()
+    path = shape_file(args.shape, args.trades)
+    seconds: dict[str, float] = defaultdict(float)
+
+    def timed(stage: str, action: Callable[..., Any], *arguments: Any) -> Any:
+        began = time.perf_counter()
+        result = action(*arguments)
+        seconds[stage] += time.perf_counter() - began
+        return result
+
+    rules = ValidationRules(now_ms=lambda: 2**62)
+    spec = CandleSpec()
+    dedupers: dict[str, Deduplicator] = {}
+    engines: dict[str, SymbolCandles] = {}
+    source = NdjsonFileSource(path, args.batch_size)
+    reader = source.build_part("bench", source.list_parts()[0], None)
+    while True:
+        try:
+            batches = timed("read lines (file source)", reader.next_batch)
+        except StopIteration:
+            break
+        for batch in batches:
+            decoded = timed("decode (strict read + value rules)", decode_batch, batch, rules)
+            parts = timed("split by symbol + dedupe keys", _split_by_symbol, decoded, False)
+            candles, flagged = [], []
+            for symbol, frame in parts:
+                dedupe = dedupers.setdefault(symbol, Deduplicator(300_000))
+                kept, _ = timed("dedupe", dedupe.filter, frame)
+                engine = engines.setdefault(symbol, SymbolCandles(spec))
+                events = timed("candle engine", engine.on_trades, kept)
+                flagged.append(events.trades)
+                if events.candles is not None:
+                    candles.append(events.candles)
+            timed("lake: trades to Parquet", _parquet, TRADES.to_frame, flagged)
+            if candles:
+                timed("lake: candles to Parquet", _parquet, CANDLES.to_frame, candles)
+                timed("Kafka: candle JSON + keys", _messages, candles)
+    total = sum(seconds.values())
+    print(f"[{args.shape}] {args.trades:,} trades, batches of {args.batch_size:,}")
+    for stage, spent in seconds.items():
+        print(f"  {stage:<36} {spent / args.trades * 1e6:6.2f} us/trade  ({spent:5.2f} s)")
+    print(f"  {'all stages':<36} {total / args.trades * 1e6:6.2f} us/trade  ({total:5.2f} s)")
+
+
+def _parquet(to_frame: Callable[[Any], Any], items: Any) -> None:
+    to_frame(items).write_parquet(io.BytesIO(), compression="zstd")
+
+
+def _messages(candles: Any) -> int:
+    return len(list(candle_messages(candles)))
+
+
+if __name__ == "__main__":
+    main()
