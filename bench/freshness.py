@@ -125,9 +125,9 @@ def main() -> None:
             "--topic",
             "trades",
         ]
-        # With the simulator in the flow, an idle stand-in keeps the loop below simple.
-        idle = [sys.executable, "-c", "import time; time.sleep(10**6)"]
-        simulator = start(feed if args.source == "kafka" else idle, {})
+        running = {"flow": flow}
+        if args.source == "kafka":
+            running["simulator"] = start(feed, {})
         consumer = Consumer(
             {
                 "bootstrap.servers": broker.bootstrap,
@@ -149,7 +149,7 @@ def main() -> None:
         )
         try:
             while time.monotonic() < measured_from + args.seconds:
-                for process, name in ((flow, "flow"), (simulator, "simulator")):
+                for name, process in running.items():
                     if process.poll() is not None:
                         error = process.stderr.read().decode() if process.stderr else ""
                         raise SystemExit(f"the {name} stopped:\n{error[-3000:]}")
@@ -168,8 +168,8 @@ def main() -> None:
             own = flow_delay_quantiles(metrics_port)
         finally:
             consumer.close()
-            stop(simulator)
-            stop(flow)
+            for process in reversed(running.values()):
+                stop(process)
     if not delays:
         raise SystemExit("no 1 s candles reached the topic")
     values = np.array(delays)

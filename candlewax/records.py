@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
-import msgspec
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -147,13 +146,6 @@ class _Record:
         text = frame.with_columns(*_finite_or_null(frame)).write_ndjson()
         return text.encode().split(b"\n")[: frame.height]
 
-    @classmethod
-    def to_arrow(cls, records: Sequence[Any]) -> pa.Table:
-        return cls.lake_frame([cls.frame(records)]).to_arrow().cast(cls.ARROW_SCHEMA)
-
-    def to_json(self) -> bytes:
-        return _ENCODER.encode(self)
-
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
@@ -172,15 +164,6 @@ def record_symbol(batch: Any) -> str:
     if isinstance(batch, pl.DataFrame):
         return str(batch.get_column("symbol")[0])
     return str(batch.symbol)
-
-
-def _enc_hook(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    raise NotImplementedError(type(value))
-
-
-_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 def bar_id(symbol: str, resolution: str, window_start: int) -> str:

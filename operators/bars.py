@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from candlewax.records import Candle, bar_id
-
 TradeKey = tuple[int, int]  # (event time ms, arrival sequence of the symbol)
 
 
@@ -71,26 +69,6 @@ class Bar:
     def copy(self) -> Bar:
         return replace(
             self, volume_terms=list(self.volume_terms), notional_terms=list(self.notional_terms)
-        )
-
-    def to_candle(
-        self, symbol: str, resolution: str, window_start: int, window_ms: int, revision: int = 0
-    ) -> Candle:
-        volume = self.volume
-        return Candle(
-            symbol=symbol,
-            resolution=resolution,
-            window_start=window_start,
-            window_end=window_start + window_ms,
-            open=self.open,
-            high=self.high,
-            low=self.low,
-            close=self.close,
-            volume=volume,
-            vwap=self.notional / volume if volume else math.nan,
-            trade_count=self.trade_count,
-            bar_id=bar_id(symbol, resolution, window_start),
-            revision=revision,
         )
 
 

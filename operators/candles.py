@@ -106,9 +106,7 @@ class ClosedBar:
         return self.late.copy() if self.emitted is None else self.emitted.merged(self.late)
 
 
-# A closed window kept for late trades is the row of the candle that went out.
-CLOSED_DTYPE = CANDLE_ROW
-_NO_CLOSED = np.empty(0, dtype=CLOSED_DTYPE)
+_NO_CLOSED = np.empty(0, dtype=CANDLE_ROW)
 _NO_INTS = np.empty(0, dtype=np.int64)
 _NO_FLOATS = np.empty(0, dtype=np.float64)
 
@@ -368,7 +366,7 @@ class SymbolCandles:
         lasts = np.concatenate((cuts, [len(ts)])) - 1
         with np.errstate(over="ignore"):  # an overflowing notional is defined: vwap null
             notional = price * size
-        bars = np.zeros(len(firsts), dtype=CLOSED_DTYPE)
+        bars = np.zeros(len(firsts), dtype=CANDLE_ROW)
         bars["res"] = base
         bars["start"] = window[firsts]
         bars["open"], bars["open_ts"], bars["open_seq"] = price[firsts], ts[firsts], seq[firsts]
@@ -569,7 +567,7 @@ def _appended(rows: np.ndarray, block: np.ndarray) -> np.ndarray:
 
 def _closed_block(res: int, items: list[tuple[int, Bar]], revision: int = 0) -> np.ndarray:
     """Closed windows made one at a time (coarse ones, restated ones) as rows."""
-    block = np.empty(len(items), dtype=CLOSED_DTYPE)
+    block = np.empty(len(items), dtype=CANDLE_ROW)
     for i, (start, bar) in enumerate(items):
         block[i] = (
             res,

@@ -18,6 +18,7 @@ batch it came in or the path it took (tested with hypothesis over any batching).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -198,6 +199,7 @@ _STRICT_MAX_NESTING = 200
 _STRICT_READ_OPTIONS = pa_json.ReadOptions(use_threads=True, block_size=1 << 20)
 
 
+@functools.cache
 def _strict_options(trade_id: pa.DataType) -> pa_json.ParseOptions:
     fields = [
         (name, trade_id if name == "trade_id" else _ARROW_TYPES[dtype])

@@ -115,9 +115,8 @@ class ProducerChannel:
         self.sent = 0
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self.health.reachable()
-        elif self.failure is None:
+        # Called for failed deliveries only (`delivery.report.only.error`).
+        if error is not None and self.failure is None:
             self.failure = str(error.str())
 
     def raise_failure(self) -> None:

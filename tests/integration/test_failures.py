@@ -18,6 +18,7 @@ import pytest
 from tests.factories import simulated, trade
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import (
+    file_env,
     flow_env,
     flow_topics,
     init_recovery,
@@ -117,9 +118,7 @@ def test_an_invalid_output_topic_stops_the_flow_naming_it(broker, tmp_path):
     trades = tmp_path / "trades.ndjson"
     write_trades(trades, 5_000)
     env = flow_env(
-        CANDLEWAX_SOURCE="file",
-        CANDLEWAX_SOURCE_PATH=str(trades),
-        CANDLEWAX_LAKE_DIR=str(tmp_path / "lake"),
+        **file_env(trades, tmp_path / "lake"),
         CANDLEWAX_KAFKA_BROKERS=broker.bootstrap,
         CANDLEWAX_KAFKA_CANDLES_TOPIC="bad topic!",
     )
@@ -218,9 +217,7 @@ def test_an_unreachable_kafka_output_stops_the_flow_once_deliveries_time_out(tmp
     trades = tmp_path / "trades.ndjson"
     write_trades(trades, 2_000)
     env = flow_env(
-        CANDLEWAX_SOURCE="file",
-        CANDLEWAX_SOURCE_PATH=str(trades),
-        CANDLEWAX_LAKE_DIR=str(tmp_path / "lake"),
+        **file_env(trades, tmp_path / "lake"),
         CANDLEWAX_KAFKA_BROKERS=f"127.0.0.1:{free_port()}",
         CANDLEWAX_KAFKA_PRODUCER_CONFIG='{"message.timeout.ms": 3000}',
     )
@@ -235,10 +232,6 @@ def test_an_input_file_that_breaks_while_read_stops_the_flow_naming_it(tmp_path)
     messages = [value for _, value in simulated(20_000, rate=2_000, seed=3)]
     data = gzip.compress(b"\n".join(messages))
     path.write_bytes(data[: len(data) // 2])  # cut in the middle: a truncated download
-    env = flow_env(
-        CANDLEWAX_SOURCE="file",
-        CANDLEWAX_SOURCE_PATH=str(path),
-        CANDLEWAX_LAKE_DIR=str(tmp_path / "lake"),
-    )
+    env = flow_env(**file_env(path, tmp_path / "lake"))
     code, log = run_flow_command(env, timeout_s=60)
     assert_one_clean_failure_line(code, log, "input file", "trades.ndjson.gz")

@@ -36,6 +36,13 @@ def candle(symbol: str, resolution: str, start: int, width: int, price: float = 
     )
 
 
+def lake_bar_ids(lake) -> list[str]:
+    """The `bar_id` of every candle row in the lake, sorted (repeats kept)."""
+    glob = f"{lake}/candles/**/*.parquet"
+    query = f"select bar_id from read_parquet('{glob}', hive_partitioning = true) order by 1"
+    return [bar for (bar,) in duckdb.sql(query).fetchall()]
+
+
 def sample_candles() -> list[Candle]:
     out = []
     for day in range(3):
@@ -124,12 +131,7 @@ def test_a_resumed_writer_replaces_the_files_written_after_its_snapshot(tmp_path
     after.restore(state)
     after.add(candle_batches(rows[20:]))  # the resumed input replays what came after the snapshot
     after.close()
-    con = duckdb.connect()
-    glob = f"{tmp_path}/candles/**/*.parquet"
-    ids = con.execute(
-        f"select bar_id from read_parquet('{glob}', hive_partitioning = true) order by bar_id"
-    ).fetchall()
-    assert [i for (i,) in ids] == sorted(c.bar_id for c in rows), "each row once"
+    assert lake_bar_ids(tmp_path) == sorted(c.bar_id for c in rows), "each row once"
 
 
 def test_a_snapshot_never_waits_for_a_write_in_flight_and_a_resume_loses_nothing(tmp_path):
@@ -150,9 +152,7 @@ def test_a_snapshot_never_waits_for_a_write_in_flight_and_a_resume_loses_nothing
     after.restore(state)
     after.add(candle_batches(rows[15:]))  # the input replays what came after the snapshot
     after.close()
-    glob = f"{tmp_path}/candles/**/*.parquet"
-    ids = duckdb.sql(f"select bar_id from read_parquet('{glob}') order by bar_id").fetchall()
-    assert [i for (i,) in ids] == sorted(c.bar_id for c in rows), "each row once"
+    assert lake_bar_ids(tmp_path) == sorted(c.bar_id for c in rows), "each row once"
 
 
 def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
@@ -164,12 +164,7 @@ def test_rows_held_for_a_snapshot_are_written_after_a_restore(tmp_path):
     after = LakeWriter(tmp_path, CANDLES, writer_id="b")  # a resumed flow's writer
     after.restore(held)
     after.flush()
-    con = duckdb.connect()
-    glob = f"{tmp_path}/candles/**/*.parquet"
-    count = con.execute(
-        f"select count(*) from read_parquet('{glob}', hive_partitioning = true)"
-    ).fetchone()
-    assert count == (50,)
+    assert len(lake_bar_ids(tmp_path)) == 50
 
 
 def test_a_sum_that_overflows_float64_is_null_in_the_lake_and_in_json(tmp_path, workers):
