@@ -12,7 +12,10 @@ moment its window could close to the candle being on the topic. The run prints p
 and max over the measured seconds (after the warm-up), and the flow's own
 `candlewax_candle_delay_seconds` (handed to the sinks). Target: p99 <= 100 ms.
 `--source simulator` runs the simulator inside the flow instead (no trades topic), which
-tells the flow's own share of the delay from the feed's.
+tells the flow's own share of the delay from the feed's. `--source broker` runs no flow:
+the consumer reads the `trades` topic itself and prints how long a trade takes from the
+simulator's `produce` (its Kafka timestamp) to a consumer, the broker's share of the delay
+on this machine.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--warmup", type=float, default=15)
-    parser.add_argument("--source", choices=["kafka", "simulator"], default="kafka")
+    parser.add_argument("--source", choices=["kafka", "simulator", "broker"], default="kafka")
     args = parser.parse_args()
 
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as lake:
@@ -126,7 +129,10 @@ def main() -> None:
             "trades",
         ]
         running = {"flow": flow}
-        if args.source == "kafka":
+        if args.source == "broker":
+            stop(flow)
+            running = {}
+        if args.source != "simulator":
             running["simulator"] = start(feed, {})
         consumer = Consumer(
             {
@@ -135,9 +141,10 @@ def main() -> None:
                 "auto.offset.reset": "latest",
                 "session.timeout.ms": 6000,
                 "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,  # as the flow's consumer (CONSUMER_DEFAULTS)
             }
         )
-        consumer.subscribe(["candles"])
+        consumer.subscribe(["trades" if args.source == "broker" else "candles"])
         decode = msgspec.json.Decoder()
         delays: list[float] = []
         began = time.monotonic()
@@ -153,27 +160,39 @@ def main() -> None:
                     if process.poll() is not None:
                         error = process.stderr.read().decode() if process.stderr else ""
                         raise SystemExit(f"the {name} stopped:\n{error[-3000:]}")
-                for message in consumer.consume(10_000, 0.2):
+                # consume(n, timeout) returns at n messages or at the timeout: short, so
+                # the broker mode's receive time is not the wait for a full batch.
+                for message in consumer.consume(10_000, 0.005 if args.source == "broker" else 0.2):
                     if message.error() is not None:
                         if message.error().code() != KafkaError._PARTITION_EOF:
                             print(f"consumer: {message.error()}", file=sys.stderr)
                         continue
                     if time.monotonic() < measured_from:
                         continue
+                    if args.source == "broker":
+                        delays.append(time.time() * 1000 - message.timestamp()[1])
+                        continue
                     candle = decode.decode(message.value())
                     if candle["resolution"] != "1s" or candle["revision"] != 0:
                         continue
                     _, timestamp_ms = message.timestamp()
                     delays.append(timestamp_ms - candle["window_end"] - LATENESS_MS)
-            own = flow_delay_quantiles(metrics_port)
+            own = "" if args.source == "broker" else flow_delay_quantiles(metrics_port)
         finally:
             consumer.close()
             for process in reversed(running.values()):
                 stop(process)
     if not delays:
-        raise SystemExit("no 1 s candles reached the topic")
+        raise SystemExit("nothing reached the topic")
     values = np.array(delays)
     p50, p99 = np.percentile(values, [50, 99])
+    if args.source == "broker":
+        print(f"trades read from the topic: {len(values):,}")
+        print(
+            f"from produce to a consumer: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+            f"max {values.max():.0f} ms"
+        )
+        return
     print(f"1 s candles on the topic: {len(values):,}")
     print(
         f"delay after the window could close: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "

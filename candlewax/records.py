@@ -87,6 +87,28 @@ class FlaggedTrades:
         return str(self.trades.get_column("symbol")[0])
 
 
+# --- many small frames into one --------------------------------------------------------
+# A live flow hands the sinks thousands of small frames between two writes (a frame per
+# symbol per step). One `pl.concat` of them is one long native call that holds the GIL,
+# and the frame it makes has thousands of chunks, which makes every later expression
+# slow: on a writer thread that stalled the flow's own thread for 100-200 ms.
+_CONCAT_SLICE = 64
+
+
+def concat_frames(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """One frame of `frames` (same columns), contiguous, made in short native calls so a
+    background thread doing it lets the flow's thread run in between."""
+    if len(frames) == 1:
+        return frames[0]
+    parts = list(frames)
+    while len(parts) > _CONCAT_SLICE:
+        parts = [
+            pl.concat(parts[i : i + _CONCAT_SLICE], rechunk=True)
+            for i in range(0, len(parts), _CONCAT_SLICE)
+        ]
+    return pl.concat(parts, rechunk=True)
+
+
 # --- records with a row form -----------------------------------------------------------
 class _Record:
     """Shared conversions of the row-shaped records.
@@ -132,7 +154,7 @@ class _Record:
         """Frames as rows of the lake: timestamps typed, and a float that is not finite (a
         sum that overflowed float64, such as the notional behind `vwap` of extreme but
         valid trades) null, as in the JSON form: never inf or NaN in any output."""
-        frame = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
+        frame = concat_frames(frames)
         return frame.with_columns(
             *[pl.col(name).cast(pl.Datetime("ms", "UTC")) for name in cls.TIMESTAMP_FIELDS],
             *_finite_or_null(frame),

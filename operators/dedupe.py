@@ -10,6 +10,7 @@ the symbol's newest event time (this trade included) minus the horizon.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -52,22 +53,46 @@ def dedupe_keys(trades: pl.DataFrame) -> list[int | str | None]:
 
 @dataclass
 class DedupeState:
-    """Kept keys with the event time they were kept at, in two generations."""
+    """Kept keys with the event time they were kept at, in two generations (the form a
+    snapshot is pickled and resumed in)."""
 
     current: dict[int | str, int] = field(default_factory=dict)
     previous: dict[int | str, int] = field(default_factory=dict)
     generation_start: int | None = None
     max_ts: int | None = None
 
-    def copy(self) -> DedupeState:
-        return DedupeState(
-            # `previous` is only read until it is replaced whole: shared, not copied (a
-            # snapshot is taken every epoch, and a generation holds a horizon of keys).
-            dict(self.current),
-            self.previous,
-            self.generation_start,
-            self.max_ts,
-        )
+
+class DedupeSnapshot:
+    """The state at one moment, taken in constant time.
+
+    Bytewax snapshots every key at every epoch, recovery or not, and pickles the
+    snapshot only after the step has gone on with the next epoch. Copying the current
+    generation (a horizon of ids: 750 k per symbol at 20 k trades/s over 8 symbols and 5
+    minutes) stalled the flow for hundreds of milliseconds per epoch. Instead the
+    snapshot holds the append-only log of the current generation's writes with its
+    length, and the read-only previous generation, and builds the `DedupeState` only
+    when pickled.
+    """
+
+    __slots__ = ("_generation_start", "_length", "_log", "_max_ts", "_previous")
+
+    def __init__(self, dedupe: Deduplicator):
+        state = dedupe.state
+        self._log = dedupe._log
+        self._length = len(self._log)
+        self._previous = state.previous
+        self._generation_start, self._max_ts = state.generation_start, state.max_ts
+
+    def state(self) -> DedupeState:
+        current: dict[int | str, int] = {}
+        for keys, ts in self._log[: self._length]:
+            # In order: last write wins, as the dict was written.
+            current.update(zip(keys, ts, strict=True))
+        return DedupeState(current, self._previous, self._generation_start, self._max_ts)
+
+    def __reduce__(self) -> tuple[type[DedupeState], tuple[Any, ...]]:
+        state = self.state()
+        return DedupeState, (state.current, state.previous, state.generation_start, state.max_ts)
 
 
 class Deduplicator:
@@ -76,6 +101,17 @@ class Deduplicator:
     def __init__(self, horizon_ms: int, state: DedupeState | None = None):
         self.horizon_ms = horizon_ms
         self.state = state if state is not None else DedupeState()
+        # Every write to `state.current`, in order (see `DedupeSnapshot`): a pair of
+        # tuples (keys, event times) per batch, only appended to, and replaced whole with
+        # the generation. Tuples of ints and strings, which the garbage collector stops
+        # tracking, so millions of ids cost a full collection nothing.
+        self._log: list[tuple[tuple[int | str, ...], tuple[int, ...]]] = [
+            (tuple(self.state.current), tuple(self.state.current.values()))
+        ]
+
+    def snapshot(self) -> DedupeSnapshot:
+        """The state now, in constant time: later filtering does not change it."""
+        return DedupeSnapshot(self)
 
     def filter(self, trades: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         """The trades to keep, in order, and how many were duplicates.
@@ -104,6 +140,7 @@ class Deduplicator:
         ):
             # The common case: nothing seen before and no repeat inside the batch.
             state.current.update(zip(present, present_ts, strict=True))  # type: ignore[arg-type]
+            self._log.append((tuple(present), tuple(present_ts)))  # type: ignore[arg-type]
             kept, duplicates = trades, 0
         else:
             keep = self._keep_mask(keys, ts.tolist(), (newest - self.horizon_ms).tolist())
@@ -114,6 +151,8 @@ class Deduplicator:
 
     def _keep_mask(self, keys: list, ts: list[int], floors: list[int]) -> list[bool]:
         current, previous = self.state.current, self.state.previous
+        log_keys: list[int | str] = []
+        log_ts: list[int] = []
         keep: list[bool] = []
         for key, event_ts, floor in zip(keys, ts, floors, strict=True):
             if key is None:
@@ -126,7 +165,10 @@ class Deduplicator:
                 keep.append(False)
             else:
                 current[key] = event_ts
+                log_keys.append(key)
+                log_ts.append(event_ts)
                 keep.append(True)
+        self._log.append((tuple(log_keys), tuple(log_ts)))
         return keep
 
     def _advance(self, max_ts: int) -> None:
@@ -138,4 +180,5 @@ class Deduplicator:
             # Every key in `previous` is now older than the horizon: drop it whole.
             state.previous = state.current
             state.current = {}
+            self._log = []  # a snapshot keeps the old one whole
             state.generation_start = state.max_ts

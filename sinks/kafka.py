@@ -23,7 +23,14 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from candlewax.failures import OutputError, fail, failure
 from candlewax.kafka_health import KafkaHealth
-from candlewax.records import Candle, CandleBatch, DriftRecord, Rejection, candle_frame
+from candlewax.records import (
+    Candle,
+    CandleBatch,
+    DriftRecord,
+    Rejection,
+    candle_frame,
+    concat_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +61,7 @@ def candle_messages(batches: list[CandleBatch]) -> Iterable[KafkaMessage]:
 
 
 def drift_messages(frames: list[pl.DataFrame]) -> Iterable[KafkaMessage]:
-    return _keyed_by_bar_id(DriftRecord, pl.concat(frames, rechunk=False))
+    return _keyed_by_bar_id(DriftRecord, concat_frames(frames))
 
 
 def _keyed_by_bar_id(record_type: Any, frame: pl.DataFrame) -> Iterable[KafkaMessage]:

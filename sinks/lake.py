@@ -42,17 +42,17 @@ from candlewax.records import (
     FlaggedTrades,
     Rejection,
     candle_frame,
+    concat_frames,
 )
 
+# Buffered records are made into one frame of lake rows once there are this many (small).
+_COMPACT_RECORDS = 512
 _TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name not in ("late", "seq")]
 
 
 def trades_frame(batches: Sequence[FlaggedTrades]) -> pl.DataFrame:
     """Flagged trades (from the candle step) as rows of the lake's `trades` dataset."""
-    frames = [b.trades for b in batches]
-    frame = (frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)).select(
-        _TRADE_COLUMNS
-    )
+    frame = concat_frames([b.trades for b in batches]).select(_TRADE_COLUMNS)
     late = pl.Series("late", np.concatenate([b.late for b in batches]), dtype=pl.Boolean)
     seq = pl.Series("seq", np.concatenate([b.seq for b in batches]), dtype=pl.Int64)
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")), late, seq)
@@ -103,7 +103,8 @@ def require_lake(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class LakeRows:
-    """Rows already in the lake's form (from a snapshot of an earlier version)."""
+    """Rows already in the lake's form: many small records made into one frame, or the
+    buffered rows of a snapshot of an earlier version."""
 
     frame: pl.DataFrame
 
@@ -207,6 +208,12 @@ class LakeWriter:
     def _buffer(self, records: list[Any]) -> None:
         self._pending.extend(records)
         self._rows += sum(len(record) for record in records)
+        if len(self._pending) >= _COMPACT_RECORDS and self._rows < len(self._pending) * 1_000:
+            # Live, records are small (a frame per symbol per step) and a flush interval
+            # holds tens of thousands of them: each is a few objects the garbage
+            # collector walks at every full collection (70-150 ms pauses of the flow).
+            # Made into one frame of lake rows now, they are one object.
+            self._pending = [LakeRows(self._rows_of(self._pending))]
         if self._first_at is None:
             self._first_at = self._clock()
         if self._rows >= self.flush_rows or self._due():

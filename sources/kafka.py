@@ -67,6 +67,10 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 # How often an idle live partition asks the broker where the partition ends (one round
 # trip), and how long it waits between asks while the broker does not answer.
 _END_CHECK_S = 0.1
+# A live partition is at its head when what is left to read is no more than one poll
+# brought (or this many messages) and the newest message read is this fresh (`at_head`).
+_HEAD_MESSAGES = 1_000
+_HEAD_AGE_MS = 1_000
 _END_CHECK_BACKOFF_S = 2.0
 _END_CHECK_TIMEOUT_S = 0.5
 
@@ -103,6 +107,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._lag = CONSUMER_LAG.labels(topic, str(partition))
         self._next_end_check = 0.0
         self._at_end = False  # the last answer of the broker: nothing more to read
+        self._newest_timestamp_ms = 0  # of the newest message read (Kafka timestamp)
         if tail:
             INPUT_CLOCK.behind(self._source)
 
@@ -140,7 +145,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._offset = last + 1
         high = self._report_lag()
         if self._tail:
-            self._at_end = high is not None and self._offset >= high
+            self._newest_timestamp_ms = messages[-1].timestamp()[1]
+            self._at_end = high is not None and at_head(
+                high - self._offset, len(messages), self._newest_timestamp_ms, time.time() * 1000
+            )
             self._tell_clock()
         return [RawBatch(self._source, values, positions, keys)]
 
@@ -164,7 +172,9 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             else:
                 self._health.reachable()
                 position = self._offset if self._offset >= 0 else low
-                self._at_end = position >= high
+                self._at_end = at_head(
+                    high - position, 0, self._newest_timestamp_ms, time.time() * 1000
+                )
                 self._next_end_check = now + _END_CHECK_S
         self._tell_clock()
 
@@ -209,6 +219,22 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
     def close(self) -> None:
         INPUT_CLOCK.forget(self._source)
         self._consumer.close()
+
+
+def at_head(left: int, read: int, newest_timestamp_ms: int, now_ms: float) -> bool:
+    """Whether a live partition has caught up: `left` messages remain by the end offset
+    the broker last reported, `read` were just taken (0 on an empty poll), the newest
+    message read was produced at `newest_timestamp_ms`.
+
+    `left == 0` alone is too strict for a live stream: at 20 k trades/s more messages
+    have arrived by the time they are counted, so the input clock stopped at many polls
+    and a quiet symbol's candle waited for its next trade (hundreds of ms). A backlog
+    (after a pause, an outage, a restart) shows as more left than a poll brings, or as
+    messages produced long ago; either keeps the clock stopped."""
+    if left <= 0:
+        return True
+    fresh = newest_timestamp_ms > 0 and now_ms - newest_timestamp_ms <= _HEAD_AGE_MS
+    return fresh and left <= max(read, _HEAD_MESSAGES)
 
 
 _MISSING = {

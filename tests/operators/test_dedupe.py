@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import random
 
-from operators.dedupe import Deduplicator, with_dedupe_keys
+from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
 from tests.factories import T0
 from tests.factories import trades_frame as plain_frame
 
@@ -87,8 +87,38 @@ def test_the_result_does_not_depend_on_batch_boundaries():
 def test_a_snapshot_does_not_change_when_the_filter_goes_on():
     dedupe = Deduplicator(horizon_ms=60_000)
     dedupe.filter(trades_frame([(T0, 1.0, 1.0), (T0 + 1, 1.0, 1.0)], ids=[1, 2]))
-    snapshot = dedupe.state.copy()  # what the dedupe step hands to Bytewax
+    snapshot = dedupe.snapshot()  # what the dedupe step hands to Bytewax
     frozen = pickle.dumps(snapshot)
     later = [(T0 + 2, 1.0, 1.0), (T0 + 200_000, 1.0, 1.0), (T0 + 400_000, 1.0, 1.0)]
     dedupe.filter(trades_frame(later, ids=[3, 4, 5]))  # new ids; generations roll over
     assert pickle.dumps(snapshot) == frozen
+
+
+def test_a_snapshot_keeps_the_ids_as_they_were_when_ids_are_kept_again_later():
+    # Id 1 is kept again once its first sighting is beyond the horizon: the current
+    # generation's entry is rewritten in place after the snapshot was taken.
+    dedupe = Deduplicator(horizon_ms=1_000)
+    dedupe.filter(trades_frame([(T0 + 900, 1.0, 1.0), (T0, 1.0, 1.0)], ids=[2, 1]))
+    snapshot = dedupe.snapshot()
+    expected = (dict(dedupe.state.current), dict(dedupe.state.previous), dedupe.state.max_ts)
+    dedupe.filter(trades_frame([(T0 + 950, 1.0, 1.0), (T0 + 1_500, 1.0, 1.0)], ids=[1, 1]))
+    assert dedupe.state.current[1] == T0 + 1_500  # rewritten: the first sighting expired
+
+    resumed = pickle.loads(pickle.dumps(snapshot))
+    assert isinstance(resumed, DedupeState)
+    assert (resumed.current, resumed.previous, resumed.max_ts) == expected
+
+
+def test_a_resumed_filter_decides_as_the_one_that_never_stopped():
+    rng = random.Random(5)
+    rows, ids = [], []
+    for i in range(3_000):
+        rows.append((T0 + i * 10 + rng.randint(-300, 300), 1.0, 1.0))
+        ids.append(rng.randint(0, 300) if rng.random() < 0.6 else f"x{rng.randint(0, 50)}")
+    expected = kept_ids(Deduplicator(2_000), rows, ids)
+    dedupe, got = Deduplicator(2_000), []
+    for start in range(0, len(rows), 250):
+        got += kept_ids(dedupe, rows[start : start + 250], ids[start : start + 250])
+        # the step goes on with the snapshot's pickle, as after a restart at this epoch
+        dedupe = Deduplicator(2_000, pickle.loads(pickle.dumps(dedupe.snapshot())))
+    assert got == expected

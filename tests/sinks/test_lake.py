@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 
 import duckdb
 import msgspec
+import numpy as np
 import pyarrow.parquet as pq
 
-from candlewax.records import Candle, bar_id
+from candlewax.records import Candle, FlaggedTrades, bar_id
 from sinks.kafka import candle_messages
-from sinks.lake import CANDLES, LakeWriter
+from sinks.lake import CANDLES, TRADES, LakeWriter
 from tests import factories
-from tests.factories import T0, candle_batches, trade
+from tests.factories import T0, candle_batches, trade, trades_frame
 from tests.flow_runs import run_flow
 
 DAY = 86_400_000
@@ -213,3 +215,29 @@ def test_the_flush_interval_holds_on_a_timer_for_a_quiet_stream(tmp_path):
     assert rows_in_files() == 10, "rows reach the lake within the flush interval, unprompted"
     writer.close()
     assert list(tmp_path.glob("candles/**/*.tmp")) == []
+
+
+def test_many_small_records_are_held_as_one_frame_and_every_row_lands_once(tmp_path):
+    # Live, the trades sink gets a small record per symbol per step; thousands are held
+    # between writes. They are made into one frame as they come (one object for the
+    # garbage collector to walk, not thousands): rows and their order must not change,
+    # through a snapshot and a resume too.
+    records = []
+    for step in range(1_500):
+        rows = [(T0 + step * 10 + i, 100.0 + step, 1.0) for i in range(2)]
+        ids = [step * 2 + i for i in range(2)]
+        records.append(FlaggedTrades(trades_frame(rows, ids=ids), np.zeros(2, bool), np.arange(2)))
+    before = LakeWriter(tmp_path, TRADES, writer_id="a", flush_rows=10**6)
+    for record in records[:1_000]:
+        before.add([record])
+    assert len(before._pending) < 1_000, "small records are held one by one"
+    state = pickle.loads(pickle.dumps(before.snapshot()))  # as Bytewax keeps it
+    after = LakeWriter(tmp_path, TRADES, writer_id="b", flush_rows=10**6)
+    after.restore(state)
+    for record in records[1_000:]:
+        after.add([record])
+    after.close()
+    got = duckdb.sql(
+        f"SELECT trade_id FROM read_parquet('{tmp_path}/trades/**/*.parquet') ORDER BY ts"
+    ).fetchall()
+    assert [int(row[0]) for row in got] == list(range(3_000))
