@@ -101,16 +101,18 @@ def main() -> None:
             "CANDLEWAX_SIM_RATE": str(args.rate),
             "CANDLEWAX_SIM_SYMBOLS": str(args.symbols),
         }
-        flow = start(
-            [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
-            {
-                "CANDLEWAX_KAFKA_BROKERS": broker.bootstrap,
-                "CANDLEWAX_LAKE_DIR": lake,
-                "CANDLEWAX_METRICS_PORT": str(metrics_port),
-                "CANDLEWAX_ALLOWED_LATENESS": f"{LATENESS_MS}ms",
-                **(in_flow if args.source == "simulator" else {}),
-            },
-        )
+        running: dict[str, subprocess.Popen[bytes]] = {}
+        if args.source != "broker":
+            running["flow"] = start(
+                [sys.executable, "-m", "bytewax.run", "flows.ohlcv"],
+                {
+                    "CANDLEWAX_KAFKA_BROKERS": broker.bootstrap,
+                    "CANDLEWAX_LAKE_DIR": lake,
+                    "CANDLEWAX_METRICS_PORT": str(metrics_port),
+                    "CANDLEWAX_ALLOWED_LATENESS": f"{LATENESS_MS}ms",
+                    **(in_flow if args.source == "simulator" else {}),
+                },
+            )
         feed = [
             sys.executable,
             "-m",
@@ -128,10 +130,6 @@ def main() -> None:
             "--topic",
             "trades",
         ]
-        running = {"flow": flow}
-        if args.source == "broker":
-            stop(flow)
-            running = {}
         if args.source != "simulator":
             running["simulator"] = start(feed, {})
         consumer = Consumer(

@@ -76,23 +76,19 @@ class DedupeSnapshot:
 
     __slots__ = ("_generation_start", "_length", "_log", "_max_ts", "_previous")
 
-    def __init__(self, dedupe: Deduplicator):
-        state = dedupe.state
-        self._log = dedupe._log
-        self._length = len(self._log)
+    def __init__(
+        self, log: list[tuple[tuple[int | str, ...], tuple[int, ...]]], state: DedupeState
+    ):
+        self._log, self._length = log, len(log)
         self._previous = state.previous
         self._generation_start, self._max_ts = state.generation_start, state.max_ts
 
-    def state(self) -> DedupeState:
+    def __reduce__(self) -> tuple[type[DedupeState], tuple[Any, ...]]:
         current: dict[int | str, int] = {}
         for keys, ts in self._log[: self._length]:
             # In order: last write wins, as the dict was written.
             current.update(zip(keys, ts, strict=True))
-        return DedupeState(current, self._previous, self._generation_start, self._max_ts)
-
-    def __reduce__(self) -> tuple[type[DedupeState], tuple[Any, ...]]:
-        state = self.state()
-        return DedupeState, (state.current, state.previous, state.generation_start, state.max_ts)
+        return DedupeState, (current, self._previous, self._generation_start, self._max_ts)
 
 
 class Deduplicator:
@@ -111,7 +107,7 @@ class Deduplicator:
 
     def snapshot(self) -> DedupeSnapshot:
         """The state now, in constant time: later filtering does not change it."""
-        return DedupeSnapshot(self)
+        return DedupeSnapshot(self._log, self.state)
 
     def filter(self, trades: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         """The trades to keep, in order, and how many were duplicates.

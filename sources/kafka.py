@@ -67,12 +67,12 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 # How often an idle live partition asks the broker where the partition ends (one round
 # trip), and how long it waits between asks while the broker does not answer.
 _END_CHECK_S = 0.1
+_END_CHECK_BACKOFF_S = 2.0
+_END_CHECK_TIMEOUT_S = 0.5
 # A live partition is at its head when what is left to read is no more than one poll
 # brought (or this many messages) and the newest message read is this fresh (`at_head`).
 _HEAD_MESSAGES = 1_000
 _HEAD_AGE_MS = 1_000
-_END_CHECK_BACKOFF_S = 2.0
-_END_CHECK_TIMEOUT_S = 0.5
 
 
 class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):

@@ -220,7 +220,7 @@ def test_the_flush_interval_holds_on_a_timer_for_a_quiet_stream(tmp_path):
 def test_many_small_records_are_held_as_one_frame_and_every_row_lands_once(tmp_path):
     # Live, the trades sink gets a small record per symbol per step; thousands are held
     # between writes. They are made into one frame as they come (one object for the
-    # garbage collector to walk, not thousands): rows and their order must not change,
+    # garbage collector to walk, not thousands): every row must still land exactly once,
     # through a snapshot and a resume too.
     records = []
     for step in range(1_500):
