@@ -5,8 +5,9 @@
 Runs the flow's own functions, stage after stage, on batches of the file (in one thread,
 without Bytewax in between) and prints microseconds per trade for each: reading lines,
 decoding (the strict Arrow read), splitting by symbol with dedupe keys, dedupe, the
-candle engine, the lake's frames and Parquet encoding, and the Kafka sink's JSON. The
-sum is close to what the whole flow costs; the difference is Bytewax moving items.
+fat-finger guard, the candle engine, the lake's frames and Parquet encoding, and the
+Kafka sink's JSON. The sum is close to what the whole flow costs; the difference is
+Bytewax moving items.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bench.common import SHAPES, shape_file
 from operators.candles import CandleSpec, SymbolCandles
 from operators.decode import ValidationRules, decode_batch
 from operators.dedupe import Deduplicator
+from operators.price_guard import OutlierRule, PriceGuard
 from operators.steps import _split_by_symbol
 from sinks.kafka import candle_messages
 from sinks.lake import CANDLES, TRADES
@@ -47,6 +49,7 @@ def main() -> None:
     spec = CandleSpec()
     dedupers: dict[str, Deduplicator] = {}
     engines: dict[str, SymbolCandles] = {}
+    guards: dict[str, PriceGuard] = {}
     source = NdjsonFileSource(path, args.batch_size)
     reader = source.build_part("bench", source.list_parts()[0], None)
     while True:
@@ -61,6 +64,8 @@ def main() -> None:
             for symbol, frame in parts:
                 dedupe = dedupers.setdefault(symbol, Deduplicator(300_000))
                 kept, _ = timed("dedupe", dedupe.filter, frame)
+                guard = guards.setdefault(symbol, PriceGuard(OutlierRule()))
+                timed("fat-finger guard", guard.check, kept.get_column("price").to_numpy())
                 engine = engines.setdefault(symbol, SymbolCandles(spec))
                 events = timed("candle engine", engine.on_trades, kept)
                 flagged.append(events.trades)

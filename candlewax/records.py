@@ -54,6 +54,14 @@ TRADE_SCHEMA: dict[str, pl.DataType] = {
     "side": pl.String(),
     "venue": pl.String(),
 }
+# Where each decoded trade came from: its original bytes, and its source and position
+# there. They travel with the trade to the fat-finger guard, so an outlier's dead-letter
+# record is the message as it came (the lake and the candles never see them).
+ORIGIN_SCHEMA: dict[str, pl.DataType] = {
+    "_raw": pl.Binary(),
+    "_source": pl.String(),
+    "_position": pl.Int64(),
+}
 # What the lake stores per valid trade: the columns above, `ts` as a timestamp, and
 # whether it came too late for its candle.
 TRADE_LAKE_SCHEMA = pa.schema(
@@ -318,6 +326,8 @@ class RejectReason(str, Enum):
     # Not UTF-8, a byte-order mark, or an unpaired UTF-16 surrogate in a contract field.
     BAD_ENCODING = "bad_encoding"
     NESTING_TOO_DEEP = "nesting_too_deep"
+    # Valid, but far from the symbol's recent prices: the fat-finger guard caught it.
+    PRICE_OUTLIER = "price_outlier"
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     drift_retention: DurationMs = 600_000
     restatement: bool = False
     restatement_horizon: DurationMs = 300_000
+    outlier_threshold: float = Field(default=0.1, ge=0)
+    outlier_trades: int = Field(default=50, ge=10, le=100_000)
     ts_min: Annotated[int, NoDecode] = 946_684_800_000  # 2000-01-01T00:00:00Z
     ts_max_future: DurationMs = 3_600_000
 

@@ -34,6 +34,7 @@ from operators import steps
 from operators.candles import CandleSpec
 from operators.decode import ValidationRules
 from operators.drift import DriftPolicy
+from operators.price_guard import OutlierRule
 from sinks import lake
 from sinks.kafka import (
     DEFAULT_MESSAGE_MAX_BYTES,
@@ -75,17 +76,28 @@ def build_flow(
 
     flow = Dataflow(flow_id)
     raw = op.input("trades_in", flow, source)
+    rule = outlier_rule(settings)
     decoded = steps.decode(
-        "decode", raw, validation_rules(settings), settings.dedupe_fingerprint, metrics
+        "decode",
+        raw,
+        validation_rules(settings),
+        settings.dedupe_fingerprint,
+        metrics,
+        origin=rule.enabled,
     )
     unique = steps.dedupe("dedupe", decoded.trades, settings.dedupe_horizon, metrics)
+    rejections = decoded.rejections
+    if rule.enabled:
+        guarded = steps.price_guard("price_guard", unique, rule, metrics)
+        unique = guarded.trades
+        rejections = op.merge("rejections", rejections, guarded.outliers)
     windows = steps.candles("candles", unique, candle_spec(settings), metrics)
 
     for name, stream, outputs, key in (
         ("candles", windows.candles, sinks.candles, _by_symbol),
         ("trades", windows.trades, sinks.trades, _by_symbol),
         ("drift", windows.drift, sinks.drift, _by_symbol),
-        ("dlq", decoded.rejections, sinks.dlq, _by_source),
+        ("dlq", rejections, sinks.dlq, _by_source),
     ):
         keyed = None
         for index, sink in enumerate(outputs):
@@ -107,6 +119,10 @@ def _by_source(rejections: Any) -> str:
 
 def validation_rules(settings: Settings) -> ValidationRules:
     return ValidationRules(ts_min=settings.ts_min, ts_max_future_ms=settings.ts_max_future)
+
+
+def outlier_rule(settings: Settings) -> OutlierRule:
+    return OutlierRule(threshold=settings.outlier_threshold, trades=settings.outlier_trades)
 
 
 def candle_spec(settings: Settings) -> CandleSpec:

@@ -81,7 +81,7 @@ class ValidationRules:
 class DecodedBatch:
     """The outcome of one raw batch: valid trades (arrival order), rejections, filtered count."""
 
-    trades: pl.DataFrame
+    trades: pl.DataFrame  # TRADE_SCHEMA, then ORIGIN_SCHEMA (the bytes and position of each)
     rejections: list[Rejection]
     filtered: int
     received: int
@@ -155,11 +155,35 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
             detail = f"{where}={_quote(value[where])} breaks the rule for {where}"
             rejected.append((row, _rejection(batch, row, why, where, detail, now)))
         keep &= ~has_problem
-    trades = checked.select(list(TRADE_SCHEMA))
+    trades = checked.select(*TRADE_SCHEMA, "_row")
     if not keep.all():
         trades = trades.filter(pl.Series(keep))
     rejected.sort(key=lambda pair: pair[0])
-    return DecodedBatch(trades, [r for _, r in rejected], filtered, len(values))
+    return DecodedBatch(
+        _with_origin(trades, batch), [r for _, r in rejected], filtered, len(values)
+    )
+
+
+def _with_origin(trades: pl.DataFrame, batch: RawBatch) -> pl.DataFrame:
+    """The trades (with their `_row` in the batch) with the `ORIGIN_SCHEMA` columns in
+    its place: the original bytes and the position of each."""
+    rows = trades.get_column("_row")
+    try:
+        raw = pl.Series("_raw", batch.values, dtype=pl.Binary)
+    except (TypeError, pl.exceptions.PolarsError):  # not bytes: never a valid trade
+        raw = pl.Series("_raw", [v if isinstance(v, bytes) else None for v in batch.values])
+    positions = batch.positions
+    if isinstance(positions, range):
+        position = pl.Series(
+            "_position", np.arange(positions.start, positions.stop, positions.step)
+        )
+    else:
+        position = pl.Series("_position", positions, dtype=pl.Int64)
+    if trades.height != len(batch):
+        raw, position = raw.gather(rows), position.gather(rows)
+    return trades.drop("_row").with_columns(
+        raw.cast(pl.Binary), pl.lit(batch.source, dtype=pl.String).alias("_source"), position
+    )
 
 
 def _checked(

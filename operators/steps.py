@@ -19,11 +19,19 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.metrics import FlowMetrics
-from candlewax.records import CandleBatch, FlaggedTrades, RawBatch, Rejection
+from candlewax.records import (
+    ORIGIN_SCHEMA,
+    CandleBatch,
+    FlaggedTrades,
+    RawBatch,
+    Rejection,
+    RejectReason,
+)
 from candlewax.stopping import stop_requested
 from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandles
 from operators.decode import DecodedBatch, ValidationRules, decode_batch
 from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
+from operators.price_guard import GuardState, OutlierRule, PriceGuard, outlier_rejections
 
 
 # --- decode ------------------------------------------------------------------------------
@@ -43,8 +51,11 @@ def decode(
     rules: ValidationRules,
     fingerprint: bool,
     metrics: FlowMetrics,
+    origin: bool = True,
 ) -> DecodeOut:
-    """Decode and validate each raw batch; key the trades for dedupe; split them by symbol."""
+    """Decode and validate each raw batch; key the trades for dedupe; split them by symbol.
+    `origin`: keep each trade's original bytes and position (`ORIGIN_SCHEMA`), which the
+    fat-finger guard needs for its dead-letter records."""
 
     def decode_counted(batch: RawBatch) -> DecodedBatch:
         decoded = decode_batch(batch, rules)
@@ -57,7 +68,7 @@ def decode(
 
     decoded = op.map("validate", up, decode_counted)
     rejections = op.filter_map("rejections", decoded, _rejection_frame)
-    trades = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint))
+    trades = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint, origin))
     return DecodeOut(trades, rejections)
 
 
@@ -65,8 +76,10 @@ def _rejection_frame(decoded: DecodedBatch) -> pl.DataFrame | None:
     return Rejection.frame(decoded.rejections) if decoded.rejections else None
 
 
-def _split_by_symbol(decoded: DecodedBatch, fingerprint: bool) -> list[tuple[str, pl.DataFrame]]:
-    trades = decoded.trades
+def _split_by_symbol(
+    decoded: DecodedBatch, fingerprint: bool, origin: bool = True
+) -> list[tuple[str, pl.DataFrame]]:
+    trades = decoded.trades if origin else decoded.trades.drop(*ORIGIN_SCHEMA)
     if trades.height == 0:
         return []
     keyed = with_dedupe_keys(trades, fingerprint)
@@ -102,6 +115,61 @@ def dedupe(
         return _DedupeLogic(Deduplicator(horizon_ms, resume), metrics)
 
     return op.stateful_batch("dedupe_state", up, build)
+
+
+# --- the fat-finger guard ----------------------------------------------------------------
+@dataclass(frozen=True)
+class GuardOut:
+    trades: KeyedStream[pl.DataFrame]
+    """The trades that passed, one frame per symbol per batch, keyed by symbol."""
+    outliers: Stream[pl.DataFrame]
+    """The price outliers, for the dead-letter queue: a `Rejection` frame per symbol per
+    batch that had any."""
+
+
+@dataclass(frozen=True)
+class _Guarded:
+    trades: pl.DataFrame | None
+    outliers: pl.DataFrame | None
+
+
+class _GuardLogic(StatefulBatchLogic[pl.DataFrame, _Guarded, GuardState]):
+    def __init__(self, guard: PriceGuard, metrics: FlowMetrics):
+        self.guard = guard
+        self.metrics = metrics
+
+    def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[_Guarded], bool]:
+        trades = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
+        outliers = self.guard.check(trades.get_column("price").to_numpy())
+        # Past the guard nothing needs a trade's original bytes: they are dropped here.
+        if not len(outliers):
+            return [_Guarded(trades.drop(*ORIGIN_SCHEMA), None)], StatefulBatchLogic.RETAIN
+        rule = self.guard.rule
+        rejections = outlier_rejections(trades, outliers, rule, int(time.time() * 1000))
+        self.metrics.count("rejected", len(outliers))
+        self.metrics.rejected.labels(RejectReason.PRICE_OUTLIER.value).inc(len(outliers))
+        passed = trades.filter(pl.Series(~outliers.mask)).drop(*ORIGIN_SCHEMA)
+        return [_Guarded(passed if passed.height else None, rejections)], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> GuardState:
+        return self.guard.snapshot()
+
+
+@operator
+def price_guard(
+    step_id: str, up: KeyedStream[pl.DataFrame], rule: OutlierRule, metrics: FlowMetrics
+) -> GuardOut:
+    """Take out trades whose price strays from the median of the symbol's previous trades
+    by more than the rule's threshold (`operators.price_guard`)."""
+
+    def build(resume: GuardState | None) -> _GuardLogic:
+        return _GuardLogic(PriceGuard(rule, resume), metrics)
+
+    guarded = op.stateful_batch("guard_state", up, build)
+    return GuardOut(
+        trades=op.filter_map_value("passed", guarded, lambda g: g.trades),
+        outliers=op.filter_map("outliers", guarded, lambda kv: kv[1].outliers),
+    )
 
 
 # --- candles -----------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
+from collections import deque
 from collections.abc import Sequence
 
 import polars as pl
@@ -45,18 +47,19 @@ def valid_trade(message: bytes | None, ts_min: int, ts_max: int) -> dict | None:
     return obj if ok else None
 
 
-def reference_trades(
+def screened_trades(
     messages: Sequence[bytes | None],
-    lateness_ms: int,
-    base_ms: int,
     ts_min: int = 946_684_800_000,
     ts_max: int = 2**62,
-    restatement_horizon_ms: int = 0,
-) -> pl.DataFrame:
-    """Valid, deduplicated trades in arrival order with a `late` flag, and `restated`: a
-    late trade whose window ended less than the horizon before the watermark."""
-    rows = []
+    outlier_threshold: float = 0.1,
+    outlier_trades: int = 50,
+) -> tuple[list[tuple], list[tuple]]:
+    """Valid, deduplicated trades in arrival order as `(arrival, symbol, ts, price, size)`,
+    minus the price outliers, and the outliers as `(arrival, symbol, price, reference)`:
+    the median of the symbol's previous trades (outliers included), from ten on."""
+    rows, outliers = [], []
     seen: set[tuple[str, str]] = set()
+    recent: dict[str, deque[float]] = {}
     for arrival, message in enumerate(messages):
         obj = valid_trade(message, ts_min, ts_max)
         if obj is None:
@@ -66,7 +69,30 @@ def reference_trades(
             if key in seen:
                 continue
             seen.add(key)
-        rows.append((arrival, obj["symbol"], obj["ts"], float(obj["price"]), float(obj["size"])))
+        price = float(obj["price"])
+        window = recent.setdefault(obj["symbol"], deque(maxlen=outlier_trades))
+        reference = statistics.median(window) if len(window) >= 10 else None
+        window.append(price)
+        if outlier_threshold and reference and abs(price / reference - 1) > outlier_threshold:
+            outliers.append((arrival, obj["symbol"], price, reference))
+            continue
+        rows.append((arrival, obj["symbol"], obj["ts"], price, float(obj["size"])))
+    return rows, outliers
+
+
+def reference_trades(
+    messages: Sequence[bytes | None],
+    lateness_ms: int,
+    base_ms: int,
+    ts_min: int = 946_684_800_000,
+    ts_max: int = 2**62,
+    restatement_horizon_ms: int = 0,
+    outlier_threshold: float = 0.1,
+) -> pl.DataFrame:
+    """Valid, deduplicated trades that are no price outliers, in arrival order, with a
+    `late` flag, and `restated`: a late trade whose window ended less than the horizon
+    before the watermark."""
+    rows, _ = screened_trades(messages, ts_min, ts_max, outlier_threshold)
     frame = pl.DataFrame(rows, schema=["arrival", "symbol", "ts", "price", "size"], orient="row")
     newest_before = pl.col("ts").cum_max().shift(1).over("symbol")
     window_end = pl.col("ts") - pl.col("ts") % base_ms + base_ms
@@ -102,7 +128,7 @@ def candles_of(trades: pl.DataFrame, resolution_ms: int, name: str) -> pl.DataFr
 
 
 def reference_candles(
-    messages: Sequence[bytes | None], lateness_ms: int, resolutions: dict[str, int], **bounds: int
+    messages: Sequence[bytes | None], lateness_ms: int, resolutions: dict[str, int], **bounds: float
 ) -> pl.DataFrame:
     base = min(resolutions.values())
     trades = reference_trades(messages, lateness_ms, base, **bounds).filter(~pl.col("late"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sources.formats import FORMATS
+from sources.formats.binance import MARKETS
 from sources.formats.common import CONTRACT_COLUMNS, ReadOptions
 
 
@@ -27,7 +28,8 @@ def add_reading_arguments(parser: argparse.ArgumentParser, title: str = "reading
         default=[],
         metavar="FIELD=COLUMN",
         help="CSV/Parquet: the file column of a contract field, e.g. "
-        "--column ts=time --column size=qty (repeatable)",
+        "--column ts=time --column size=qty (repeatable); --column contract=COL names "
+        "futures contract months, each its own symbol (SYMBOL_CONTRACT)",
     )
     reading.add_argument(
         "--ts-unit",
@@ -36,9 +38,20 @@ def add_reading_arguments(parser: argparse.ArgumentParser, title: str = "reading
         "default auto, by magnitude) or a strptime format for text times",
     )
     reading.add_argument(
+        "--market",
+        choices=MARKETS,
+        default="auto",
+        help="Binance: spot or futures (default auto: from the events, else the file name); "
+        "futures perpetuals are named SYMBOL_PERP, so no candle mixes two markets",
+    )
+    reading.add_argument(
         "--timezone",
         help="zone of local-time stamps (Kibot: America/New_York by default; others: UTC)",
     )
+
+
+# The contract's fields, and a futures contract (month) that makes the symbol one instrument.
+MAPPABLE_FIELDS = (*CONTRACT_COLUMNS, "contract")
 
 
 def read_options(args: argparse.Namespace) -> ReadOptions:
@@ -46,10 +59,10 @@ def read_options(args: argparse.Namespace) -> ReadOptions:
     columns = {}
     for item in args.column:
         field, sep, column = item.partition("=")
-        if not sep or field not in CONTRACT_COLUMNS:
+        if not sep or field not in MAPPABLE_FIELDS:
             raise SystemExit(
                 f"candlewax: --column wants FIELD=COLUMN with FIELD one of "
-                f"{', '.join(CONTRACT_COLUMNS)}; got {item!r}"
+                f"{', '.join(MAPPABLE_FIELDS)}; got {item!r}"
             )
         columns[field] = column
     return ReadOptions(
@@ -59,4 +72,5 @@ def read_options(args: argparse.Namespace) -> ReadOptions:
         columns=columns,
         ts_unit=args.ts_unit,
         timezone=args.timezone,
+        market=args.market,
     )

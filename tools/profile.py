@@ -22,6 +22,7 @@ import polars as pl
 
 from config.durations import parse_duration_ms
 from config.settings import Settings
+from operators.price_guard import OutlierRule
 from sinks.lake import require_lake, scan, scan_parameters
 from sources.formats import read_trade_file
 from sources.formats.common import CONTRACT_COLUMNS
@@ -44,20 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     checks.add_argument(
         "--outlier-trades",
         type=int,
-        default=50,
-        help="reference price: median of the previous N trades (default 50)",
-    )
-    checks.add_argument(
-        "--outlier-window",
-        type=parse_duration_ms,
-        default=None,
-        help="... or of the previous T (e.g. 5s) instead of N trades",
+        default=settings.outlier_trades,
+        help="reference price: median of the previous N trades, as the flow's fat-finger "
+        f"guard (default CANDLEWAX_OUTLIER_TRADES, now {settings.outlier_trades})",
     )
     checks.add_argument(
         "--outlier-threshold",
         type=float,
-        default=0.01,
-        help="relative deviation from the reference that is an outlier (default 0.01 = 1 %%)",
+        default=settings.outlier_threshold,
+        help="relative deviation from the reference that is an outlier; 0 = no check "
+        f"(default CANDLEWAX_OUTLIER_THRESHOLD, now {settings.outlier_threshold})",
     )
     out = parser.add_argument_group("outputs")
     out.add_argument(
@@ -208,12 +205,16 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"candlewax profile: {exc}", file=sys.stderr)
         return 2
-    options = QualityOptions(
-        gap_thresholds_ms=thresholds,
-        outlier_trades=args.outlier_trades,
-        outlier_window_ms=args.outlier_window,
-        outlier_threshold=args.outlier_threshold,
-    )
+    try:
+        options = QualityOptions(
+            gap_thresholds_ms=thresholds,
+            outlier_trades=args.outlier_trades,
+            outlier_threshold=args.outlier_threshold,
+        )
+        OutlierRule(options.outlier_threshold, options.outlier_trades)  # a bad value: say so
+    except ValueError as exc:
+        print(f"candlewax profile: {exc}", file=sys.stderr)
+        return 2
     report, scored = profile(
         trades,
         options,

@@ -10,17 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from operators.dedupe import FINGERPRINT_COLUMNS
+from operators.price_guard import OutlierRule, deviations, reference_prices
 
 
 @dataclass(frozen=True)
 class QualityOptions:
     gap_thresholds_ms: tuple[int, ...] = (500, 5_000, 30_000)
-    outlier_trades: int = 50  # reference: median price of the previous N trades ...
-    outlier_window_ms: int | None = None  # ... or of the previous T ms, when set
-    outlier_threshold: float = 0.01  # relative deviation that makes an outlier
+    # The fat-finger guard's rule (`operators.price_guard`): an outlier strays by more
+    # than the threshold (a fraction) from the median of the previous N trades.
+    outlier_trades: int = 50
+    outlier_threshold: float = 0.1
 
 
 @dataclass
@@ -109,31 +112,28 @@ def gaps(trades: pl.DataFrame, thresholds_ms: tuple[int, ...]) -> list[dict[str,
 def outliers(
     trades: pl.DataFrame, options: QualityOptions
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """Trades whose price strays from the median of the symbol's previous trades.
+    """Trades whose price strays from the median of the symbol's previous trades: the
+    flow's fat-finger guard (`operators.price_guard`, the same function), over the first
+    copy of each trade id in arrival order, as the guard sees them after dedupe.
 
-    Returns the trades with `reference` and `deviation` columns, and a summary per symbol.
+    Returns the trades with `reference`, `deviation` and `outlier` columns, and a summary
+    per symbol.
     """
-    ordered = with_arrival(trades)
-    if options.outlier_window_ms:
-        by_time = ordered.sort("symbol", "ts").with_columns(
-            pl.col("price")
-            .rolling_median_by("ts", window_size=f"{options.outlier_window_ms}i", closed="left")
-            .over("symbol")
-            .alias("reference")
-        )
-        scored = by_time.sort("arrival")
-    else:
-        scored = ordered.with_columns(
-            pl.col("price")
-            .shift(1)
-            .rolling_median(options.outlier_trades, min_samples=max(3, options.outlier_trades // 5))
-            .over("symbol")
-            .alias("reference")
-        )
-    scored = scored.with_columns(
-        ((pl.col("price") / pl.col("reference")) - 1).abs().alias("deviation")
-    ).with_columns(
-        (pl.col("deviation") > options.outlier_threshold).fill_null(False).alias("outlier")
+    rule = OutlierRule(threshold=options.outlier_threshold, trades=options.outlier_trades)
+    first_copy = pl.col("trade_id").is_null() | pl.struct("symbol", "trade_id").is_first_distinct()
+    ordered = with_arrival(trades).with_columns(first_copy.alias("_first_copy"))
+    reference = np.full(ordered.height, np.nan)
+    checked = ordered.filter("_first_copy").select("symbol", "arrival", "price")
+    for _, part in checked.group_by("symbol", maintain_order=True):
+        rows = part.get_column("arrival").to_numpy()
+        reference[rows] = reference_prices(part.get_column("price").to_numpy(), 0, rule.trades)
+    deviation = deviations(ordered.get_column("price").to_numpy(), reference)
+    with np.errstate(invalid="ignore"):
+        outlier = (deviation > rule.threshold) if rule.enabled else np.zeros(len(reference), bool)
+    scored = ordered.drop("_first_copy").with_columns(
+        pl.Series("reference", reference, nan_to_null=True),
+        pl.Series("deviation", deviation, nan_to_null=True),
+        pl.Series("outlier", outlier),
     )
     summary = (
         scored.group_by("symbol")
@@ -232,11 +232,6 @@ def profile(
         .drop("ts")
         .to_dicts()
     )
-    reference = (
-        f"{options.outlier_window_ms} ms"
-        if options.outlier_window_ms
-        else f"{options.outlier_trades} trades"
-    )
     first = trades.get_column("ts").min() if trades.height else None
     last = trades.get_column("ts").max() if trades.height else None
     overview = {
@@ -250,7 +245,10 @@ def profile(
         "skipped": sum((skipped or {}).values()),
         "filtered": filtered,
         "outlier_rule": (
-            f"|price / median of previous {reference} - 1| > {options.outlier_threshold}"
+            f"|price / median of the previous {options.outlier_trades} trades - 1| > "
+            f"{options.outlier_threshold}"
+            if options.outlier_threshold
+            else "off (threshold 0)"
         ),
     }
     report = QualityReport(

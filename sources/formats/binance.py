@@ -11,6 +11,16 @@ trades: `s` symbol, `t` (`a`) id, `p`/`q` decimal strings, `T` trade time in ms,
 buyer-is-maker (so the taker sold). Depth and book-ticker events are skipped and counted.
 
 The taker's side is the trade's `side`: `sell` when the buyer was the maker.
+
+One instrument per symbol: Binance names a USD-M perpetual like the spot pair
+(`BTCUSDT`), so the two would blend into one candle. Every futures symbol here carries
+its contract: a perpetual without one in its name gets `_PERP` (`BTCUSDT_PERP`, as
+Binance itself names COIN-M perpetuals, `BTCUSD_PERP`); delivery contracts keep theirs
+(`BTCUSDT_240927`); spot symbols stay as they are. The market is told per event (futures
+trade events carry `X`, the order type, and spot ones `M`; futures book tickers carry
+`e` and a time), else by `ReadOptions.market`, else by the file name (`usdm`, `um`,
+`coinm`, `cm`, `futures`, `fapi`, `dapi`). The venue is `binance` for spot and
+`binance-futures` for futures unless `--venue` says.
 """
 
 from __future__ import annotations
@@ -26,8 +36,12 @@ from sources.formats.common import Parsed, ReadOptions, epoch_ms, read_text_tabl
 from sources.formats.compressed import base_name
 
 TRADE_CSV_COLUMNS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"]
-_SYMBOL_IN_NAME = re.compile(r"^([A-Z0-9]+)-(?:agg)?trades-", re.IGNORECASE)
+_SYMBOL_IN_NAME = re.compile(r"^([A-Z0-9_]+)-(?:agg)?trades-", re.IGNORECASE)
 _TRADE_EVENTS = {"trade": "t", "aggTrade": "a"}
+SPOT, FUTURES = "spot", "futures"
+MARKETS = ("auto", SPOT, FUTURES)
+_FUTURES_IN_NAME = re.compile(r"(^|[^a-z])(usdm|um|coinm|cm|futures|fapi|dapi)([^a-z]|$)", re.I)
+VENUES = {SPOT: "binance", FUTURES: "binance-futures"}
 
 
 def symbol_from_name(path: Path) -> str | None:
@@ -35,13 +49,31 @@ def symbol_from_name(path: Path) -> str | None:
     return match.group(1).upper() if match else None
 
 
+def instrument(symbol: str, market: str) -> str:
+    """The symbol that names one instrument: a futures symbol without a contract in it
+    (a perpetual, named like the spot pair) gets `_PERP`."""
+    if market == FUTURES and "_" not in symbol:
+        return f"{symbol}_PERP"
+    return symbol
+
+
+def _market_of_file(path: Path, options: ReadOptions) -> str:
+    if options.market != "auto":
+        return options.market
+    return FUTURES if _FUTURES_IN_NAME.search(base_name(path)) else SPOT
+
+
 def read_trade_csv(data: bytes, path: Path, options: ReadOptions) -> Parsed:
-    symbol = options.symbol or symbol_from_name(path)
-    if symbol is None:
+    exchange_symbol = options.symbol or symbol_from_name(path)
+    if exchange_symbol is None:
         raise ValueError(f"{path}: Binance trade files carry no symbol; give --symbol")
     has_header = data[:3].lower() == b"id,"
-    sample = data.split(b"\n", 1)[0 if not has_header else 1 : 2]
-    width = len(sample[0].split(b",")) if sample and sample[0] else 6
+    head = data.split(b"\n", 2)
+    first_row = head[int(has_header)] if len(head) > int(has_header) else b""
+    width = min(len(first_row.split(b",")), len(TRADE_CSV_COLUMNS)) if first_row.strip() else 6
+    # Spot dumps have 7 columns (with is_best_match); futures dumps 6, and a header.
+    market = options.market if options.market != "auto" else SPOT if width == 7 else FUTURES
+    symbol = instrument(exchange_symbol, market)
     frame = read_text_table(data, TRADE_CSV_COLUMNS[:width], has_header=has_header)
     trades = frame.with_row_index("position", offset=1).select(
         pl.lit(symbol).alias("symbol"),
@@ -50,7 +82,7 @@ def read_trade_csv(data: bytes, path: Path, options: ReadOptions) -> Parsed:
         pl.col("qty").cast(pl.Float64, strict=False).alias("size"),
         pl.col("id").alias("trade_id"),
         _side(pl.col("is_buyer_maker").str.to_lowercase() == "true"),
-        pl.lit(options.venue or "binance").alias("venue"),
+        pl.lit(options.venue or VENUES[market]).alias("venue"),
         pl.col("position").cast(pl.Int64),
     )
     return Parsed(rows=frame.height, trades=trades)
@@ -70,8 +102,20 @@ def _event_kind(event: dict[str, Any]) -> str:
     return "unknown"
 
 
+def _event_market(event: dict[str, Any], kind: str) -> str | None:
+    """The market an event comes from, when the event says (see the module's doc)."""
+    if kind in _TRADE_EVENTS:
+        if "X" in event:
+            return FUTURES
+        if "M" in event:
+            return SPOT
+    elif kind == "bookTicker":
+        return FUTURES if "e" in event or "T" in event else SPOT
+    return None
+
+
 def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
-    venue = options.venue or "binance"
+    file_market = _market_of_file(path, options)
     rows: list[tuple[Any, ...]] = []
     parsed = Parsed(rows=0, trades=pl.DataFrame())
     for number, line in enumerate(data.split(b"\n"), 1):
@@ -94,9 +138,14 @@ def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
         if id_field is None:
             parsed.skip(f"not_a_trade_event:{kind}", where)
             continue
+        market = file_market
+        if options.market == "auto":
+            market = _event_market(event, kind) or file_market
+        symbol = event.get("s")
         rows.append(
             (
-                event.get("s"),
+                instrument(symbol, market) if isinstance(symbol, str) else symbol,
+                options.venue or VENUES[market],
                 event.get("T"),
                 _number(event.get("p")),
                 _number(event.get("q")),
@@ -109,6 +158,7 @@ def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
         rows,
         schema={
             "symbol": pl.String,
+            "venue": pl.String,
             "ts": pl.Int64,
             "price": pl.Float64,
             "size": pl.Float64,
@@ -126,7 +176,7 @@ def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
         "size",
         "trade_id",
         _side(pl.col("buyer_is_maker")),
-        pl.lit(venue).alias("venue"),
+        "venue",
         "position",
     )
     return parsed

@@ -25,6 +25,7 @@ class ReadOptions:
     columns: dict[str, str] = field(default_factory=dict)  # contract field -> file column
     ts_unit: str = "auto"  # s, ms, us, ns, auto (by magnitude) or a strptime format
     timezone: str | None = None  # of local-time stamps; Kibot's default is America/New_York
+    market: str = "auto"  # Binance: spot or futures (auto: from the events and file name)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from candlewax.records import RawBatch, Rejection
+from candlewax.records import TRADE_SCHEMA, RawBatch, Rejection
 from operators.decode import ValidationRules, decode_batch
 from sources.formats import binance, kibot, tabular
 from sources.formats.common import CONTRACT_COLUMNS, Parsed, ReadOptions
@@ -81,7 +81,7 @@ def read_trade_file(path: Path, options: ReadOptions | None = None) -> TradeFile
         path=path,
         format=fmt,
         rows=parsed.rows,
-        trades=decoded.trades,
+        trades=decoded.trades.select(list(TRADE_SCHEMA)),
         rejections=decoded.rejections,
         filtered=decoded.filtered,
         skipped=parsed.skipped,

@@ -4,6 +4,12 @@ By default a column is looked up by the contract's own name (`symbol, ts, price,
 trade_id, side, venue`); `ReadOptions.columns` maps others (`{"ts": "time", "size":
 "qty"}`). `ts` is converted with `ReadOptions.ts_unit`. A file without `symbol` needs
 `ReadOptions.symbol`; one without `trade_id` gets ids from its name and row number.
+
+One instrument per symbol: a file of futures trades whose `symbol` is the root (`ES`)
+and another column the contract (`contract`, `expiry`, `expiration`, `contract_month` or
+`delivery`, or the column `ReadOptions.columns["contract"]` names) gets symbols of the
+contract, `{symbol}_{contract}` (`ES_202412`), unless the symbol already ends with it;
+two contract months never blend into one candle.
 """
 
 from __future__ import annotations
@@ -33,6 +39,22 @@ def read_parquet(data: bytes, path: Path, options: ReadOptions) -> Parsed:
     return _to_contract(frame, path, options)
 
 
+CONTRACT_MONTH_COLUMNS = ("contract", "expiry", "expiration", "contract_month", "delivery")
+
+
+def _instrument(symbol: pl.Expr, frame: pl.DataFrame, options: ReadOptions) -> pl.Expr:
+    """The symbol, with the contract of a futures trade appended when the file has one."""
+    named = options.columns.get("contract")
+    if named is not None and named not in frame.columns:
+        raise ValueError(f"no column {named!r} for the contract; the file has {frame.columns}")
+    column = named or next((c for c in CONTRACT_MONTH_COLUMNS if c in frame.columns), None)
+    if column is None:
+        return symbol
+    contract = pl.col(column).cast(pl.String).str.strip_chars()
+    keep = contract.is_null() | (contract == "") | symbol.str.ends_with(contract)
+    return pl.when(keep).then(symbol).otherwise(pl.format("{}_{}", symbol, contract))
+
+
 def _to_contract(frame: pl.DataFrame, path: Path, options: ReadOptions) -> Parsed:
     mapping = {name: options.columns.get(name, name) for name in CONTRACT_COLUMNS}
     missing = [
@@ -59,8 +81,14 @@ def _to_contract(frame: pl.DataFrame, path: Path, options: ReadOptions) -> Parse
     numbers = [
         column(name, pl.lit(None)).cast(pl.Float64, strict=False) for name in ("price", "size")
     ]
+    try:
+        symbol = _instrument(
+            column("symbol", pl.lit(options.symbol)).cast(pl.String), frame, options
+        )
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     trades = frame.select(
-        column("symbol", pl.lit(options.symbol)).cast(pl.String),
+        symbol.alias("symbol"),
         epoch_ms(pl.col(mapping["ts"]), options.ts_unit, options.timezone).alias("ts"),
         *numbers,
         column("trade_id", id_from_position(path)).cast(pl.String),

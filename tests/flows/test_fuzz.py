@@ -91,6 +91,8 @@ def test_every_message_gets_one_outcome_whatever_the_batch(batch_of_messages, ba
     for rejection in whole.rejections:
         position = int(rejection.source.rsplit("@", 1)[1])
         assert rejection.raw == batch_of_messages[position]
+    for raw, position in whole.trades.select("_raw", "_position").rows():
+        assert raw == batch_of_messages[position]
     # The same messages cut into other batches: the same trades, rejections and filtered.
     trades, rejected, filtered = [], {}, 0
     for start in range(0, len(batch_of_messages), batch_size):

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import polars as pl
 import pytest
 
+from sources.formats.reading import contract_messages
 from tests import factories
-from tests.factories import RESOLUTIONS, T0, faulty_stream, trade
+from tests.factories import FAULTS, RESOLUTIONS, T0, faulty_stream, simulated, trade
 from tests.flow_runs import run_flow
-from tests.reference import assert_candles_match, candles_of, reference_candles, reference_trades
+from tests.processes import ROOT
+from tests.reference import (
+    assert_candles_match,
+    candles_of,
+    reference_candles,
+    reference_trades,
+    screened_trades,
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +150,59 @@ def test_with_restatement_the_current_candles_equal_the_truth(stream, horizon, w
     assert sum(summary["candles_by_resolution"].values()) == len(result.candles)
     revised = sum(c.revision > 0 for c in result.candles)
     assert sum(summary["restated_by_resolution"].values()) >= revised > 0
+
+
+# --- the fat-finger guard ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fat_fingered() -> list[bytes]:
+    """The simulator's fat fingers (prices x0.1 ... x10) among the usual faults."""
+    return [value for _, value in simulated(20_000, seed=4, fat_finger_rate=0.004, **FAULTS)]
+
+
+def test_price_outliers_go_to_the_dlq_and_never_into_a_candle(fat_fingered, workers):
+    result = run_flow(fat_fingered, workers=workers, batch_size=700)
+    _, outliers = screened_trades(fat_fingered, ts_max=T0 + 10**9)
+    assert len(outliers) > 50
+    caught = [r for r in result.dlq if r.reason == "price_outlier"]
+    assert sorted(r.raw for r in caught) == sorted(fat_fingered[a] for a, *_ in outliers)
+    assert all(r.field == "price" and "reference price" in r.detail for r in caught)
+    expected = reference_candles(fat_fingered, 1_000, RESOLUTIONS, ts_max=T0 + 10**9)
+    assert_candles_match(result.candles, expected)
+    counts = result.metrics.summary()
+    outcomes = ("accepted", "duplicate", "filtered", "rejected", "late")
+    assert sum(counts[o] for o in outcomes) == counts["received"] == len(fat_fingered)
+    assert counts["rejected_by_reason"]["price_outlier"] == len(outliers)
+    assert not set(result.trades.get_column("price")) & {price for _, _, price, _ in outliers}
+
+
+def _largest_jump(candles) -> float:
+    """The largest distance of a candle's high or low from the previous candle's close."""
+    ordered = sorted(candles, key=lambda c: (c.symbol, c.resolution, c.window_start))
+    jumps = [
+        max(c.high / p.close - 1, 1 - c.low / p.close)
+        for p, c in itertools.pairwise(ordered)
+        if (p.symbol, p.resolution) == (c.symbol, c.resolution)
+    ]
+    return max(jumps)
+
+
+def test_no_candle_strays_from_its_neighbours_by_more_than_the_threshold(fat_fingered):
+    guarded = run_flow(fat_fingered, batch_size=1_000)
+    assert _largest_jump(guarded.candles) <= 0.1
+    # With the guard switched off the fat fingers are in the candles (what it prevents).
+    unguarded = run_flow(fat_fingered, factories.settings(outlier_threshold=0), batch_size=1_000)
+    assert _largest_jump(unguarded.candles) > 1
+    assert "price_outlier" not in unguarded.metrics.summary()["rejected_by_reason"]
+
+
+CAPTURES = sorted((ROOT.parent / "shared" / "data" / "binance-ws").glob("*.gz"))
+
+
+@pytest.mark.skipif(not CAPTURES, reason="the real captures are in ../shared/data (CI has them)")
+def test_the_guard_catches_nothing_genuine_in_the_real_binance_captures():
+    for path in CAPTURES:
+        messages, _ = contract_messages(path, "binance-ws")
+        result = run_flow(messages, batch_size=5_000)
+        counts = result.metrics.summary()
+        assert counts["rejected_by_reason"].get("price_outlier", 0) == 0, path.name
+        assert counts["accepted"] + counts["late"] == len(messages), path.name

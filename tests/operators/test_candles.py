@@ -123,7 +123,9 @@ def test_coarser_candles_are_the_roll_up_and_match_trades_grouped_directly():
         rows.append((ts, price, size))
         messages.append(trade(price=price, size=size, ts=ts))
     candles, _, _ = run(rows)
-    assert_candles_match(candles, reference_candles(messages, 1_000, RESOLUTIONS))
+    assert_candles_match(
+        candles, reference_candles(messages, 1_000, RESOLUTIONS, outlier_threshold=0)
+    )
     bars = by_id(candles)
     for coarse in (c for c in candles if c.resolution == "10s"):
         parts = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from candlewax.records import RawBatch
+from candlewax.records import ORIGIN_SCHEMA, TRADE_SCHEMA, RawBatch
 from operators.decode import ValidationRules, decode_batch
 from tests.factories import T0, trade
 
@@ -113,11 +113,24 @@ def test_valid_trades_keep_their_fields_and_arrival_order():
         trade("sol_usd.x", 1e-8, 5e6, T0 + 3_600_000),
     )
     assert decoded.rejections == [] and decoded.filtered == 0 and decoded.received == 3
-    assert decoded.trades.rows() == [
+    assert decoded.trades.select(list(TRADE_SCHEMA)).rows() == [
         ("ETH-USD", T0 + 5, 2000.5, 0.25, "17", "buy", "X"),
         ("BTC/USDT:PERP", T0, 60000.0, 1.0, "abc-1", None, None),
         ("sol_usd.x", T0 + 3_600_000, 1e-8, 5e6, None, None, None),
     ]
+
+
+@pytest.mark.parametrize(
+    "neighbour", [GOOD, b'{\n "symbol": "P", "price": 1, "size": 1, "ts": 1\n}']
+)
+def test_valid_trades_carry_their_original_bytes_and_position(neighbour):
+    # On the strict read (clean neighbours) and the careful one (a pretty-printed message).
+    messages = [trade("A", 1, 1, T0, extra={"note": "kept"}), neighbour, GOOD]
+    decoded = decode(*messages)
+    origin = decoded.trades.select(list(ORIGIN_SCHEMA))
+    assert origin.schema == ORIGIN_SCHEMA
+    for raw, source, position in origin.rows():
+        assert raw == messages[position - 1] and source == "test"
 
 
 def test_non_trade_messages_are_filtered_not_rejected():
@@ -178,7 +191,7 @@ HOSTILE = [m for m, _, _ in REJECTIONS] + [
 def test_a_message_has_the_same_outcome_in_any_batch(message):
     def outcome(decoded):
         return (
-            decoded.trades.rows(),
+            decoded.trades.drop("_position").rows(),
             [(r.reason, r.field, r.raw) for r in decoded.rejections],
             decoded.filtered,
         )
@@ -190,7 +203,7 @@ def test_a_message_has_the_same_outcome_in_any_batch(message):
     for neighbours in ([GOOD], [pretty], [b"\xff", GOOD]):
         batch = decode(*neighbours, message)
         mine = decode(*neighbours)
-        trades = batch.trades.rows()[mine.trades.height :]
+        trades = batch.trades.drop("_position").rows()[mine.trades.height :]
         rejections = [(r.reason, r.field, r.raw) for r in batch.rejections][len(mine.rejections) :]
         assert (trades, rejections, batch.filtered - mine.filtered) == alone
 

@@ -41,8 +41,46 @@ def test_binance_websocket_capture_keeps_the_trade_events_only():
 def test_compressed_futures_capture_is_read_directly():
     read = read_trade_file(FUTURES)
     assert read.format == "binance-ws" and read.trades.height == 10
-    assert set(read.trades.get_column("symbol")) == {"ETHUSDT"}
+    assert set(read.trades.get_column("symbol")) == {"ETHUSDT_PERP"}
     assert read.trades.get_column("ts").is_sorted()
+
+
+SPOT_10S = FIXTURES / "spot_btcusdt_20240808_10s.txt.gz"
+FUTURES_10S = FIXTURES / "usdm_btcusdt_20240808_10s.txt.gz"
+
+
+@pytest.mark.parametrize("name", ["usdm_btcusdt.txt", "capture.txt"])
+def test_spot_and_futures_of_one_pair_are_two_instruments(tmp_path, name):
+    # Binance names the USD-M perpetual like the spot pair; the events tell them apart,
+    # whatever the file is called.
+    renamed = tmp_path / name
+    renamed.write_bytes(gzip.decompress(FUTURES_10S.read_bytes()))
+    futures, spot = read_trade_file(renamed), read_trade_file(SPOT_10S)
+    assert set(rows(futures, "symbol", "venue")) == {("BTCUSDT_PERP", "binance-futures")}
+    assert set(rows(spot, "symbol", "venue")) == {("BTCUSDT", "binance")}
+    assert futures.trades.height == 401 and spot.trades.height == 145
+
+
+def test_the_market_can_be_named_and_delivery_contracts_keep_their_names(tmp_path):
+    line = (
+        '1 {"stream":"x","data":{"e":"trade","s":"%s","t":1,"p":"1","q":"1",'
+        '"T":1723161255342,"m":true}}\n'
+    )
+    capture = tmp_path / "capture.txt"
+    capture.write_text(line % "BTCUSDT" + line % "BTCUSDT_240927")
+    # Neither "X" nor "M": the market is the file's, spot unless it is named.
+    assert rows(read_trade_file(capture), "symbol") == [("BTCUSDT",), ("BTCUSDT_240927",)]
+    futures = read_trade_file(capture, ReadOptions(market="futures"))
+    assert rows(futures, "symbol") == [("BTCUSDT_PERP",), ("BTCUSDT_240927",)]
+    # Futures trade dumps: six columns with a header; a delivery contract's file name
+    dump = tmp_path / "BTCUSDT_240927-trades-2024-08-08.csv"
+    dump.write_text(
+        "id,price,qty,quote_qty,time,is_buyer_maker\n1,61800.3,0.006,1,1723161255342,false\n"
+    )
+    assert rows(read_trade_file(dump), "symbol", "venue") == [("BTCUSDT_240927", "binance-futures")]
+    perp = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
+    perp.write_bytes(dump.read_bytes())
+    assert rows(read_trade_file(perp), "symbol") == [("BTCUSDT_PERP",)]
 
 
 def test_binance_trade_csv_with_and_without_header_in_ms_and_us(tmp_path):
@@ -160,3 +198,20 @@ def test_formats_are_detected_from_name_and_first_line(tmp_path, name, first_lin
     path = tmp_path / name
     path.write_bytes(first_line + b"\n")
     assert detect_format(path) == expected
+
+
+def test_futures_contract_months_in_one_file_are_each_their_own_symbol(tmp_path):
+    table = tmp_path / "es.csv"
+    table.write_text(
+        "symbol,expiry,ts,price,size\n"
+        "ES,202412,1723161255342,5400.25,1\n"
+        "ES,202503,1723161255343,5455.50,2\n"
+        "ESZ4,Z4,1723161255344,5400.50,1\n"
+    )
+    assert rows(read_trade_file(table), "symbol") == [("ES_202412",), ("ES_202503",), ("ESZ4",)]
+    named = tmp_path / "named.csv"
+    named.write_text("root,month,ts,price,size\nCL,F25,1723161255342,70.1,1\n")
+    options = ReadOptions(columns={"symbol": "root", "contract": "month"})
+    assert rows(read_trade_file(named, options), "symbol") == [("CL_F25",)]
+    with pytest.raises(ValueError, match="no column 'nope' for the contract"):
+        read_trade_file(named, ReadOptions(columns={"symbol": "root", "contract": "nope"}))

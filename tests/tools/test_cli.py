@@ -21,10 +21,13 @@ SPOT = ROOT / "tests" / "fixtures" / "binance-ws" / "spot_btcusdt_20240808_excer
             "simulate",
             ["--count", "--endless", "--speed", "--duplicates", "--fat-finger", "--noise"],
         ),
-        ("replay", ["--format", "--column", "--speed", "--loop", "--brokers", "--ts-unit"]),
+        (
+            "replay",
+            ["--format", "--column", "--market", "--speed", "--loop", "--brokers", "--ts-unit"],
+        ),
         (
             "profile",
-            ["--gaps", "--outlier-trades", "--outlier-window", "--report", "--json", "--clean"],
+            ["--gaps", "--outlier-trades", "--outlier-threshold", "--report", "--json", "--clean"],
         ),
         ("demo", ["--trades", "--workers"]),
     ],

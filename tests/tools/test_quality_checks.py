@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
-from tests.factories import T0
+from sources.formats import read_trade_file
+from tests.factories import FAULTS, T0, simulated
+from tests.flow_runs import run_flow
 from tools.quality_checks import QualityOptions, profile
 
 
@@ -108,10 +112,17 @@ def test_rejections_skips_and_overview(report):
     assert report.overview["rejected"] == 4 and report.overview["skipped"] == 9
 
 
-def test_a_time_window_reference_finds_the_same_fat_fingers():
-    result, scored = profile(
-        known_feed(), QualityOptions(outlier_window_ms=2_000), source="known", rows=311
+def test_the_profile_finds_what_the_flows_guard_takes_out(tmp_path):
+    # One implementation: on the simulator's fat fingers, among duplicates and disorder,
+    # the profile flags exactly the trades the flow sends to the DLQ as price outliers.
+    messages = [v for _, v in simulated(8_000, seed=2, fat_finger_rate=0.005, **FAULTS)]
+    path = tmp_path / "sim.ndjson"
+    path.write_bytes(b"\n".join(messages) + b"\n")
+    read = read_trade_file(path)
+    _, scored = profile(read.trades, QualityOptions(), source="sim", rows=read.rows)
+    flagged = scored.filter(pl.col("outlier")).select("symbol", "trade_id").rows()
+    caught = [r.raw for r in run_flow(messages).dlq if r.reason == "price_outlier"]
+    assert len(caught) > 20
+    assert sorted(flagged) == sorted(
+        (m["symbol"], str(m["trade_id"])) for m in map(json.loads, caught)
     )
-    assert by(result.outliers, symbol="B")[0]["outliers"] == 2
-    flagged = scored.filter(pl.col("outlier")).get_column("price").to_list()
-    assert sorted(flagged) == [25.0, 500.0]

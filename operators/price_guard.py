@@ -1,0 +1,215 @@
+"""The fat-finger guard: a trade whose price strays too far from its symbol's recent prices.
+
+The rule (docs/design.md, "Price outliers"): a trade is an outlier when
+`|price / reference - 1| > threshold`, where the reference is the median of the prices of
+the symbol's previous `trades` valid, non-duplicate trades in arrival order, outliers and
+late trades included, so a genuine level shift is accepted once half the window has
+moved. With fewer than `MIN_REFERENCE_TRADES` previous trades there is no reference and
+nothing is an outlier.
+
+`reference_prices` is the one implementation of the reference: the flow's guard
+(`PriceGuard`, per symbol, batch by batch) and `candlewax profile` (a whole file) both
+call it, so they find the same outliers. It is exact and independent of batching: the
+median of a window is one of its prices, or the midpoint of two of them computed the same
+way every time.
+
+It runs on every trade, so the common case costs a few vectorised operations: where no
+price of a block of trades can be further from any reference than the threshold (every
+reference lies between the lowest and the highest of the prices it is the median of),
+the medians are not computed at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from numpy.lib.stride_tricks import sliding_window_view
+
+from candlewax.records import RejectReason
+
+MIN_REFERENCE_TRADES = 10
+# What the shortcut leaves to rounding: a batch whose bound is within this of the
+# threshold has its medians computed.
+_BOUND_MARGIN = 1e-9
+# Rows judged together by the bound of `_unvouched_rows`.
+_BLOCK_ROWS = 64
+# Rows of windows partitioned at once (a row is `trades` prices): bounds the memory a
+# whole-file profile needs.
+_CHUNK_ROWS = 1 << 16
+
+
+@dataclass(frozen=True)
+class OutlierRule:
+    """When a price is an outlier: beyond `threshold` (a fraction; 0 = the guard is off)
+    from the median of the symbol's previous `trades` trades."""
+
+    threshold: float = 0.1
+    trades: int = 50
+
+    def __post_init__(self) -> None:
+        if self.threshold < 0:
+            raise ValueError(f"the outlier threshold must be >= 0, got {self.threshold}")
+        if self.trades < MIN_REFERENCE_TRADES:
+            raise ValueError(
+                f"the outlier reference needs at least {MIN_REFERENCE_TRADES} trades, "
+                f"got {self.trades}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.threshold > 0
+
+
+@dataclass(frozen=True)
+class Outliers:
+    """The outliers among some prices: a mask, and for them the reference and deviation."""
+
+    mask: np.ndarray  # bool, one per price checked
+    reference: np.ndarray  # float64, of the outliers only
+    deviation: np.ndarray  # float64, |price / reference - 1| of the outliers only
+
+    def __len__(self) -> int:
+        return len(self.reference)
+
+
+def reference_prices(prices: np.ndarray, first: int, trades: int) -> np.ndarray:
+    """The reference price of each of `prices[first:]`: the median of the up to `trades`
+    prices before it in `prices`; NaN where fewer than `MIN_REFERENCE_TRADES` come before."""
+    prices = np.ascontiguousarray(prices, dtype=np.float64)
+    return _references_at(prices, np.arange(first, len(prices)), trades)
+
+
+def _references_at(prices: np.ndarray, rows: np.ndarray, trades: int) -> np.ndarray:
+    """The reference price of the rows `rows` (ascending) of `prices`."""
+    reference = np.full(len(rows), np.nan)
+    partial = rows < trades  # fewer than `trades` before: a window of all of them
+    for at in np.flatnonzero(partial & (rows >= MIN_REFERENCE_TRADES)).tolist():
+        reference[at] = _medians(prices[np.newaxis, : rows[at]])[0]
+    full = np.flatnonzero(~partial)
+    if len(full):
+        # The window of row j is prices[j - trades : j], row j - trades of this view.
+        windows = sliding_window_view(prices[:-1], trades)
+        for start in range(0, len(full), _CHUNK_ROWS):
+            chunk = full[start : start + _CHUNK_ROWS]
+            reference[chunk] = _medians(windows[rows[chunk] - trades])
+    return reference
+
+
+def _medians(windows: np.ndarray) -> np.ndarray:
+    """The median of each row; of an even count, the midpoint of the two middle values,
+    as `low / 2 + high / 2`: the same float as `(low + high) / 2` (halving is exact), but
+    it cannot overflow."""
+    width = windows.shape[1]
+    middle = width // 2
+    if width % 2:
+        return np.partition(windows, middle, axis=1)[:, middle]
+    ordered = np.partition(windows, (middle - 1, middle), axis=1)
+    low, high = ordered[:, middle - 1], ordered[:, middle]
+    return low * 0.5 + high * 0.5
+
+
+def deviations(prices: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`|price / reference - 1|`: how far each price is from its reference (NaN where
+    there is none)."""
+    return np.abs(prices / reference - 1.0)
+
+
+def find_outliers(prices: np.ndarray, first: int, rule: OutlierRule) -> Outliers:
+    """The outliers among `prices[first:]`, the prices before `first` being the symbol's
+    history (at most `rule.trades` are used)."""
+    prices = np.ascontiguousarray(prices, dtype=np.float64)
+    checked = len(prices) - first
+    mask = np.zeros(checked, dtype=bool)
+    if not rule.enabled or checked == 0 or len(prices) <= MIN_REFERENCE_TRADES:
+        return Outliers(mask, np.empty(0), np.empty(0))
+    rows = _unvouched_rows(prices, max(first, MIN_REFERENCE_TRADES), rule)
+    reference = _references_at(prices, rows, rule.trades)
+    deviation = deviations(prices[rows], reference)
+    with np.errstate(invalid="ignore"):
+        caught = deviation > rule.threshold  # NaN (no reference) is never an outlier
+    mask[rows[caught] - first] = True
+    return Outliers(mask, reference[caught], deviation[caught])
+
+
+def _unvouched_rows(prices: np.ndarray, first: int, rule: OutlierRule) -> np.ndarray:
+    """The rows from `first` on that may be outliers; the others cannot be, whatever their
+    reference: it lies between the lowest and the highest price of the row's window, so
+    a price's deviation is at most its distance to the further of the two.
+
+    The bound is taken per block of rows (at least `rule.trades` long, so the windows of
+    a block's rows lie within it and the block before): a fat finger makes only the
+    blocks it reaches compute medians.
+    """
+    rows = np.arange(first, len(prices))
+    if rule.threshold <= _BOUND_MARGIN or len(rows) == 0:
+        return rows
+    block = max(rule.trades, _BLOCK_ROWS)
+    count = -(-len(prices) // block)
+    padded = np.full(count * block, np.nan)
+    padded[: len(prices)] = prices
+    blocks = padded.reshape(count, block)
+    low, high = np.nanmin(blocks, axis=1), np.nanmax(blocks, axis=1)
+    window_low = np.minimum(low, np.concatenate(([np.inf], low[:-1])))
+    window_high = np.maximum(high, np.concatenate(([-np.inf], high[:-1])))
+    bound = rule.threshold - _BOUND_MARGIN
+    vouched = (high / window_low - 1.0 <= bound) & (1.0 - low / window_high <= bound)
+    return rows[~vouched[rows // block]]
+
+
+@dataclass
+class GuardState:
+    """What the guard keeps of a symbol: the prices of its newest trades, oldest first
+    (replaced, never changed in place, so a snapshot may share the array)."""
+
+    recent: np.ndarray
+
+
+class PriceGuard:
+    """The guard of one symbol, fed its trades' prices batch by batch in arrival order."""
+
+    def __init__(self, rule: OutlierRule, state: GuardState | None = None):
+        self.rule = rule
+        self.state = state if state is not None else GuardState(np.empty(0))
+
+    def check(self, prices: np.ndarray) -> Outliers:
+        """The outliers of a batch; every price, outliers included, joins the history."""
+        recent = self.state.recent
+        joined = np.concatenate((recent, prices)) if len(recent) else prices
+        outliers = find_outliers(joined, len(recent), self.rule)
+        self.state = GuardState(joined[-self.rule.trades :].copy())
+        return outliers
+
+    def snapshot(self) -> GuardState:
+        return self.state
+
+
+def outlier_rejections(
+    trades: pl.DataFrame, outliers: Outliers, rule: OutlierRule, now_ms: int
+) -> pl.DataFrame:
+    """Dead-letter records (`Rejection` columns) of the outliers among `trades` (a frame of
+    one symbol with the `ORIGIN_SCHEMA` columns): the original bytes and position, reason
+    `price_outlier`, and the reference price and deviation in the detail."""
+    caught = trades.filter(pl.Series(outliers.mask)).with_columns(
+        pl.Series("_reference", outliers.reference),
+        pl.Series("_deviation", outliers.deviation),
+    )
+    detail = pl.format(
+        "price {} deviates {} from the reference price {} (the median of the symbol's "
+        "previous {} trades); the guard's threshold is {}",
+        pl.col("price"),
+        pl.col("_deviation").round(6),
+        pl.col("_reference"),
+        pl.lit(rule.trades),
+        pl.lit(rule.threshold),
+    )
+    return caught.select(
+        pl.col("_raw").alias("raw"),
+        pl.lit(RejectReason.PRICE_OUTLIER.value).alias("reason"),
+        pl.lit("price").alias("field"),
+        detail.alias("detail"),
+        pl.format("{}@{}", "_source", "_position").alias("source"),
+        pl.lit(now_ms, dtype=pl.Int64).alias("received_at"),
+        pl.col("symbol").cast(pl.Binary).alias("key"),
+    )
