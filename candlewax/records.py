@@ -243,21 +243,41 @@ class Candle(_Record):
 # few vectorised operations per step and turned into a frame only at the sinks, a whole
 # sink batch (many symbols) at a time. `res` is the resolution in ms; the trade keys
 # (`open_ts`, `open_seq`...) are what later late trades merge against.
+_WINDOW_OHLC_FIELDS = [
+    ("res", np.int64),
+    ("start", np.int64),
+    ("open", np.float64),
+    ("open_ts", np.int64),
+    ("open_seq", np.int64),
+    ("close", np.float64),
+    ("close_ts", np.int64),
+    ("close_seq", np.int64),
+    ("high", np.float64),
+    ("low", np.float64),
+]
 CANDLE_ROW = np.dtype(
     [
-        ("res", np.int64),
-        ("start", np.int64),
-        ("open", np.float64),
-        ("open_ts", np.int64),
-        ("open_seq", np.int64),
-        ("close", np.float64),
-        ("close_ts", np.int64),
-        ("close_seq", np.int64),
-        ("high", np.float64),
-        ("low", np.float64),
+        *_WINDOW_OHLC_FIELDS,
         ("count", np.int64),
         ("volume", np.float64),
         ("notional", np.float64),
+        ("revision", np.int64),
+    ]
+)
+# Quote bars as the quote bar arithmetic makes them (`operators.quote_bars`): OHLC of the
+# mid price with the keys above, the closing bid and ask, and the spread's sums, so that
+# coarse bars are exact roll-ups of base bars.
+QUOTE_BAR_ROW = np.dtype(
+    [
+        *_WINDOW_OHLC_FIELDS,
+        ("bid_close", np.float64),
+        ("ask_close", np.float64),
+        ("spread_min", np.float64),
+        ("spread_max", np.float64),
+        ("spread_sum", np.float64),
+        ("spread_time", np.float64),  # the integral of the spread over time (spread x ms)
+        ("covered_ms", np.int64),  # the time of the window a quote was in force
+        ("count", np.int64),
         ("revision", np.int64),
     ]
 )

@@ -19,29 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-QUOTE_BAR_ROW = np.dtype(
-    [
-        ("res", np.int64),
-        ("start", np.int64),
-        ("open", np.float64),
-        ("open_ts", np.int64),
-        ("open_seq", np.int64),
-        ("close", np.float64),
-        ("close_ts", np.int64),
-        ("close_seq", np.int64),
-        ("high", np.float64),
-        ("low", np.float64),
-        ("bid_close", np.float64),
-        ("ask_close", np.float64),
-        ("spread_min", np.float64),
-        ("spread_max", np.float64),
-        ("spread_sum", np.float64),
-        ("spread_time", np.float64),  # the integral of the spread over time (spread x ms)
-        ("covered_ms", np.int64),  # the time of the window a quote was in force
-        ("count", np.int64),
-        ("revision", np.int64),
-    ]
-)
+from candlewax.records import QUOTE_BAR_ROW
 
 
 def base_bars(
