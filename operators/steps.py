@@ -20,12 +20,12 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.metrics import FlowMetrics
 from candlewax.records import (
-    ORIGIN_SCHEMA,
     CandleBatch,
     FlaggedTrades,
     RawBatch,
     Rejection,
     RejectReason,
+    without_origin,
 )
 from candlewax.stopping import stop_requested
 from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandles
@@ -79,7 +79,7 @@ def _rejection_frame(decoded: DecodedBatch) -> pl.DataFrame | None:
 def _split_by_symbol(
     decoded: DecodedBatch, fingerprint: bool, origin: bool = True
 ) -> list[tuple[str, pl.DataFrame]]:
-    trades = decoded.trades if origin else decoded.trades.drop(*ORIGIN_SCHEMA)
+    trades = decoded.trades if origin else without_origin(decoded.trades)
     if trades.height == 0:
         return []
     keyed = with_dedupe_keys(trades, fingerprint)
@@ -143,12 +143,12 @@ class _GuardLogic(StatefulBatchLogic[pl.DataFrame, _Guarded, GuardState]):
         outliers = self.guard.check(trades.get_column("price").to_numpy())
         # Past the guard nothing needs a trade's original bytes: they are dropped here.
         if not len(outliers):
-            return [_Guarded(trades.drop(*ORIGIN_SCHEMA), None)], StatefulBatchLogic.RETAIN
+            return [_Guarded(without_origin(trades), None)], StatefulBatchLogic.RETAIN
         rule = self.guard.rule
         rejections = outlier_rejections(trades, outliers, rule, int(time.time() * 1000))
         self.metrics.count("rejected", len(outliers))
         self.metrics.rejected.labels(RejectReason.PRICE_OUTLIER.value).inc(len(outliers))
-        passed = trades.filter(pl.Series(~outliers.mask)).drop(*ORIGIN_SCHEMA)
+        passed = without_origin(trades.filter(pl.Series(~outliers.mask)))
         return [_Guarded(passed if passed.height else None, rejections)], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> GuardState:
