@@ -81,7 +81,7 @@ class ValidationRules:
 class DecodedBatch:
     """The outcome of one raw batch: valid trades (arrival order), rejections, filtered count."""
 
-    trades: pl.DataFrame  # TRADE_SCHEMA, then ORIGIN_SCHEMA (the bytes and position of each)
+    trades: pl.DataFrame  # TRADE_SCHEMA, then (if asked for) ORIGIN_SCHEMA: bytes, position
     rejections: list[Rejection]
     filtered: int
     received: int
@@ -93,8 +93,10 @@ Problem = tuple[str, str | None, str]
 Verdict = Problem | str | dict[str, Any]
 
 
-def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
-    """Split a raw batch into valid trades, rejected messages and filtered (non-trade) ones."""
+def decode_batch(batch: RawBatch, rules: ValidationRules, origin: bool = True) -> DecodedBatch:
+    """Split a raw batch into valid trades, rejected messages and filtered (non-trade) ones.
+    `origin`: give the trades the `ORIGIN_SCHEMA` columns (their bytes and position), which
+    only the fat-finger guard's dead-letter records need."""
     values = batch.values
     now = rules.now_ms()
     strict = _strict_read(values)
@@ -155,12 +157,15 @@ def decode_batch(batch: RawBatch, rules: ValidationRules) -> DecodedBatch:
             detail = f"{where}={_quote(value[where])} breaks the rule for {where}"
             rejected.append((row, _rejection(batch, row, why, where, detail, now)))
         keep &= ~has_problem
-    trades = checked.select(*TRADE_SCHEMA, "_row")
+    trades = checked.select(*TRADE_SCHEMA, "_row") if origin else checked.select(*TRADE_SCHEMA)
     if not keep.all():
         trades = trades.filter(pl.Series(keep))
     rejected.sort(key=lambda pair: pair[0])
     return DecodedBatch(
-        _with_origin(trades, batch), [r for _, r in rejected], filtered, len(values)
+        _with_origin(trades, batch) if origin else trades,
+        [r for _, r in rejected],
+        filtered,
+        len(values),
     )
 
 

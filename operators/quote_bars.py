@@ -66,8 +66,7 @@ def base_bars(
     bars["spread_min"] = np.minimum.reduceat(spread, firsts)
     bars["spread_max"] = np.maximum.reduceat(spread, firsts)
     bars["spread_sum"] = np.add.reduceat(spread, firsts)
-    leading = np.where(lead > 0, np.nan_to_num(before) * lead, 0.0)
-    bars["spread_time"] = np.add.reduceat(spread * in_force, firsts) + leading
+    bars["spread_time"] = np.add.reduceat(spread * in_force, firsts) + np.nan_to_num(before) * lead
     bars["covered_ms"] = np.add.reduceat(in_force, firsts) + lead
     bars["count"] = lasts - firsts + 1
     return bars
@@ -109,9 +108,8 @@ def rolled_up(bars: np.ndarray, res: int, spread_before: float | None) -> np.nda
     up["spread_min"] = np.minimum.reduceat(bars["spread_min"], firsts)
     up["spread_max"] = np.maximum.reduceat(bars["spread_max"], firsts)
     up["spread_sum"] = np.add.reduceat(bars["spread_sum"], firsts)
-    leading = np.where(lead > 0, np.nan_to_num(before) * lead, 0.0)
     filled = bars["spread_time"] + closing * gap_after
-    up["spread_time"] = np.add.reduceat(filled, firsts) + leading
+    up["spread_time"] = np.add.reduceat(filled, firsts) + np.nan_to_num(before) * lead
     up["covered_ms"] = np.add.reduceat(bars["covered_ms"] + gap_after, firsts) + lead
     up["count"] = np.add.reduceat(bars["count"], firsts)
     return up

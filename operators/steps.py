@@ -58,7 +58,7 @@ def decode(
     fat-finger guard needs for its dead-letter records."""
 
     def decode_counted(batch: RawBatch) -> DecodedBatch:
-        decoded = decode_batch(batch, rules)
+        decoded = decode_batch(batch, rules, origin)
         metrics.received.inc(decoded.received)
         metrics.count("filtered", decoded.filtered)
         metrics.count("rejected", len(decoded.rejections))
@@ -68,7 +68,7 @@ def decode(
 
     decoded = op.map("validate", up, decode_counted)
     rejections = op.filter_map("rejections", decoded, _rejection_frame)
-    trades = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint, origin))
+    trades = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint))
     return DecodeOut(trades, rejections)
 
 
@@ -76,10 +76,8 @@ def _rejection_frame(decoded: DecodedBatch) -> pl.DataFrame | None:
     return Rejection.frame(decoded.rejections) if decoded.rejections else None
 
 
-def _split_by_symbol(
-    decoded: DecodedBatch, fingerprint: bool, origin: bool = True
-) -> list[tuple[str, pl.DataFrame]]:
-    trades = decoded.trades if origin else without_origin(decoded.trades)
+def _split_by_symbol(decoded: DecodedBatch, fingerprint: bool) -> list[tuple[str, pl.DataFrame]]:
+    trades = decoded.trades
     if trades.height == 0:
         return []
     keyed = with_dedupe_keys(trades, fingerprint)

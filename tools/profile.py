@@ -28,7 +28,7 @@ from sources.formats import read_trade_file
 from sources.formats.common import CONTRACT_COLUMNS
 from tools.file_reading import add_reading_arguments, read_options
 from tools.progress import Progress
-from tools.quality_checks import QualityOptions, QualityReport, profile
+from tools.quality_checks import QualityOptions, QualityReport, first_copies, profile
 
 
 def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -111,9 +111,8 @@ def _load_lake(lake: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
 
 def clean(scored: pl.DataFrame) -> pl.DataFrame:
     """Valid trades, first copy of each (symbol, trade_id), no outliers, by event time."""
-    first_copy = pl.col("trade_id").is_null() | pl.struct("symbol", "trade_id").is_first_distinct()
     return (
-        scored.filter(first_copy & ~pl.col("outlier"))
+        scored.filter(first_copies() & ~pl.col("outlier"))
         .sort("ts", maintain_order=True)
         .select(CONTRACT_COLUMNS)
         .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))

@@ -109,6 +109,12 @@ def gaps(trades: pl.DataFrame, thresholds_ms: tuple[int, ...]) -> list[dict[str,
     return rows
 
 
+def first_copies() -> pl.Expr:
+    """Whether each trade is the first copy of its (symbol, trade_id); trades without an
+    id all are (the flow's dedupe, in file order)."""
+    return pl.col("trade_id").is_null() | pl.struct("symbol", "trade_id").is_first_distinct()
+
+
 def outliers(
     trades: pl.DataFrame, options: QualityOptions
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
@@ -120,8 +126,7 @@ def outliers(
     per symbol.
     """
     rule = OutlierRule(threshold=options.outlier_threshold, trades=options.outlier_trades)
-    first_copy = pl.col("trade_id").is_null() | pl.struct("symbol", "trade_id").is_first_distinct()
-    ordered = with_arrival(trades).with_columns(first_copy.alias("_first_copy"))
+    ordered = with_arrival(trades).with_columns(first_copies().alias("_first_copy"))
     reference = np.full(ordered.height, np.nan)
     checked = ordered.filter("_first_copy").select("symbol", "arrival", "price")
     for _, part in checked.group_by("symbol", maintain_order=True):

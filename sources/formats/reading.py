@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from candlewax.records import TRADE_SCHEMA, RawBatch, Rejection
+from candlewax.records import RawBatch, Rejection
 from operators.decode import ValidationRules, decode_batch
 from sources.formats import binance, kibot, tabular
 from sources.formats.common import CONTRACT_COLUMNS, Parsed, ReadOptions
@@ -76,12 +76,12 @@ def read_trade_file(path: Path, options: ReadOptions | None = None) -> TradeFile
     else:
         parsed = _ADAPTERS[fmt](data, path, options)
         values, positions = _contract_lines(parsed.trades)
-    decoded = decode_batch(RawBatch(source, values, positions), ValidationRules())
+    decoded = decode_batch(RawBatch(source, values, positions), ValidationRules(), origin=False)
     return TradeFile(
         path=path,
         format=fmt,
         rows=parsed.rows,
-        trades=decoded.trades.select(list(TRADE_SCHEMA)),
+        trades=decoded.trades,
         rejections=decoded.rejections,
         filtered=decoded.filtered,
         skipped=parsed.skipped,
