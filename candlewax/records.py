@@ -54,6 +54,58 @@ TRADE_SCHEMA: dict[str, pl.DataType] = {
     "side": pl.String(),
     "venue": pl.String(),
 }
+# The columns of a decoded quote batch (top of book); `quote_id` is text like `trade_id`.
+QUOTE_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "ts": pl.Int64(),
+    "bid": pl.Float64(),
+    "ask": pl.Float64(),
+    "bid_size": pl.Float64(),
+    "ask_size": pl.Float64(),
+    "quote_id": pl.String(),
+    "venue": pl.String(),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class MessageKind:
+    """The fields of one kind of input message (the trade and quote contracts), which the
+    decoder, dedupe and the lake read their columns from: one description per contract,
+    not one copy of the field list per module."""
+
+    name: str  # the `type` such a message has (or omits)
+    columns: dict[str, pl.DataType]  # decoded columns, in contract order
+    positive: tuple[str, ...]  # required numbers, finite and > 0
+    non_negative: tuple[str, ...]  # optional numbers, finite and >= 0
+    id_field: str  # optional string or integer id, unique per symbol
+    texts: tuple[str, ...]  # optional strings
+    ordered: tuple[str, str] | None = None  # two numbers where the first must be below
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return ("symbol", *self.positive, "ts")
+
+    @property
+    def contract_fields(self) -> tuple[str, ...]:
+        return (*self.required, self.id_field, *self.texts, *self.non_negative, "type")
+
+    @property
+    def fingerprint_columns(self) -> tuple[str, ...]:
+        """What identical messages share: every field but the id."""
+        return ("symbol", "ts", *self.positive, *self.non_negative, *self.texts)
+
+
+TRADE = MessageKind("trade", TRADE_SCHEMA, ("price", "size"), (), "trade_id", ("side", "venue"))
+QUOTE = MessageKind(
+    "quote",
+    QUOTE_SCHEMA,
+    ("bid", "ask"),
+    ("bid_size", "ask_size"),
+    "quote_id",
+    ("venue",),
+    ordered=("bid", "ask"),
+)
+
 # Where each decoded trade came from: its original bytes, and its source and position
 # there. They travel with the trade to the fat-finger guard, so an outlier's dead-letter
 # record is the message as it came (the lake and the candles never see them).
@@ -342,7 +394,7 @@ def candle_frame(batches: Sequence[CandleBatch]) -> pl.DataFrame:
 
 
 class RejectReason(str, Enum):
-    """Why a message broke the trade contract (machine-readable, stable names)."""
+    """Why a message broke its contract (machine-readable, stable names)."""
 
     EMPTY_MESSAGE = "empty_message"
     INVALID_JSON = "invalid_json"
@@ -361,6 +413,11 @@ class RejectReason(str, Enum):
     NESTING_TOO_DEEP = "nesting_too_deep"
     # Valid, but far from the symbol's recent prices: the fat-finger guard caught it.
     PRICE_OUTLIER = "price_outlier"
+    # An optional size below zero (quote sizes may be 0: that side of the book is empty).
+    NEGATIVE = "negative"
+    # A quote whose bid is above its ask, or equal to it (unless locked books are allowed).
+    CROSSED_BOOK = "crossed_book"
+    LOCKED_BOOK = "locked_book"
 
 
 @dataclass(frozen=True)

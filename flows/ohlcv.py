@@ -85,7 +85,7 @@ def build_flow(
         metrics,
         origin=rule.enabled,
     )
-    unique = steps.dedupe("dedupe", decoded.trades, settings.dedupe_horizon, metrics)
+    unique = steps.dedupe("dedupe", decoded.valid, settings.dedupe_horizon, metrics)
     rejections = decoded.rejections
     if rule.enabled:
         guarded = steps.price_guard("price_guard", unique, rule, metrics)

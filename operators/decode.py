@@ -1,4 +1,4 @@
-"""Decode and validate a batch of raw trade messages against the trade contract.
+"""Decode and validate a batch of raw messages against their contract (trades or quotes).
 
 Three paths, from fastest to exact:
 1. The strict read (most batches): Arrow's JSON reader reads the whole batch in one call
@@ -14,6 +14,9 @@ Three paths, from fastest to exact:
 
 Every message gets exactly one verdict, which depends on its bytes alone, never on the
 batch it came in or the path it took (tested with hypothesis over any batching).
+
+The same code reads both contracts; what differs (the fields, which numbers must be
+positive, the quote's `bid < ask`) comes from the `MessageKind` of `candlewax.records`.
 """
 
 from __future__ import annotations
@@ -34,14 +37,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from candlewax.records import TRADE_SCHEMA, RawBatch, Rejection, RejectReason
+from candlewax.records import QUOTE, TRADE, MessageKind, RawBatch, Rejection, RejectReason
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9._:/\-]{1,32}$"
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _I64 = Annotated[int, msgspec.Meta(ge=_I64_MIN, le=_I64_MAX)]
-REQUIRED_FIELDS = ("symbol", "price", "size", "ts")
-CONTRACT_FIELDS = (*REQUIRED_FIELDS, "trade_id", "side", "venue", "type")
-_TEXT_FIELDS = ("symbol", "side", "venue", "type", "trade_id")
 # How much of an offending value a rejection's detail quotes: a 600 KB symbol must not
 # make a 600 KB header on the dead-letter record.
 DETAIL_VALUE_CHARS = 64
@@ -61,11 +61,48 @@ class _TradeShape(msgspec.Struct, gc=False):
     type: str | None = None
 
 
-_check_shape = msgspec.json.Decoder(_TradeShape).decode
-_READ_SCHEMA = {**TRADE_SCHEMA, "type": pl.String()}
-# A contract key as it appears in the text (or a value that looks like one: a false
-# alarm only sends the message down the exact path).
-_CONTRACT_KEY = '"(?:' + "|".join(CONTRACT_FIELDS) + ')"'
+class _QuoteShape(msgspec.Struct, gc=False):
+    """The JSON shape of a quote message; unknown extra fields are ignored."""
+
+    symbol: str
+    bid: float
+    ask: float
+    ts: _I64
+    bid_size: float | None = None
+    ask_size: float | None = None
+    quote_id: int | str | None = None
+    venue: str | None = None
+    type: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Reader:
+    """What the decoder needs of one `MessageKind`, made once."""
+
+    kind: MessageKind
+    check_shape: Callable[[bytes], Any]
+    read_schema: dict[str, pl.DataType]
+    # A contract key as it appears in the text (or a value that looks like one: a false
+    # alarm only sends the message down the exact path).
+    contract_key: str
+    text_fields: tuple[str, ...]
+    # The id may be a string or an integer: a batch is read with one type or the other
+    # (the one that worked last first); a batch that mixes them takes the careful path.
+    id_types: list[pa.DataType]
+
+    @classmethod
+    def of(cls, kind: MessageKind, shape: type[msgspec.Struct]) -> _Reader:
+        return cls(
+            kind,
+            msgspec.json.Decoder(shape).decode,
+            {**kind.columns, "type": pl.String()},
+            '"(?:' + "|".join(kind.contract_fields) + ')"',
+            ("symbol", *kind.texts, "type", kind.id_field),
+            [pa.string(), pa.int64()],
+        )
+
+
+_READERS = {TRADE.name: _Reader.of(TRADE, _TradeShape), QUOTE.name: _Reader.of(QUOTE, _QuoteShape)}
 
 
 @dataclass(frozen=True)
@@ -74,14 +111,16 @@ class ValidationRules:
 
     ts_min: int = 946_684_800_000
     ts_max_future_ms: int = 3_600_000
+    accept_locked: bool = False  # a quote with bid == ask is valid (else `locked_book`)
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
 
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """The outcome of one raw batch: valid trades (arrival order), rejections, filtered count."""
+    """The outcome of one raw batch: valid messages (arrival order), rejections, and how
+    many were filtered (not of the kind read)."""
 
-    trades: pl.DataFrame  # TRADE_SCHEMA, then (if asked for) ORIGIN_SCHEMA: bytes, position
+    valid: pl.DataFrame  # the kind's columns, then (if asked for) ORIGIN_SCHEMA
     rejections: list[Rejection]
     filtered: int
     received: int
@@ -93,29 +132,32 @@ Problem = tuple[str, str | None, str]
 Verdict = Problem | str | dict[str, Any]
 
 
-def decode_batch(batch: RawBatch, rules: ValidationRules, origin: bool = True) -> DecodedBatch:
-    """Split a raw batch into valid trades, rejected messages and filtered (non-trade) ones.
-    `origin`: give the trades the `ORIGIN_SCHEMA` columns (their bytes and position), which
-    only the fat-finger guard's dead-letter records need."""
+def decode_batch(
+    batch: RawBatch, rules: ValidationRules, origin: bool = True, kind: MessageKind = TRADE
+) -> DecodedBatch:
+    """Split a raw batch into valid messages of `kind`, rejected messages and filtered ones
+    (of another kind). `origin`: give the valid ones the `ORIGIN_SCHEMA` columns (their
+    bytes and position), which only the fat-finger guard's dead-letter records need."""
+    reader = _READERS[kind.name]
     values = batch.values
     now = rules.now_ms()
-    strict = _strict_read(values)
+    strict = _strict_read(values, reader)
     refused: list[int] = []
     rows: Sequence[int] = range(len(values))
     if strict is not None:  # the whole batch in one strict, typed read
-        checked = _checked(strict, rows, _unvouched(), rules, now)
+        checked = _checked(strict, rows, _unvouched(kind), rules, now, kind)
     else:  # something in the batch is off: every message's shape checked on its own
         for index, raw in enumerate(values):  # the loop body inline: this runs per message
             try:
-                _check_shape(raw)  # type: ignore[arg-type]
+                reader.check_shape(raw)  # type: ignore[arg-type]
             except Exception:  # any failure at all (bad UTF-8, deep nesting...): judged below
                 refused.append(index)
         refused_set = set(refused)
         if refused:
             rows = [i for i in rows if i not in refused_set]
         raw_rows: list[bytes] = [values[i] for i in rows]  # type: ignore[misc]
-        read = _read_rows(raw_rows).hstack([_text(raw_rows)])
-        checked = _checked(read, rows, _doubtful(), rules, now).drop("_text")
+        read = _read_rows(raw_rows, reader).hstack([_text(raw_rows)])
+        checked = _checked(read, rows, _doubtful(reader), rules, now, kind).drop("_text")
 
     # The exact path: refused messages, and fast-path rows it cannot vouch for.
     doubtful = np.flatnonzero(checked.get_column("_doubtful").to_numpy())
@@ -126,7 +168,7 @@ def decode_batch(batch: RawBatch, rules: ValidationRules, origin: bool = True) -
     filtered = 0
     recovered: list[dict[str, Any]] = []  # refused by msgspec, valid after all
     for index, position in sorted(judged):
-        outcome = verdict(values[index])
+        outcome = verdict(values[index], kind)
         if isinstance(outcome, dict):  # a valid shape: its values are checked with the rest
             if position < 0:
                 recovered.append({**outcome, "_row": index})
@@ -139,38 +181,49 @@ def decode_batch(batch: RawBatch, rules: ValidationRules, origin: bool = True) -
             why, where, detail = outcome  # type: ignore[misc,str-unpack]
             rejected.append((index, _rejection(batch, index, why, where, detail, now)))
     if recovered:
-        extra = pl.DataFrame(recovered, schema={**_READ_SCHEMA, "_row": pl.Int64()})
+        extra = pl.DataFrame(recovered, schema={**reader.read_schema, "_row": pl.Int64()})
         extra_rows = extra.get_column("_row").to_list()
-        extra_checked = _checked(extra.drop("_row"), extra_rows, pl.lit(False), rules, now)
+        extra_checked = _checked(extra.drop("_row"), extra_rows, pl.lit(False), rules, now, kind)
         checked = pl.concat([checked.filter(pl.Series(keep)), extra_checked]).sort("_row")
         keep = np.ones(checked.height, dtype=bool)
 
-    is_trade = checked.get_column("_is_trade").to_numpy()
-    filtered += int(np.count_nonzero(keep & ~is_trade))
-    keep &= is_trade
+    is_kind = checked.get_column("_is_kind").to_numpy()
+    filtered += int(np.count_nonzero(keep & ~is_kind))
+    keep &= is_kind
     has_problem = checked.get_column("_reason").is_not_null().to_numpy()
     if (keep & has_problem).any():
         bad = checked.filter(pl.Series(keep & has_problem))
+        ruled = ("symbol", *kind.positive, *kind.non_negative, "ts")
         for row, why, where, value in bad.select(
-            "_row", "_reason", "_field", pl.struct("symbol", "price", "size", "ts")
+            "_row", "_reason", "_field", pl.struct(*ruled)
         ).iter_rows():
-            detail = f"{where}={_quote(value[where])} breaks the rule for {where}"
+            detail = _value_detail(why, where, value, kind)
             rejected.append((row, _rejection(batch, row, why, where, detail, now)))
         keep &= ~has_problem
-    trades = checked.select(*TRADE_SCHEMA, "_row") if origin else checked.select(*TRADE_SCHEMA)
+    columns = list(kind.columns)
+    valid = checked.select(*columns, "_row") if origin else checked.select(*columns)
     if not keep.all():
-        trades = trades.filter(pl.Series(keep))
+        valid = valid.filter(pl.Series(keep))
     rejected.sort(key=lambda pair: pair[0])
     return DecodedBatch(
-        _with_origin(trades, batch) if origin else trades,
+        _with_origin(valid, batch) if origin else valid,
         [r for _, r in rejected],
         filtered,
         len(values),
     )
 
 
+def _value_detail(why: str, where: str, value: dict[str, Any], kind: MessageKind) -> str:
+    if kind.ordered is not None and why in (RejectReason.CROSSED_BOOK, RejectReason.LOCKED_BOOK):
+        low, high = kind.ordered
+        book = "crossed" if why == RejectReason.CROSSED_BOOK else "locked"
+        sides = f"{low}={value[low]!r} {high}={value[high]!r}"
+        return f"{sides}: a {book} book ({low} must be below {high})"
+    return f"{where}={_quote(value[where])} breaks the rule for {where}"
+
+
 def _with_origin(trades: pl.DataFrame, batch: RawBatch) -> pl.DataFrame:
-    """The trades (with their `_row` in the batch) with the `ORIGIN_SCHEMA` columns in
+    """The messages (with their `_row` in the batch) with the `ORIGIN_SCHEMA` columns in
     its place: the original bytes and the position of each."""
     rows = trades.get_column("_row")
     try:
@@ -197,15 +250,16 @@ def _checked(
     doubtful: pl.Expr,
     rules: ValidationRules,
     now: int,
+    kind: MessageKind,
 ) -> pl.DataFrame:
     """The read rows with their checks as columns, in one pass: `_row` (position in the
     batch), `_doubtful` (rows the read cannot vouch for: the exact path judges them),
-    `_is_trade`, and `_reason`/`_field` of the first value rule broken."""
-    reason, field_name = _value_problems(rules.ts_min, now + rules.ts_max_future_ms)
+    `_is_kind`, and `_reason`/`_field` of the first value rule broken."""
+    reason, field_name = _value_problems(kind, rules, now)
     return frame.with_columns(
         pl.Series("_row", rows, dtype=pl.Int64),
         doubtful.alias("_doubtful"),
-        (pl.col("type").is_null() | (pl.col("type") == "trade")).alias("_is_trade"),
+        (pl.col("type").is_null() | (pl.col("type") == kind.name)).alias("_is_kind"),
         reason.alias("_reason"),
         field_name.alias("_field"),
     )
@@ -219,9 +273,6 @@ def _checked(
 # (bytes that are not UTF-8, a byte-order mark, a message over several lines or empty,
 # deep nesting) or on the columns after (`_unvouched`).
 _ARROW_TYPES = {pl.String(): pa.string(), pl.Int64(): pa.int64(), pl.Float64(): pa.float64()}
-# `trade_id` may be a string or an integer: a batch is read with one type or the other
-# (the one that worked last first); a batch that mixes them takes the careful path.
-_TRADE_ID_TYPES = [pa.string(), pa.int64()]
 # A batch whose brackets could nest a message deeper than this takes the careful path,
 # which can say `nesting_too_deep` (this is far below where it does).
 _STRICT_MAX_NESTING = 200
@@ -229,19 +280,19 @@ _STRICT_READ_OPTIONS = pa_json.ReadOptions(use_threads=True, block_size=1 << 20)
 
 
 @functools.cache
-def _strict_options(trade_id: pa.DataType) -> pa_json.ParseOptions:
+def _strict_options(reader: _Reader, id_type: pa.DataType) -> pa_json.ParseOptions:
     fields = [
-        (name, trade_id if name == "trade_id" else _ARROW_TYPES[dtype])
-        for name, dtype in _READ_SCHEMA.items()
+        (name, id_type if name == reader.kind.id_field else _ARROW_TYPES[dtype])
+        for name, dtype in reader.read_schema.items()
     ]
     return pa_json.ParseOptions(
         explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore"
     )
 
 
-def _strict_read(values: list[bytes | None]) -> pl.DataFrame | None:
-    """The batch's trade columns from one strict read, or None when anything in it needs
-    the careful path."""
+def _strict_read(values: list[bytes | None], reader: _Reader) -> pl.DataFrame | None:
+    """The batch's columns from one strict read, or None when anything in it needs the
+    careful path."""
     n = len(values)
     if n == 0 or None in values:
         return None
@@ -255,24 +306,25 @@ def _strict_read(values: list[bytes | None]) -> pl.DataFrame | None:
         blob.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    for trade_id in list(_TRADE_ID_TYPES):
+    id_field, id_types = reader.kind.id_field, reader.id_types
+    for id_type in list(id_types):
         try:
             table = pa_json.read_json(
                 io.BytesIO(blob),
                 read_options=_STRICT_READ_OPTIONS,
-                parse_options=_strict_options(trade_id),
+                parse_options=_strict_options(reader, id_type),
             )
         except (pa.ArrowException, ValueError) as error:
-            if "/trade_id)" in str(error) and trade_id == _TRADE_ID_TYPES[0]:
-                continue  # the other type of trade id
+            if f"/{id_field})" in str(error) and id_type == id_types[0]:
+                continue  # the other type of id
             return None
         if table.num_rows != n:  # an empty or blank message
             return None
-        if trade_id != _TRADE_ID_TYPES[0]:
-            _TRADE_ID_TYPES.reverse()
+        if id_type != id_types[0]:
+            id_types.reverse()
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
-        return frame.with_columns(pl.col("trade_id").cast(pl.String))
+        return frame.with_columns(pl.col(id_field).cast(pl.String))
     return None
 
 
@@ -296,11 +348,13 @@ def _one_object_per_line(blob: bytes, n: int) -> bool:
 _NEWLINE, _OPEN, _CLOSE, _OPEN_ARRAY = (ord(c) for c in "\n{}[")
 
 
-def _unvouched() -> pl.Expr:
+def _unvouched(kind: MessageKind) -> pl.Expr:
     """Rows of a strict read the exact path must judge: a required field missing or null,
     or a number that is not finite (Arrow reads `NaN` and `Infinity`)."""
-    absent = pl.any_horizontal([pl.col(name).is_null() for name in REQUIRED_FIELDS])
-    return absent | ~pl.col("price").is_finite() | ~pl.col("size").is_finite()
+    absent = pl.any_horizontal([pl.col(name).is_null() for name in kind.required])
+    numbers = (*kind.positive, *kind.non_negative)
+    not_finite = [(~pl.col(name).is_finite()).fill_null(False) for name in numbers]
+    return pl.any_horizontal([absent, *not_finite])
 
 
 def _text(raw_rows: list[bytes]) -> pl.Series:
@@ -313,55 +367,57 @@ def _text(raw_rows: list[bytes]) -> pl.Series:
         return text.cast(pl.Binary).cast(pl.String)
 
 
-def _doubtful() -> pl.Expr:
+def _doubtful(reader: _Reader) -> pl.Expr:
     """Rows the fast read cannot vouch for: bytes that are not UTF-8 (msgspec skips
     unknown fields unchecked), a `\\u` escape (which can spell a key), or more contract
     keys in the text than fields the read found (a key given twice: polars keeps the
     first value, other parsers the last)."""
-    present = pl.sum_horizontal([pl.col(name).is_not_null() for name in CONTRACT_FIELDS])
+    fields = reader.kind.contract_fields
+    present = pl.sum_horizontal([pl.col(name).is_not_null() for name in fields])
     text = pl.col("_text")
     return (
         text.is_null()
         | text.str.contains("\\u", literal=True)
-        | (text.str.count_matches(_CONTRACT_KEY) != present)
+        | (text.str.count_matches(reader.contract_key) != present)
     )
 
 
-def _read_rows(rows: list[bytes]) -> pl.DataFrame:
+def _read_rows(rows: list[bytes], reader: _Reader) -> pl.DataFrame:
     """Columns of messages that passed the shape check, read as one NDJSON block."""
+    schema = reader.read_schema
     if not rows:
-        return pl.DataFrame(schema=_READ_SCHEMA)
+        return pl.DataFrame(schema=schema)
     try:
-        frame = pl.read_ndjson(io.BytesIO(b"\n".join(rows)), schema=_READ_SCHEMA)
+        frame = pl.read_ndjson(io.BytesIO(b"\n".join(rows)), schema=schema)
         if frame.height == len(rows):
             return frame
     except Exception:
         pass
     # A message spread over several lines (pretty-printed JSON) cannot be read as NDJSON.
-    shapes = [_check_shape(r) for r in rows]
-    return pl.DataFrame(
-        {
-            "symbol": [s.symbol for s in shapes],
-            "ts": [s.ts for s in shapes],
-            "price": [s.price for s in shapes],
-            "size": [s.size for s in shapes],
-            "trade_id": [None if s.trade_id is None else str(s.trade_id) for s in shapes],
-            "side": [s.side for s in shapes],
-            "venue": [s.venue for s in shapes],
-            "type": [s.type for s in shapes],
-        },
-        schema=_READ_SCHEMA,
-    )
+    shapes = [reader.check_shape(r) for r in rows]
+    id_field = reader.kind.id_field
+    columns = {name: [getattr(s, name) for s in shapes] for name in schema}
+    columns[id_field] = [None if v is None else str(v) for v in columns[id_field]]
+    return pl.DataFrame(columns, schema=schema)
 
 
-def _value_problems(ts_min: int, ts_max: int) -> tuple[pl.Expr, pl.Expr]:
-    """Reason and field of the first value rule a (well-typed) trade breaks, else null."""
+def _value_problems(
+    kind: MessageKind, bounds: ValidationRules, now: int
+) -> tuple[pl.Expr, pl.Expr]:
+    """Reason and field of the first value rule a (well-typed) message breaks, else null."""
+    ts = pl.col("ts")
+    ts_max = now + bounds.ts_max_future_ms
     rules = [
         (~pl.col("symbol").str.contains(SYMBOL_PATTERN), RejectReason.BAD_SYMBOL, "symbol"),
-        (pl.col("price") <= 0, RejectReason.NON_POSITIVE, "price"),
-        (pl.col("size") <= 0, RejectReason.NON_POSITIVE, "size"),
-        ((pl.col("ts") < ts_min) | (pl.col("ts") > ts_max), RejectReason.TS_OUT_OF_RANGE, "ts"),
+        *[(pl.col(name) <= 0, RejectReason.NON_POSITIVE, name) for name in kind.positive],
+        *[(pl.col(name) < 0, RejectReason.NEGATIVE, name) for name in kind.non_negative],
+        ((ts < bounds.ts_min) | (ts > ts_max), RejectReason.TS_OUT_OF_RANGE, "ts"),
     ]
+    if kind.ordered is not None:
+        low, high = (pl.col(name) for name in kind.ordered)
+        rules.append((low > high, RejectReason.CROSSED_BOOK, kind.ordered[0]))
+        if not bounds.accept_locked:
+            rules.append((low == high, RejectReason.LOCKED_BOOK, kind.ordered[0]))
     reason: Any = pl
     field_name: Any = pl
     for condition, why, where in rules:
@@ -402,7 +458,7 @@ def _members(pairs: list[tuple[str, Any]]) -> _Members:
     return obj
 
 
-def verdict(raw: bytes | None) -> Verdict:
+def verdict(raw: bytes | None, kind: MessageKind = TRADE) -> Verdict:
     """What one message is: `(reason, field, detail)`, `FILTERED`, or its contract fields.
 
     Total: whatever the bytes, it returns. Python's `json` module reads what strict JSON
@@ -410,13 +466,14 @@ def verdict(raw: bytes | None) -> Verdict:
     "not a finite number" from "not JSON".
     """
     try:
-        return _verdict(raw)
+        return _verdict(raw, _READERS[kind.name])
     except Exception as exc:  # a guard: no message may stop the flow
         detail = f"the message could not be read ({type(exc).__name__})"
         return RejectReason.INVALID_JSON.value, None, detail
 
 
-def _verdict(raw: bytes | None) -> Verdict:
+def _verdict(raw: bytes | None, reader: _Reader) -> Verdict:
+    kind = reader.kind
     if raw is None or not raw.strip():
         return RejectReason.EMPTY_MESSAGE.value, None, "the message has no content"
     if raw.lstrip().startswith(_UTF8_BOM):
@@ -439,49 +496,48 @@ def _verdict(raw: bytes | None) -> Verdict:
             None,
             f"expected a JSON object, got {_json_type(obj)}",
         )
-    repeated = [k for k in getattr(obj, "repeated", ()) if k in CONTRACT_FIELDS]
+    repeated = [k for k in getattr(obj, "repeated", ()) if k in kind.contract_fields]
     if repeated:
         name = repeated[0]
         detail = f"field {name!r} is given more than once; the contract allows it once"
         return RejectReason.DUPLICATE_KEY.value, name, detail
-    for name in _TEXT_FIELDS:
+    for name in reader.text_fields:
         value = obj.get(name)
         if isinstance(value, str) and not _is_unicode(value):
             detail = f"{name} holds an unpaired UTF-16 surrogate escape, not a character"
             return RejectReason.BAD_ENCODING.value, name, detail
 
-    kind = obj.get("type")
-    if kind is not None:
-        if not isinstance(kind, str):
-            return _wrong_type("type", kind, "a string")
-        if kind != "trade":
+    message_type = obj.get("type")
+    if message_type is not None:
+        if not isinstance(message_type, str):
+            return _wrong_type("type", message_type, "a string")
+        if message_type != kind.name:
             return FILTERED
 
-    for name in REQUIRED_FIELDS:
+    for name in kind.required:
         if name not in obj:
             return RejectReason.MISSING_FIELD.value, name, f"required field {name!r} is missing"
     problem = (
         _text_problem("symbol", obj["symbol"])
-        or _number_problem("price", obj["price"])
-        or _number_problem("size", obj["size"])
+        or next(filter(None, (_number_problem(n, obj[n]) for n in kind.positive)), None)
         or _ts_problem(obj["ts"])
-        or _trade_id_problem(obj.get("trade_id"))
-        or _optional_text_problem("side", obj.get("side"))
-        or _optional_text_problem("venue", obj.get("venue"))
+        or _id_problem(kind.id_field, obj.get(kind.id_field))
+        or next(filter(None, (_optional_text_problem(n, obj.get(n)) for n in kind.texts)), None)
+        or next(
+            filter(None, (_optional_number_problem(n, obj.get(n)) for n in kind.non_negative)),
+            None,
+        )
     )
     if problem:
         return problem
-    trade_id = obj.get("trade_id")
-    return {
-        "symbol": obj["symbol"],
-        "ts": obj["ts"],
-        "price": float(obj["price"]),
-        "size": float(obj["size"]),
-        "trade_id": None if trade_id is None else str(trade_id),
-        "side": obj.get("side"),
-        "venue": obj.get("venue"),
-        "type": kind,
-    }
+    values: dict[str, Any] = {name: obj.get(name) for name in kind.columns}
+    for name in (*kind.positive, *kind.non_negative):
+        if values[name] is not None:
+            values[name] = float(values[name])
+    message_id = values[kind.id_field]
+    values[kind.id_field] = None if message_id is None else str(message_id)
+    values["type"] = message_type
+    return values
 
 
 def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> Problem:
@@ -547,6 +603,10 @@ def _optional_text_problem(name: str, value: Any) -> Problem | None:
     return None if value is None else _text_problem(name, value)
 
 
+def _optional_number_problem(name: str, value: Any) -> Problem | None:
+    return None if value is None else _number_problem(name, value)
+
+
 def _number_problem(name: str, value: Any) -> Problem | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return _wrong_type(name, value, "a JSON number")
@@ -573,9 +633,9 @@ def _ts_problem(value: Any) -> Problem | None:
     return None
 
 
-def _trade_id_problem(value: Any) -> Problem | None:
+def _id_problem(name: str, value: Any) -> Problem | None:
     if value is None or isinstance(value, str):
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return None
-    return _wrong_type("trade_id", value, "a string or an integer")
+    return _wrong_type(name, value, "a string or an integer")

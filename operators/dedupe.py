@@ -1,4 +1,4 @@
-"""Drop repeated trades of one symbol: same `trade_id` seen within an event-time horizon.
+"""Drop repeated trades (or quotes) of one symbol: same id seen within an event-time horizon.
 
 State is bounded: ids live in two generations of at most one horizon each, and a
 generation is dropped whole once every id in it is beyond the horizon, so memory follows
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-FINGERPRINT_COLUMNS = ("symbol", "ts", "price", "size", "side", "venue")
+from candlewax.records import TRADE, MessageKind
+
 # A trade id that is a canonical decimal integer is kept as a Python int: dict lookups of
 # ints cost a tenth of those of fresh strings. Non-canonical ids ("007", "A-1") stay text,
 # so two different ids never become one key.
@@ -23,21 +24,24 @@ _CANONICAL_INT = r"^-?(0|[1-9][0-9]{0,17})$"
 KEY_COLUMNS = ("_key_int", "_key_str")
 
 
-def with_dedupe_keys(trades: pl.DataFrame, fingerprint: bool) -> pl.DataFrame:
-    """Add the key each trade is deduplicated on: its `trade_id`, else (if switched on) a
-    fingerprint of its fields. Done once per whole batch, where polars is cheapest.
+def with_dedupe_keys(
+    messages: pl.DataFrame, fingerprint: bool, kind: MessageKind = TRADE
+) -> pl.DataFrame:
+    """Add the key each message is deduplicated on: its id (`trade_id`, `quote_id`), else
+    (if switched on) a fingerprint of its other fields. Done once per whole batch, where
+    polars is cheapest.
 
-    Identical trades in one millisecond are legitimate in real markets, so trades without
+    Identical trades in one millisecond are legitimate in real markets, so messages without
     an id pass untouched unless fingerprinting is switched on.
     """
-    trade_id = pl.col("trade_id")
-    canonical = trade_id.str.contains(_CANONICAL_INT)
-    text = pl.when(canonical).then(None).otherwise(trade_id)
+    message_id = pl.col(kind.id_field)
+    canonical = message_id.str.contains(_CANONICAL_INT)
+    text = pl.when(canonical).then(None).otherwise(message_id)
     if fingerprint:
-        digest = pl.struct(list(FINGERPRINT_COLUMNS)).hash(seed=0x5EED).cast(pl.String)
-        text = pl.coalesce(text, pl.when(trade_id.is_null()).then(pl.lit("fp:") + digest))
-    return trades.with_columns(
-        pl.when(canonical).then(trade_id.str.to_integer(strict=False)).alias("_key_int"),
+        digest = pl.struct(list(kind.fingerprint_columns)).hash(seed=0x5EED).cast(pl.String)
+        text = pl.coalesce(text, pl.when(message_id.is_null()).then(pl.lit("fp:") + digest))
+    return messages.with_columns(
+        pl.when(canonical).then(message_id.str.to_integer(strict=False)).alias("_key_int"),
         text.alias("_key_str"),
     )
 

@@ -37,8 +37,8 @@ from operators.price_guard import GuardState, OutlierRule, PriceGuard, outlier_r
 # --- decode ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DecodeOut:
-    trades: KeyedStream[pl.DataFrame]
-    """Valid trades, one frame per symbol per batch, keyed by symbol."""
+    valid: KeyedStream[pl.DataFrame]
+    """Valid messages, one frame per symbol per batch, keyed by symbol."""
     rejections: Stream[pl.DataFrame]
     """Messages that broke the contract, for the dead-letter queue: a `Rejection` frame
     per raw batch that had any."""
@@ -68,8 +68,8 @@ def decode(
 
     decoded = op.map("validate", up, decode_counted)
     rejections = op.filter_map("rejections", decoded, _rejection_frame)
-    trades = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint))
-    return DecodeOut(trades, rejections)
+    valid = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint))
+    return DecodeOut(valid, rejections)
 
 
 def _rejection_frame(decoded: DecodedBatch) -> pl.DataFrame | None:
@@ -77,7 +77,7 @@ def _rejection_frame(decoded: DecodedBatch) -> pl.DataFrame | None:
 
 
 def _split_by_symbol(decoded: DecodedBatch, fingerprint: bool) -> list[tuple[str, pl.DataFrame]]:
-    trades = decoded.trades
+    trades = decoded.valid
     if trades.height == 0:
         return []
     keyed = with_dedupe_keys(trades, fingerprint)

@@ -33,6 +33,21 @@ def trade(
     return msgspec.json.encode(message)
 
 
+def quote(
+    symbol: str = "BTC-USD",
+    bid: float = 99.5,
+    ask: float = 100.5,
+    ts: int = T0,
+    quote_id: int | str | None = None,
+    **extra: Any,
+) -> bytes:
+    message: dict[str, Any] = {"type": "quote", "symbol": symbol, "bid": bid, "ask": ask, "ts": ts}
+    if quote_id is not None:
+        message["quote_id"] = quote_id
+    message.update(extra)
+    return msgspec.json.encode(message)
+
+
 def trades_frame(
     rows: list[tuple[int, float, float]], symbol: str = "BTC-USD", ids: list | None = None
 ) -> pl.DataFrame:

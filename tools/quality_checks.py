@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from operators.dedupe import FINGERPRINT_COLUMNS
+from candlewax.records import TRADE
 from operators.price_guard import OutlierRule, deviations, reference_prices
 
 
@@ -162,7 +162,7 @@ def duplicates(trades: pl.DataFrame) -> list[dict[str, Any]]:
         .group_by("symbol")
         .agg((pl.len() - pl.col("trade_id").n_unique()).alias("by_trade_id"))
     )
-    fingerprint = [c for c in FINGERPRINT_COLUMNS if c in trades.columns]
+    fingerprint = [c for c in TRADE.fingerprint_columns if c in trades.columns]
     by_print = trades.group_by("symbol").agg(
         (pl.len() - pl.struct(fingerprint).n_unique()).alias("by_fingerprint")
     )

@@ -87,21 +87,21 @@ def outcomes(decoded) -> dict[int, object]:
 @given(st.lists(messages, max_size=40), st.integers(min_value=1, max_value=40))
 def test_every_message_gets_one_outcome_whatever_the_batch(batch_of_messages, batch_size):
     whole = decode_batch(RawBatch("t", batch_of_messages, range(len(batch_of_messages))), RULES)
-    assert whole.trades.height + whole.filtered + len(whole.rejections) == len(batch_of_messages)
+    assert whole.valid.height + whole.filtered + len(whole.rejections) == len(batch_of_messages)
     for rejection in whole.rejections:
         position = int(rejection.source.rsplit("@", 1)[1])
         assert rejection.raw == batch_of_messages[position]
-    for raw, position in whole.trades.select("_raw", "_position").rows():
+    for raw, position in whole.valid.select("_raw", "_position").rows():
         assert raw == batch_of_messages[position]
     # The same messages cut into other batches: the same trades, rejections and filtered.
     trades, rejected, filtered = [], {}, 0
     for start in range(0, len(batch_of_messages), batch_size):
         chunk = batch_of_messages[start : start + batch_size]
         part = decode_batch(RawBatch("t", chunk, range(start, start + len(chunk))), RULES)
-        trades += part.trades.rows()
+        trades += part.valid.rows()
         rejected.update(outcomes(part))
         filtered += part.filtered
-    assert trades == whole.trades.rows()
+    assert trades == whole.valid.rows()
     assert rejected == outcomes(whole)
     assert filtered == whole.filtered
 

@@ -95,7 +95,7 @@ REJECTIONS = [
 def test_contract_breaks_go_to_the_dlq_with_reason_field_bytes_and_position(message, reason, field):
     decoded = decode(GOOD, message, GOOD)
 
-    assert decoded.trades.height == 2, "valid neighbours are not affected"
+    assert decoded.valid.height == 2, "valid neighbours are not affected"
     assert len(decoded.rejections) == 1
     rejection = decoded.rejections[0]
     assert (rejection.reason, rejection.field) == (reason, field)
@@ -113,7 +113,7 @@ def test_valid_trades_keep_their_fields_and_arrival_order():
         trade("sol_usd.x", 1e-8, 5e6, T0 + 3_600_000),
     )
     assert decoded.rejections == [] and decoded.filtered == 0 and decoded.received == 3
-    assert decoded.trades.select(list(TRADE_SCHEMA)).rows() == [
+    assert decoded.valid.select(list(TRADE_SCHEMA)).rows() == [
         ("ETH-USD", T0 + 5, 2000.5, 0.25, "17", "buy", "X"),
         ("BTC/USDT:PERP", T0, 60000.0, 1.0, "abc-1", None, None),
         ("sol_usd.x", T0 + 3_600_000, 1e-8, 5e6, None, None, None),
@@ -127,7 +127,7 @@ def test_valid_trades_carry_their_original_bytes_and_position(neighbour):
     # On the strict read (clean neighbours) and the careful one (a pretty-printed message).
     messages = [trade("A", 1, 1, T0, extra={"note": "kept"}), neighbour, GOOD]
     decoded = decode(*messages)
-    origin = decoded.trades.select(list(ORIGIN_SCHEMA))
+    origin = decoded.valid.select(list(ORIGIN_SCHEMA))
     assert origin.schema == ORIGIN_SCHEMA
     for raw, source, position in origin.rows():
         assert raw == messages[position - 1] and source == "test"
@@ -143,19 +143,19 @@ def test_non_trade_messages_are_filtered_not_rejected():
     )
     assert decoded.filtered == 3
     assert decoded.rejections == []
-    assert decoded.trades.height == 2
+    assert decoded.valid.height == 2
 
 
 def test_a_pretty_printed_message_is_still_one_valid_trade():
     pretty = b'{\n  "symbol": "A",\n  "price": 2,\n  "size": 3,\n  "ts": %d\n}' % T0
     decoded = decode(GOOD, pretty)
-    assert decoded.trades.get_column("symbol").to_list() == ["BTC-USD", "A"]
+    assert decoded.valid.get_column("symbol").to_list() == ["BTC-USD", "A"]
 
 
 def test_every_message_has_exactly_one_outcome():
     messages = [GOOD, trade(type="book"), *(m for m, _, _ in REJECTIONS)]
     decoded = decode(*messages)
-    assert decoded.trades.height + decoded.filtered + len(decoded.rejections) == len(messages)
+    assert decoded.valid.height + decoded.filtered + len(decoded.rejections) == len(messages)
     assert decoded.received == len(messages)
 
 
@@ -175,7 +175,7 @@ def test_repeated_unknown_fields_and_escapes_outside_the_contract_are_fine():
         b'{"symbol":"A","price":5,"size":1,"ts":%d,"venue":"price"}' % T0,
     )
     assert decoded.rejections == []
-    assert decoded.trades.get_column("price").to_list() == [2.0, 3.0, 4.0, 5.0]
+    assert decoded.valid.get_column("price").to_list() == [2.0, 3.0, 4.0, 5.0]
 
 
 HOSTILE = [m for m, _, _ in REJECTIONS] + [
@@ -191,7 +191,7 @@ HOSTILE = [m for m, _, _ in REJECTIONS] + [
 def test_a_message_has_the_same_outcome_in_any_batch(message):
     def outcome(decoded):
         return (
-            decoded.trades.drop("_position").rows(),
+            decoded.valid.drop("_position").rows(),
             [(r.reason, r.field, r.raw) for r in decoded.rejections],
             decoded.filtered,
         )
@@ -203,7 +203,7 @@ def test_a_message_has_the_same_outcome_in_any_batch(message):
     for neighbours in ([GOOD], [pretty], [b"\xff", GOOD]):
         batch = decode(*neighbours, message)
         mine = decode(*neighbours)
-        trades = batch.trades.drop("_position").rows()[mine.trades.height :]
+        trades = batch.valid.drop("_position").rows()[mine.valid.height :]
         rejections = [(r.reason, r.field, r.raw) for r in batch.rejections][len(mine.rejections) :]
         assert (trades, rejections, batch.filtered - mine.filtered) == alone
 
@@ -229,12 +229,12 @@ def test_what_the_strict_batch_read_lets_through_is_still_rejected(message, reas
     for batch in ([message], [GOOD, message, GOOD], [message, GOOD]):
         decoded = decode(*batch)
         assert [r.reason for r in decoded.rejections] == [reason]
-        assert decoded.trades.height == len(batch) - 1
+        assert decoded.valid.height == len(batch) - 1
 
 
 def test_integer_and_string_trade_ids_read_the_same_in_any_batch():
     def ids(*messages):
-        return decode(*messages).trades.get_column("trade_id").to_list()
+        return decode(*messages).valid.get_column("trade_id").to_list()
 
     numbered = [trade(trade_id=n, ts=T0 + n) for n in range(3)]
     named = [trade(trade_id=str(n), ts=T0 + n) for n in range(3)]

@@ -145,9 +145,9 @@ def test_an_outlier_goes_to_the_dlq_as_it_came_with_its_reference_and_deviation(
     messages.append(trade("BTC-USD", 1010.0, 1, T0 + 40, trade_id=99, extra={"desk": "7"}))
     batch = RawBatch("kafka:trades/3", messages, range(500, 500 + len(messages)))
     decoded = decode_batch(batch, ValidationRules(now_ms=lambda: T0 + 10**9))
-    prices = decoded.trades.get_column("price").to_numpy()
+    prices = decoded.valid.get_column("price").to_numpy()
     outliers = PriceGuard(RULE).check(prices)
-    frame = outlier_rejections(decoded.trades, outliers, RULE, now_ms=T0 + 99)
+    frame = outlier_rejections(decoded.valid, outliers, RULE, now_ms=T0 + 99)
     [rejection] = Rejection.rows(frame)
     assert rejection.raw == messages[-1]
     assert (rejection.reason, rejection.field) == ("price_outlier", "price")

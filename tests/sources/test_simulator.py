@@ -123,7 +123,7 @@ def test_order_book_noise_makes_up_its_share_and_is_filtered():
     assert 0.88 < share < 0.92
     outcome = decoded(messages)
     assert sum(d.filtered for d in outcome) == len(messages) - 5_000
-    assert sum(d.trades.height for d in outcome) == 5_000
+    assert sum(d.valid.height for d in outcome) == 5_000
 
 
 def test_a_duration_bounds_the_event_time_span():
