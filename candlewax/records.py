@@ -8,7 +8,7 @@ records. Field names follow the contracts in `docs/contracts.md`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
@@ -349,6 +349,39 @@ QUOTE_BAR_ROW = np.dtype(
 
 
 @dataclass(frozen=True)
+class FlaggedQuotes:
+    """Deduplicated quotes of one symbol (arrival order) and which of them came late."""
+
+    quotes: pl.DataFrame
+    late: Any  # numpy bool array
+    seq: Any  # numpy int64 array: arrival order within the symbol
+
+    def __len__(self) -> int:
+        return self.quotes.height
+
+    @property
+    def symbol(self) -> str:
+        return str(self.quotes.get_column("symbol")[0])
+
+
+# What the lake stores per valid quote (`quotes/`): the truth quote bars are checked against.
+QUOTE_LAKE_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts", TIMESTAMP_MS),
+        ("bid", pa.float64()),
+        ("ask", pa.float64()),
+        ("bid_size", pa.float64()),
+        ("ask_size", pa.float64()),
+        ("quote_id", pa.string()),
+        ("venue", pa.string()),
+        ("late", pa.bool_()),
+        ("seq", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
 class CandleBatch:
     """Closed candles of one symbol from one step of the candle engine (`CANDLE_ROW`s)."""
 
@@ -360,37 +393,119 @@ class CandleBatch:
         return len(self.rows)
 
 
-def candle_frame(batches: Sequence[CandleBatch]) -> pl.DataFrame:
-    """Candle batches (any symbols) as one frame of the `Candle` columns."""
-    if not batches:
-        return pl.DataFrame(schema=Candle.frame_schema())
+class QuoteBarBatch(CandleBatch):
+    """Closed quote bars of one symbol from one step of the quote engine (`QUOTE_BAR_ROW`s)."""
+
+
+@dataclass(frozen=True)
+class QuoteBar(_Record):
+    """Mid OHLC and spreads of one symbol's quotes in one window (the `quote_bars` contract)."""
+
+    symbol: str
+    resolution: str
+    window_start: int
+    window_end: int
+    open: float
+    high: float
+    low: float
+    close: float
+    bid_close: float
+    ask_close: float
+    spread_min: float
+    spread_max: float
+    spread_mean: float
+    spread_twa: float
+    quote_count: int
+    bar_id: str
+    revision: int = 0
+
+    ARROW_SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("symbol", pa.string()),
+            ("resolution", pa.string()),
+            ("window_start", TIMESTAMP_MS),
+            ("window_end", TIMESTAMP_MS),
+            *[
+                (name, pa.float64())
+                for name in (
+                    "open",
+                    "high",
+                    "low",
+                    "close",
+                    "bid_close",
+                    "ask_close",
+                    "spread_min",
+                    "spread_max",
+                    "spread_mean",
+                    "spread_twa",
+                )
+            ],
+            ("quote_count", pa.int64()),
+            ("bar_id", pa.string()),
+            ("revision", pa.int64()),
+        ]
+    )
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = ("window_start", "window_end")
+
+
+def _bar_frame(
+    batches: Sequence[CandleBatch], columns: Callable[[np.ndarray], dict[str, Any]]
+) -> pl.DataFrame:
+    """Bar batches (any symbols) as one frame: the columns every bar record has (symbol,
+    resolution, window, bar_id, revision) and the bar kind's own, `columns(rows)`."""
     rows = batches[0].rows if len(batches) == 1 else np.concatenate([b.rows for b in batches])
     lengths = [len(b.rows) for b in batches]
     symbols = pl.Series([b.symbol for b in batches], dtype=pl.String)
     names = {res: name for b in batches for res, name in b.names}
     start = rows["start"]
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        vwap = rows["notional"] / rows["volume"]
     frame = pl.DataFrame(
         {
             "symbol": symbols.gather(np.repeat(np.arange(len(batches)), lengths)),
             "resolution": pl.Series(rows["res"]).replace_strict(names, return_dtype=pl.String),
             "window_start": start,
             "window_end": start + rows["res"],
-            "open": rows["open"],
-            "high": rows["high"],
-            "low": rows["low"],
-            "close": rows["close"],
-            "volume": rows["volume"],
-            "vwap": vwap,
-            "trade_count": rows["count"],
+            **columns(rows),
             "revision": rows["revision"],
         }
     )
     bar_ids = pl.concat_str(
         "symbol", pl.lit(":"), "resolution", pl.lit(":"), pl.col("window_start").cast(pl.String)
     )
-    return frame.with_columns(bar_id=bar_ids).select(list(Candle.frame_schema()))
+    return frame.with_columns(bar_id=bar_ids)
+
+
+def _candle_columns(rows: np.ndarray) -> dict[str, Any]:
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        vwap = rows["notional"] / rows["volume"]
+    prices = {name: rows[name] for name in ("open", "high", "low", "close", "volume")}
+    return {**prices, "vwap": vwap, "trade_count": rows["count"]}
+
+
+def _quote_bar_columns(rows: np.ndarray) -> dict[str, Any]:
+    kept = ("open", "high", "low", "close", "bid_close", "ask_close", "spread_min", "spread_max")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = rows["spread_sum"] / rows["count"]
+        twa = rows["spread_time"] / rows["covered_ms"]
+    return {
+        **{name: rows[name] for name in kept},
+        "spread_mean": mean,
+        "spread_twa": twa,
+        "quote_count": rows["count"],
+    }
+
+
+def candle_frame(batches: Sequence[CandleBatch]) -> pl.DataFrame:
+    """Candle batches (any symbols) as one frame of the `Candle` columns."""
+    if not batches:
+        return pl.DataFrame(schema=Candle.frame_schema())
+    return _bar_frame(batches, _candle_columns).select(list(Candle.frame_schema()))
+
+
+def quote_bar_frame(batches: Sequence[CandleBatch]) -> pl.DataFrame:
+    """Quote bar batches (any symbols) as one frame of the `QuoteBar` columns."""
+    if not batches:
+        return pl.DataFrame(schema=QuoteBar.frame_schema())
+    return _bar_frame(batches, _quote_bar_columns).select(list(QuoteBar.frame_schema()))
 
 
 class RejectReason(str, Enum):
@@ -518,6 +633,83 @@ class DriftRecord(_Record):
                 for f in DRIFT_FIELDS
             ],
             *[(f"drift_{f}", pa.float64()) for f in DRIFT_FIELDS],
+            ("max_drift", pa.float64()),
+            ("drifted_fields", pa.string()),
+            ("alert", pa.bool_()),
+            ("detected_event_ts", TIMESTAMP_MS),
+        ]
+    )
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = (
+        "window_start",
+        "window_end",
+        "detected_event_ts",
+    )
+
+
+# Quote bar fields whose drift is measured; a late quote always moves the count.
+QUOTE_DRIFT_FIELDS = ("open", "high", "low", "close", "spread_mean", "spread_twa", "quote_count")
+QUOTE_ALERT_FIELDS = QUOTE_DRIFT_FIELDS[:-1]
+
+
+@dataclass(frozen=True)
+class QuoteDriftRecord(_Record):
+    """How far a published quote bar is from the bar with the late quotes that missed it
+    (the full view). Cumulative like `DriftRecord`: the newest record of a `bar_id` is the
+    current truth. `late_quotes` is 0 for a bar that drifted only because a late quote
+    became the quote in force at its start."""
+
+    bar_id: str
+    symbol: str
+    resolution: str
+    window_start: int
+    window_end: int
+    revision: int
+    late_quotes: int
+    max_lateness_ms: int
+    emitted_missing: bool
+    emitted_open: float | None
+    emitted_high: float | None
+    emitted_low: float | None
+    emitted_close: float | None
+    emitted_spread_mean: float | None
+    emitted_spread_twa: float | None
+    emitted_quote_count: int | None
+    corrected_open: float
+    corrected_high: float
+    corrected_low: float
+    corrected_close: float
+    corrected_spread_mean: float
+    corrected_spread_twa: float
+    corrected_quote_count: int
+    drift_open: float
+    drift_high: float
+    drift_low: float
+    drift_close: float
+    drift_spread_mean: float
+    drift_spread_twa: float
+    drift_quote_count: float
+    max_drift: float
+    drifted_fields: str
+    alert: bool
+    detected_event_ts: int
+
+    ARROW_SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("bar_id", pa.string()),
+            ("symbol", pa.string()),
+            ("resolution", pa.string()),
+            ("window_start", TIMESTAMP_MS),
+            ("window_end", TIMESTAMP_MS),
+            ("revision", pa.int64()),
+            ("late_quotes", pa.int64()),
+            ("max_lateness_ms", pa.int64()),
+            ("emitted_missing", pa.bool_()),
+            *[
+                (f"{prefix}_{f}", pa.int64() if f == "quote_count" else pa.float64())
+                for prefix in ("emitted", "corrected")
+                for f in QUOTE_DRIFT_FIELDS
+            ],
+            *[(f"drift_{f}", pa.float64()) for f in QUOTE_DRIFT_FIELDS],
             ("max_drift", pa.float64()),
             ("drifted_fields", pa.string()),
             ("alert", pa.bool_()),

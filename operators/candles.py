@@ -38,6 +38,7 @@ from candlewax.records import CANDLE_ROW, CandleBatch, DriftRecord, FlaggedTrade
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
+from operators.event_time import arrivals, close_at_ms, watermark
 
 
 @dataclass(frozen=True)
@@ -235,13 +236,10 @@ class SymbolCandles:
 
     # --- the watermark -----------------------------------------------------------------
     def watermark(self, now_ms: float) -> float:
-        state = self.state
-        if state.max_ts is None:
-            return -math.inf
-        event_wm = state.max_ts - self.spec.allowed_lateness_ms
-        if not self.spec.live:
-            return event_wm
-        return event_wm + max(0.0, now_ms - state.max_ts_seen_at_ms)
+        state, spec = self.state, self.spec
+        return watermark(
+            state.max_ts, state.max_ts_seen_at_ms, spec.allowed_lateness_ms, spec.live, now_ms
+        )
 
     def _next_end(self) -> float:
         """The end of the earliest open window (inf when none is open)."""
@@ -255,13 +253,13 @@ class SymbolCandles:
 
     def next_close_at_ms(self) -> float | None:
         """Clock time (ms) at which the live watermark closes the next open window."""
-        if not self.spec.live or self.state.max_ts is None:
+        state, spec = self.state, self.spec
+        if not spec.live or state.max_ts is None:
             return None
         end = self._next_end()
-        if math.isinf(end):
-            return None
-        event_wm = self.state.max_ts - self.spec.allowed_lateness_ms
-        return self.state.max_ts_seen_at_ms + max(0, end - event_wm)
+        return close_at_ms(
+            state.max_ts, state.max_ts_seen_at_ms, spec.allowed_lateness_ms, spec.live, end
+        )
 
     # --- input -------------------------------------------------------------------------
     def _events(self) -> CandleEvents:
@@ -284,19 +282,13 @@ class SymbolCandles:
         seq = np.arange(state.next_seq, state.next_seq + n, dtype=np.int64)
         state.next_seq += n
 
-        # The symbol's newest event time before each trade arrived, and so its watermark.
-        newest_before = np.empty(n, dtype=np.int64)
-        newest_before[1:] = np.maximum.accumulate(ts)[:-1]
-        newest_before[0] = ts[0] if state.max_ts is None else state.max_ts
-        if state.max_ts is not None:
-            np.maximum(newest_before, state.max_ts, out=newest_before)
-        wm_before = newest_before - spec.allowed_lateness_ms
-        if spec.live and state.max_ts is not None:
-            np.maximum(wm_before, int(self.watermark(now_ms)), out=wm_before)
-        window = ts - ts % base
-        late = window + base <= wm_before
-        if state.max_ts is None:
-            late[0] = False  # the first trade of a symbol is never late
+        live_wm = self.watermark(now_ms) if spec.live else None
+        arrived = arrivals(ts, state.max_ts, spec.allowed_lateness_ms, base, live_wm)
+        late, newest_before, wm_before = (
+            arrived.late,
+            arrived.newest_before,
+            arrived.watermark_before,
+        )
 
         late_index = np.flatnonzero(late)
         if len(late_index):

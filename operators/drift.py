@@ -7,11 +7,23 @@ every field. A record is an alert when any watched field drifts beyond the thres
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS, DriftRecord, bar_id
+import numpy as np
+
+from candlewax.records import (
+    DEFAULT_ALERT_FIELDS,
+    DRIFT_FIELDS,
+    QUOTE_ALERT_FIELDS,
+    QUOTE_DRIFT_FIELDS,
+    DriftRecord,
+    QuoteBarBatch,
+    QuoteDriftRecord,
+    bar_id,
+    quote_bar_frame,
+)
 from operators.bars import Bar
 
 
@@ -92,6 +104,55 @@ def drift_record(
     )
 
 
-def _prefixed(prefix: str, values: dict[str, float | int] | None) -> dict[str, float | int | None]:
-    names: Iterable[str] = DRIFT_FIELDS
+def quote_bar_fields(row: np.ndarray) -> dict[str, float | int]:
+    """The drift-measured fields of one quote bar row (`QUOTE_BAR_ROW`, one row)."""
+    frame = quote_bar_frame([QuoteBarBatch("", row, ((int(row["res"][0]), ""),))])
+    return {name: frame.get_column(name)[0] for name in QUOTE_DRIFT_FIELDS}
+
+
+def quote_drift_record(
+    *,
+    symbol: str,
+    resolution: str,
+    window_start: int,
+    window_ms: int,
+    emitted: np.ndarray | None,
+    corrected: np.ndarray,
+    revision: int,
+    late_quotes: int,
+    max_lateness_ms: int,
+    detected_event_ts: int,
+    threshold: float,
+) -> QuoteDriftRecord:
+    """The drift record of one quote bar: its published row against its full view."""
+    before = quote_bar_fields(emitted) if emitted is not None else None
+    after = quote_bar_fields(corrected)
+    drifts = {
+        f: relative_drift(None if before is None else before[f], after[f])
+        for f in QUOTE_DRIFT_FIELDS
+    }
+    drifted = [f for f in QUOTE_ALERT_FIELDS if drifts[f] > threshold]
+    return QuoteDriftRecord(
+        bar_id=bar_id(symbol, resolution, window_start),
+        symbol=symbol,
+        resolution=resolution,
+        window_start=window_start,
+        window_end=window_start + window_ms,
+        revision=revision,
+        late_quotes=late_quotes,
+        max_lateness_ms=max_lateness_ms,
+        emitted_missing=before is None,
+        **_prefixed("emitted_", before, QUOTE_DRIFT_FIELDS),
+        **_prefixed("corrected_", after, QUOTE_DRIFT_FIELDS),
+        **_prefixed("drift_", drifts, QUOTE_DRIFT_FIELDS),
+        max_drift=max(drifts[f] for f in QUOTE_ALERT_FIELDS),
+        drifted_fields=",".join(drifted),
+        alert=bool(drifted),
+        detected_event_ts=detected_event_ts,
+    )
+
+
+def _prefixed(
+    prefix: str, values: Mapping[str, float | int] | None, names: Iterable[str] = DRIFT_FIELDS
+) -> dict[str, Any]:
     return {f"{prefix}{f}": (None if values is None else values[f]) for f in names}

@@ -156,3 +156,139 @@ def assert_candles_match(candles: Sequence, expected: pl.DataFrame, rel: float =
         ), bar
         assert math.isclose(candle.volume, row["volume"], rel_tol=rel), bar
         assert math.isclose(candle.vwap, row["vwap"], rel_tol=rel), bar
+
+
+# --- quotes ------------------------------------------------------------------------------
+def valid_quote(
+    message: bytes | None, ts_min: int, ts_max: int, accept_locked: bool
+) -> dict | None:
+    if not message:
+        return None
+    try:
+        obj = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or obj.get("type", "quote") != "quote":
+        return None
+
+    def number(v, minimum_ok=False):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            return False
+        return v >= 0 if minimum_ok else v > 0
+
+    ok = (
+        isinstance(obj.get("symbol"), str)
+        and SYMBOL.match(obj["symbol"])
+        and number(obj.get("bid"))
+        and number(obj.get("ask"))
+        and all(obj.get(f) is None or number(obj[f], True) for f in ("bid_size", "ask_size"))
+        and type(obj.get("ts")) is int
+        and ts_min <= obj["ts"] <= ts_max
+        and (obj.get("quote_id") is None or type(obj["quote_id"]) in (int, str))
+        and (obj["bid"] < obj["ask"] or (accept_locked and obj["bid"] == obj["ask"]))
+    )
+    return obj if ok else None
+
+
+def reference_quotes(
+    messages: Sequence[bytes | None],
+    lateness_ms: int,
+    base_ms: int,
+    ts_min: int = 946_684_800_000,
+    ts_max: int = 2**62,
+    accept_locked: bool = False,
+) -> list[dict]:
+    """Valid, deduplicated quotes in arrival order, each with `arrival` and `late`."""
+    quotes, seen, newest = [], set(), {}
+    for arrival, message in enumerate(messages):
+        obj = valid_quote(message, ts_min, ts_max, accept_locked)
+        if obj is None:
+            continue
+        if obj.get("quote_id") is not None:
+            key = (obj["symbol"], str(obj["quote_id"]))
+            if key in seen:
+                continue
+            seen.add(key)
+        symbol, ts = obj["symbol"], obj["ts"]
+        before = newest.get(symbol)
+        end = ts - ts % base_ms + base_ms
+        late = before is not None and end <= before - lateness_ms
+        newest[symbol] = ts if before is None else max(before, ts)
+        quotes.append({**obj, "arrival": arrival, "late": late})
+    return quotes
+
+
+def quote_bars_of(quotes: Sequence[dict], resolution_ms: int, name: str) -> dict[str, dict]:
+    """Quote bars by bar_id straight from quotes (all of them: filter first for a view):
+    each quote is in force from its time until the symbol's next quote."""
+    bars: dict[str, dict] = {}
+    by_symbol: dict[str, list[dict]] = {}
+    for q in quotes:
+        by_symbol.setdefault(q["symbol"], []).append(q)
+    for symbol, qs in by_symbol.items():
+        qs = sorted(qs, key=lambda q: (q["ts"], q["arrival"]))
+        windows: dict[int, list[int]] = {}
+        for k, q in enumerate(qs):
+            windows.setdefault(q["ts"] - q["ts"] % resolution_ms, []).append(k)
+        for start, members in windows.items():
+            end = start + resolution_ms
+            inside = [qs[k] for k in members]
+            mids = [q["bid"] / 2 + q["ask"] / 2 for q in inside]
+            spreads = [q["ask"] - q["bid"] for q in inside]
+            weighted = covered = 0.0
+            for k in range(members[0] - 1 if members[0] > 0 else 0, members[-1] + 1):
+                since = max(qs[k]["ts"], start)
+                until = min(qs[k + 1]["ts"] if k + 1 < len(qs) else end, end)
+                if until > since:
+                    weighted += (qs[k]["ask"] - qs[k]["bid"]) * (until - since)
+                    covered += until - since
+            bar_id = f"{symbol}:{name}:{start}"
+            bars[bar_id] = {
+                "open": mids[0],
+                "high": max(mids),
+                "low": min(mids),
+                "close": mids[-1],
+                "bid_close": inside[-1]["bid"],
+                "ask_close": inside[-1]["ask"],
+                "spread_min": min(spreads),
+                "spread_max": max(spreads),
+                "spread_mean": sum(spreads) / len(spreads),
+                "spread_twa": weighted / covered,
+                "quote_count": len(inside),
+            }
+    return bars
+
+
+def reference_quote_bars(
+    messages: Sequence[bytes | None],
+    lateness_ms: int,
+    resolutions: dict[str, int],
+    *,
+    full: bool = False,
+    **bounds: object,
+) -> dict[str, dict]:
+    """The bars of the quotes that came on time (what the flow publishes), or of every
+    valid quote (`full`: what drift records correct toward)."""
+    base = min(resolutions.values())
+    quotes = reference_quotes(messages, lateness_ms, base, **bounds)  # type: ignore[arg-type]
+    if not full:
+        quotes = [q for q in quotes if not q["late"]]
+    bars: dict[str, dict] = {}
+    for name, ms in resolutions.items():
+        bars.update(quote_bars_of(quotes, ms, name))
+    return bars
+
+
+def assert_quote_bars_match(bars: dict[str, dict], expected: dict[str, dict]) -> None:
+    """Bar by bar: the same bar ids; prices exact, spread means to 1e-9."""
+    assert sorted(bars) == sorted(expected), (
+        f"missing: {sorted(set(expected) - set(bars))[:5]}, "
+        f"extra: {sorted(set(bars) - set(expected))[:5]}"
+    )
+    for bar_id, want in expected.items():
+        got = bars[bar_id]
+        for name, value in want.items():
+            if name in ("spread_mean", "spread_twa"):
+                assert math.isclose(got[name], value, rel_tol=1e-9, abs_tol=1e-12), (bar_id, name)
+            else:
+                assert got[name] == value, (bar_id, name, got[name], value)

@@ -1,0 +1,68 @@
+"""The event-time rules every window engine shares (trade candles, quote bars).
+
+The watermark of a symbol is its newest event time minus the allowed lateness; live, it
+also advances with the input clock while the symbol is idle (`candlewax.input_clock`).
+A message is late when its base window had closed when it arrived: the decision is made
+per message against the watermark of the messages before it, so it depends on the order
+of the input only, never on how it was batched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def watermark(
+    max_ts: int | None, seen_at_ms: float, lateness_ms: int, live: bool, now_ms: float
+) -> float:
+    """The watermark of a symbol whose newest event time is `max_ts`, first seen (input
+    clock) at `seen_at_ms`."""
+    if max_ts is None:
+        return -math.inf
+    event_wm = max_ts - lateness_ms
+    if not live:
+        return event_wm
+    return event_wm + max(0.0, now_ms - seen_at_ms)
+
+
+def close_at_ms(
+    max_ts: int | None, seen_at_ms: float, lateness_ms: int, live: bool, end: float
+) -> float | None:
+    """Input-clock time at which the live watermark reaches `end` (None: never by itself)."""
+    if not live or max_ts is None or math.isinf(end):
+        return None
+    return seen_at_ms + max(0, end - (max_ts - lateness_ms))
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """Per message of a batch: late or not, and what was known when it arrived."""
+
+    late: np.ndarray  # bool
+    newest_before: np.ndarray  # the symbol's newest event time before it (int64)
+    watermark_before: np.ndarray  # the watermark it was judged against (int64)
+
+
+def arrivals(
+    ts: np.ndarray, max_ts: int | None, lateness_ms: int, base_ms: int, live_wm: float | None
+) -> Arrivals:
+    """Which messages of a batch (event times `ts`, arrival order) are late. `max_ts` is
+    the symbol's newest event time before the batch (None: its first batch); `live_wm`
+    the live watermark now (None when not live)."""
+    n = len(ts)
+    newest_before = np.empty(n, dtype=np.int64)
+    newest_before[1:] = np.maximum.accumulate(ts)[:-1]
+    newest_before[0] = ts[0] if max_ts is None else max_ts
+    if max_ts is not None:
+        np.maximum(newest_before, max_ts, out=newest_before)
+    wm_before = newest_before - lateness_ms
+    if live_wm is not None and max_ts is not None:
+        np.maximum(wm_before, int(live_wm), out=wm_before)
+    window = ts - ts % base_ms
+    late = window + base_ms <= wm_before
+    if max_ts is None:
+        late[0] = False  # the first message of a symbol is never late
+    return Arrivals(late, newest_before, wm_before)
