@@ -29,6 +29,69 @@ DELAY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2
 log = logging.getLogger("candlewax")
 
 
+class QuoteMetrics:
+    """The quotes branch's counters: the same outcomes as trades (received == the sum of
+    outcomes), rejections by reason, and quote bars by resolution."""
+
+    def __init__(self, registry: CollectorRegistry):
+        r = registry
+        self.received = Counter("candlewax_quotes_received", "Quote messages read.", registry=r)
+        self.outcomes = Counter(
+            "candlewax_quotes", "Quote messages by final outcome.", ["outcome"], registry=r
+        )
+        self.rejected = Counter(
+            "candlewax_quotes_rejected",
+            "Quote messages sent to the dead-letter queue, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.bars = Counter(
+            "candlewax_quote_bars_emitted",
+            "Quote bars emitted (restated ones included), by resolution.",
+            ["resolution"],
+            registry=r,
+        )
+        self.restated = Counter(
+            "candlewax_quote_bars_restated",
+            "Quote bars emitted again because of late quotes, by resolution.",
+            ["resolution"],
+            registry=r,
+        )
+        self.drift_records = Counter(
+            "candlewax_quote_drift_records",
+            "Quote bar drift records written, by resolution.",
+            ["resolution"],
+            registry=r,
+        )
+        self.drift_alerts = Counter(
+            "candlewax_quote_drift_alerts",
+            "Quote bar drift records above the alert threshold.",
+            ["symbol", "resolution"],
+            registry=r,
+        )
+        self.late_expired = Counter(
+            "candlewax_quotes_late_expired",
+            "Late quotes older than the drift retention: in the lake, flagged; no drift record.",
+            registry=r,
+        )
+        for outcome in OUTCOMES:
+            self.outcomes.labels(outcome)
+
+    def count(self, outcome: str, amount: int = 1) -> None:
+        if amount:
+            self.outcomes.labels(outcome).inc(amount)
+
+    def summary(self) -> dict[str, Any]:
+        outcomes = {o: int(_sample(self.outcomes, "_total", outcome=o)) for o in OUTCOMES}
+        return {
+            "received": int(_sample(self.received, "_total")),
+            **outcomes,
+            "rejected_by_reason": _by_label(self.rejected, "reason"),
+            "bars_by_resolution": _by_label(self.bars, "resolution"),
+            "drift_records": sum(_by_label(self.drift_records, "resolution").values()),
+        }
+
+
 @dataclass
 class FlowMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -99,6 +162,7 @@ class FlowMetrics:
         )
         for outcome in OUTCOMES:
             self.outcomes.labels(outcome)
+        self.quotes = QuoteMetrics(r)
 
     @classmethod
     def default(cls) -> FlowMetrics:
@@ -143,6 +207,17 @@ class FlowMetrics:
             s["restated_by_resolution"], s["drift_records"], s["drift_alerts"],
             s["drift_alerts_by_symbol"], s["late_by_lateness_s"],
         )  # fmt: skip
+        q = self.quotes.summary()
+        if q["received"]:
+            total = sum(int(q[o]) for o in OUTCOMES)
+            balance = "they add up" if total == q["received"] else f"MISMATCH: {total}"
+            log.info(
+                "%s, quotes: received=%s accepted=%s duplicate=%s filtered=%s rejected=%s "
+                "late=%s (%s); rejected by reason=%s; quote bars=%s; drift records=%s",
+                title, q["received"], q["accepted"], q["duplicate"], q["filtered"],
+                q["rejected"], q["late"], balance, q["rejected_by_reason"],
+                q["bars_by_resolution"], q["drift_records"],
+            )  # fmt: skip
 
 
 def _sample(metric: Any, suffix: str, **labels: str) -> float:

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     source_path: Path | None = None
     batch_size: int = Field(default=100_000, ge=1, le=1_000_000)
 
+    # --- where quotes come from (empty: no quotes branch) ------------------------------
+    quotes_source: Literal["", "kafka", "file", "simulator"] = ""
+    quotes_source_path: Path | None = None
+    quotes_accept_locked: bool = False
+
     # --- Kafka -----------------------------------------------------------------------
     kafka_brokers: str = ""
     kafka_tail: bool = True
@@ -69,6 +74,10 @@ class Settings(BaseSettings):
     kafka_candles_topic: str = "candles"
     kafka_dlq_topic: str = "trades.dlq"
     kafka_drift_topic: str = "candles.drift"
+    kafka_quotes_topic: str = "quotes"
+    kafka_quote_bars_topic: str = "quote_bars"
+    kafka_quotes_dlq_topic: str = "quotes.dlq"
+    kafka_quote_drift_topic: str = "quote_bars.drift"
     kafka_poll_timeout: DurationMs = 10
     kafka_connect_timeout: DurationMs = 0
     kafka_end_confirm: DurationMs = 500
@@ -119,6 +128,9 @@ class Settings(BaseSettings):
     sim_fat_finger_rate: float = Field(default=0.0, ge=0, le=1)
     sim_future_rate: float = Field(default=0.0, ge=0, le=1)
     sim_noise_share: float = Field(default=0.0, ge=0, lt=1)
+    sim_quotes_per_trade: float = Field(default=3.0, ge=0, le=1_000)
+    sim_crossed_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_locked_rate: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator(
         "kafka_poll_timeout",
@@ -198,6 +210,16 @@ class Settings(BaseSettings):
                 "CANDLEWAX_SOURCE=kafka needs CANDLEWAX_KAFKA_BROKERS (host:port,...); "
                 "or set CANDLEWAX_SOURCE=file or simulator"
             )
+        path = self.quotes_source_path
+        if self.quotes_source == "file" and path is None:
+            raise ValueError(
+                "CANDLEWAX_QUOTES_SOURCE=file needs CANDLEWAX_QUOTES_SOURCE_PATH "
+                "(an NDJSON file of quote messages)"
+            )
+        if self.quotes_source == "file" and not path.is_file():  # type: ignore[union-attr]
+            raise ValueError(f"CANDLEWAX_QUOTES_SOURCE_PATH: no such file: {path}")
+        if self.quotes_source == "kafka" and not self.brokers:
+            raise ValueError("CANDLEWAX_QUOTES_SOURCE=kafka needs CANDLEWAX_KAFKA_BROKERS")
 
     # --- derived values --------------------------------------------------------------
     @property
@@ -210,10 +232,16 @@ class Settings(BaseSettings):
 
     @property
     def bounded_input(self) -> bool:
-        """Whether the input ends; then watermarks follow event time only (reproducible output)."""
-        if self.source == "file":
+        """Whether the inputs end; then watermarks follow event time only (reproducible
+        output). Trades and quotes share the setting that decides it (a file, Kafka
+        without tail, a simulator with an end and no pacing): both end or neither."""
+        sources = [self.source] + ([self.quotes_source] if self.quotes_source else [])
+        return all(self._bounded(source) for source in sources)
+
+    def _bounded(self, source: str) -> bool:
+        if source == "file":
             return True
-        if self.source == "kafka":
+        if source == "kafka":
             return not self.kafka_tail
         return (self.sim_trades > 0 or self.sim_duration > 0) and self.sim_speed == 0
 

@@ -3,6 +3,12 @@
     python -m bytewax.run flows.ohlcv            # settings from CANDLEWAX_* variables
     python -m bytewax.run flows.ohlcv -w 2       # two workers (Timely), keyed by symbol
 
+With a quotes input (`CANDLEWAX_QUOTES_SOURCE`) the same flow has a second branch:
+quotes -> decode/validate -> dedupe -> quote bars -> sinks. One flow rather than two: one
+deployment, one recovery store and one set of metrics; a symbol's trades and quotes run
+on the same worker; and the input clock of a process counts the partitions of both
+inputs, so neither branch's watermark runs ahead while the other is behind.
+
 `build_flow` makes the same flow around any source and sinks, so tests wrap it with
 `TestingSource`/`TestingSink`; the module attribute `flow` builds it from the settings
 (lazily, so importing this module for `build_flow` reads no environment).
@@ -11,6 +17,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import gc
 import logging
@@ -20,14 +27,14 @@ from types import TracebackType
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from candlewax.cluster import offset_bytewax_api_port, process_id
 from candlewax.failures import RedactingFilter, add_secret, exit_on_failure, redact
 from candlewax.metrics import FlowMetrics, serve_metrics
-from candlewax.records import record_symbol
+from candlewax.records import QUOTE, record_symbol
 from candlewax.stopping import stop_on_signals, stopped_by
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from operators import steps
@@ -42,6 +49,8 @@ from sinks.kafka import (
     candle_messages,
     dlq_messages,
     drift_messages,
+    quote_bar_messages,
+    quote_drift_messages,
 )
 from sinks.parquet import LakeSink
 from sources.file import NdjsonFileSource
@@ -59,6 +68,10 @@ class FlowSinks:
     trades: list[Sink[Any]] = field(default_factory=list)
     drift: list[Sink[Any]] = field(default_factory=list)
     dlq: list[Sink[Any]] = field(default_factory=list)
+    quote_bars: list[Sink[Any]] = field(default_factory=list)
+    quotes: list[Sink[Any]] = field(default_factory=list)
+    quote_drift: list[Sink[Any]] = field(default_factory=list)
+    quote_dlq: list[Sink[Any]] = field(default_factory=list)
 
 
 def build_flow(
@@ -68,10 +81,14 @@ def build_flow(
     sinks: FlowSinks | None = None,
     metrics: FlowMetrics | None = None,
     flow_id: str = "candlewax_ohlcv",
+    quote_source: Source[Any] | None = None,
 ) -> Dataflow:
-    """The candle dataflow; source and sinks default to what the settings name."""
+    """The candle dataflow; sources and sinks default to what the settings name (quotes:
+    none unless `CANDLEWAX_QUOTES_SOURCE` is set or `quote_source` given)."""
     metrics = metrics if metrics is not None else FlowMetrics()
     source = source if source is not None else default_source(settings)
+    if quote_source is None and settings.quotes_source:
+        quote_source = default_quote_source(settings)
     sinks = sinks if sinks is not None else default_sinks(settings)
 
     flow = Dataflow(flow_id)
@@ -92,21 +109,55 @@ def build_flow(
         unique = guarded.trades
         rejections = op.merge("rejections", rejections, guarded.outliers)
     windows = steps.candles("candles", unique, candle_spec(settings), metrics)
-
-    for name, stream, outputs, key in (
+    outputs: list[tuple[str, Stream[Any], list[Sink[Any]], Any]] = [
         ("candles", windows.candles, sinks.candles, _by_symbol),
         ("trades", windows.trades, sinks.trades, _by_symbol),
         ("drift", windows.drift, sinks.drift, _by_symbol),
         ("dlq", rejections, sinks.dlq, _by_source),
-    ):
+    ]
+    if quote_source is not None:
+        outputs += _quote_branch(flow, quote_source, settings, sinks, metrics)
+    _connect(outputs)
+    return flow
+
+
+def _quote_branch(
+    flow: Dataflow,
+    source: Source[Any],
+    settings: Settings,
+    sinks: FlowSinks,
+    metrics: FlowMetrics,
+) -> list[tuple[str, Stream[Any], list[Sink[Any]], Any]]:
+    """The quotes branch: its streams and where each goes."""
+    raw = op.input("quotes_in", flow, source)
+    decoded = steps.decode(
+        "decode_quotes",
+        raw,
+        validation_rules(settings),
+        settings.dedupe_fingerprint,
+        metrics.quotes,
+        origin=False,
+        kind=QUOTE,
+    )
+    unique = steps.dedupe("dedupe_quotes", decoded.valid, settings.dedupe_horizon, metrics.quotes)
+    bars = steps.quote_bars("quote_bars", unique, candle_spec(settings), metrics.quotes)
+    return [
+        ("quote_bars", bars.bars, sinks.quote_bars, _by_symbol),
+        ("quotes", bars.quotes, sinks.quotes, _by_symbol),
+        ("quote_drift", bars.drift, sinks.quote_drift, _by_symbol),
+        ("quote_dlq", decoded.rejections, sinks.quote_dlq, _by_source),
+    ]
+
+
+def _connect(outputs: list[tuple[str, Stream[Any], list[Sink[Any]], Any]]) -> None:
+    for name, stream, sinks, key in outputs:
         keyed = None
-        for index, sink in enumerate(outputs):
+        for index, sink in enumerate(sinks):
             if isinstance(sink, FixedPartitionedSink):  # partitioned sinks route by key
                 keyed = keyed or op.key_on(f"{name}_key", stream, key)
                 op.output(f"{name}_out_{index}", keyed, sink)
             else:
                 op.output(f"{name}_out_{index}", stream, sink)
-    return flow
 
 
 def _by_symbol(batch: Any) -> str:
@@ -118,7 +169,11 @@ def _by_source(rejections: Any) -> str:
 
 
 def validation_rules(settings: Settings) -> ValidationRules:
-    return ValidationRules(ts_min=settings.ts_min, ts_max_future_ms=settings.ts_max_future)
+    return ValidationRules(
+        ts_min=settings.ts_min,
+        ts_max_future_ms=settings.ts_max_future,
+        accept_locked=settings.quotes_accept_locked,
+    )
 
 
 def outlier_rule(settings: Settings) -> OutlierRule:
@@ -157,6 +212,9 @@ def simulator_config(settings: Settings) -> SimulatorConfig:
         fat_finger_rate=settings.sim_fat_finger_rate,
         future_rate=settings.sim_future_rate,
         noise_share=settings.sim_noise_share,
+        quotes_per_trade=settings.sim_quotes_per_trade,
+        crossed_rate=settings.sim_crossed_rate,
+        locked_rate=settings.sim_locked_rate,
     )
 
 
@@ -169,6 +227,25 @@ def default_source(settings: Settings) -> Source[Any]:
     return KafkaBatchSource(
         settings.kafka_client_config(),
         settings.kafka_trades_topic,
+        tail=settings.kafka_tail,
+        batch_size=settings.batch_size,
+        poll_timeout_ms=settings.kafka_poll_timeout,
+        consumer_config=settings.kafka_consumer_config,
+        connect_timeout_ms=settings.kafka_connect_timeout,
+        end_confirm_ms=settings.kafka_end_confirm,
+    )
+
+
+def default_quote_source(settings: Settings) -> Source[Any]:
+    if settings.quotes_source == "file":
+        assert settings.quotes_source_path is not None
+        return NdjsonFileSource(settings.quotes_source_path, settings.batch_size)
+    if settings.quotes_source == "simulator":
+        config = dataclasses.replace(simulator_config(settings), kind="quote")
+        return SimulatorSource(config, settings.batch_size)
+    return KafkaBatchSource(
+        settings.kafka_client_config(),
+        settings.kafka_quotes_topic,
         tail=settings.kafka_tail,
         batch_size=settings.batch_size,
         poll_timeout_ms=settings.kafka_poll_timeout,
@@ -195,6 +272,11 @@ def default_sinks(settings: Settings) -> FlowSinks:
         drift=[lake_sink(lake.DRIFT)],
         dlq=[lake_sink(lake.DLQ)],
     )
+    if settings.quotes_source:
+        sinks.quote_bars.append(lake_sink(lake.QUOTE_BARS))
+        sinks.quotes.append(lake_sink(lake.QUOTES))
+        sinks.quote_drift.append(lake_sink(lake.QUOTE_DRIFT))
+        sinks.quote_dlq.append(lake_sink(lake.DLQ))
     if settings.brokers:
         client = settings.kafka_client_config()
         extra = settings.kafka_producer_config
@@ -207,6 +289,12 @@ def default_sinks(settings: Settings) -> FlowSinks:
         max_bytes = int(extra.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         to_dlq = functools.partial(dlq_messages, max_message_bytes=max_bytes)
         sinks.dlq.append(kafka_sink(settings.kafka_dlq_topic, to_dlq))
+        if settings.quotes_source:
+            sinks.quote_bars.append(kafka_sink(settings.kafka_quote_bars_topic, quote_bar_messages))
+            sinks.quote_drift.append(
+                kafka_sink(settings.kafka_quote_drift_topic, quote_drift_messages)
+            )
+            sinks.quote_dlq.append(kafka_sink(settings.kafka_quotes_dlq_topic, to_dlq))
     return sinks
 
 
@@ -278,8 +366,9 @@ def flow_from_environment() -> Dataflow:
     sys.excepthook = outcome.on_exception
     atexit.register(outcome.log_at_exit)
     log.info(
-        "candle flow: source=%s resolutions=%s lateness=%sms lake=%s kafka=%s",
+        "candle flow: source=%s quotes=%s resolutions=%s lateness=%sms lake=%s kafka=%s",
         settings.source,
+        settings.quotes_source or "off",
         settings.resolutions,
         settings.allowed_lateness,
         settings.lake_dir,

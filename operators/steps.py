@@ -18,10 +18,14 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from candlewax.input_clock import INPUT_CLOCK
-from candlewax.metrics import FlowMetrics
+from candlewax.metrics import FlowMetrics, QuoteMetrics
 from candlewax.records import (
+    TRADE,
     CandleBatch,
+    FlaggedQuotes,
     FlaggedTrades,
+    MessageKind,
+    QuoteBarBatch,
     RawBatch,
     Rejection,
     RejectReason,
@@ -32,6 +36,10 @@ from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandl
 from operators.decode import DecodedBatch, ValidationRules, decode_batch
 from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
 from operators.price_guard import GuardState, OutlierRule, PriceGuard, outlier_rejections
+from operators.quote_windows import QuoteBarState, QuoteEvents, SymbolQuoteBars
+
+# The counters a decode or dedupe step counts in: the trades' or the quotes'.
+Counters = FlowMetrics | QuoteMetrics
 
 
 # --- decode ------------------------------------------------------------------------------
@@ -50,15 +58,16 @@ def decode(
     up: Stream[RawBatch],
     rules: ValidationRules,
     fingerprint: bool,
-    metrics: FlowMetrics,
+    metrics: Counters,
     origin: bool = True,
+    kind: MessageKind = TRADE,
 ) -> DecodeOut:
-    """Decode and validate each raw batch; key the trades for dedupe; split them by symbol.
-    `origin`: keep each trade's original bytes and position (`ORIGIN_SCHEMA`), which the
-    fat-finger guard needs for its dead-letter records."""
+    """Decode and validate each raw batch of messages of `kind`; key them for dedupe;
+    split them by symbol. `origin`: keep each message's original bytes and position
+    (`ORIGIN_SCHEMA`), which the fat-finger guard needs for its dead-letter records."""
 
     def decode_counted(batch: RawBatch) -> DecodedBatch:
-        decoded = decode_batch(batch, rules, origin)
+        decoded = decode_batch(batch, rules, origin, kind)
         metrics.received.inc(decoded.received)
         metrics.count("filtered", decoded.filtered)
         metrics.count("rejected", len(decoded.rejections))
@@ -68,7 +77,7 @@ def decode(
 
     decoded = op.map("validate", up, decode_counted)
     rejections = op.filter_map("rejections", decoded, _rejection_frame)
-    valid = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint))
+    valid = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint, kind))
     return DecodeOut(valid, rejections)
 
 
@@ -76,18 +85,20 @@ def _rejection_frame(decoded: DecodedBatch) -> pl.DataFrame | None:
     return Rejection.frame(decoded.rejections) if decoded.rejections else None
 
 
-def _split_by_symbol(decoded: DecodedBatch, fingerprint: bool) -> list[tuple[str, pl.DataFrame]]:
-    trades = decoded.valid
-    if trades.height == 0:
+def _split_by_symbol(
+    decoded: DecodedBatch, fingerprint: bool, kind: MessageKind = TRADE
+) -> list[tuple[str, pl.DataFrame]]:
+    valid = decoded.valid
+    if valid.height == 0:
         return []
-    keyed = with_dedupe_keys(trades, fingerprint)
+    keyed = with_dedupe_keys(valid, fingerprint, kind)
     parts = keyed.partition_by("symbol", as_dict=True, maintain_order=True)
     return [(str(key[0]), frame) for key, frame in parts.items()]
 
 
 # --- dedupe ------------------------------------------------------------------------------
 class _DedupeLogic(StatefulBatchLogic[pl.DataFrame, pl.DataFrame, DedupeState]):
-    def __init__(self, dedupe: Deduplicator, metrics: FlowMetrics):
+    def __init__(self, dedupe: Deduplicator, metrics: Counters):
         self.dedupe = dedupe
         self.metrics = metrics
 
@@ -104,10 +115,10 @@ class _DedupeLogic(StatefulBatchLogic[pl.DataFrame, pl.DataFrame, DedupeState]):
 
 @operator
 def dedupe(
-    step_id: str, up: KeyedStream[pl.DataFrame], horizon_ms: int, metrics: FlowMetrics
+    step_id: str, up: KeyedStream[pl.DataFrame], horizon_ms: int, metrics: Counters
 ) -> KeyedStream[pl.DataFrame]:
-    """Drop trades whose (symbol, key) was seen within the horizon (per symbol); the keys
-    come from the decode step."""
+    """Drop messages whose (symbol, key) was seen within the horizon (per symbol); the
+    keys come from the decode step."""
 
     def build(resume: DedupeState | None) -> _DedupeLogic:
         return _DedupeLogic(Deduplicator(horizon_ms, resume), metrics)
@@ -263,4 +274,80 @@ def candles(
         candles=op.filter_map("closed_candles", values, lambda e: e.candles),
         drift=op.filter_map("drift_records", values, lambda e: e.drift),
         trades=op.filter_map("flagged_trades", values, lambda e: e.trades),
+    )
+
+
+# --- quote bars --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuoteBarsOut:
+    bars: Stream[QuoteBarBatch]
+    """Closed quote bars of every resolution: a batch per symbol per step."""
+    drift: Stream[pl.DataFrame]
+    """Drift records of late quotes: a `QuoteDriftRecord` frame per symbol per step."""
+    quotes: Stream[FlaggedQuotes]
+    """The deduplicated quotes, flagged late or not (the lake's truth)."""
+
+
+class _QuoteBarLogic(StatefulBatchLogic[pl.DataFrame, QuoteEvents, QuoteBarState]):
+    def __init__(self, engine: SymbolQuoteBars, metrics: QuoteMetrics):
+        self.engine = engine
+        self.metrics = metrics
+
+    def _counted(self, events: QuoteEvents) -> tuple[list[QuoteEvents], bool]:
+        m = self.metrics
+        m.count("accepted", events.accepted)
+        m.count("late", events.late)
+        if events.late_expired:
+            m.late_expired.inc(events.late_expired)
+        for resolution, count in events.bar_counts.items():
+            m.bars.labels(resolution).inc(count)
+        for resolution, count in events.restated_counts.items():
+            m.restated.labels(resolution).inc(count)
+        for record in events.drift_records:
+            m.drift_records.labels(record.resolution).inc()
+            if record.alert:
+                m.drift_alerts.labels(record.symbol, record.resolution).inc()
+        return [events], StatefulBatchLogic.RETAIN
+
+    def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[QuoteEvents], bool]:
+        frames = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
+        return self._counted(self.engine.on_quotes(frames, INPUT_CLOCK.now_ms()))
+
+    def on_notify(self) -> tuple[list[QuoteEvents], bool]:
+        return self._counted(self.engine.on_clock(INPUT_CLOCK.now_ms()))
+
+    def on_eof(self) -> tuple[list[QuoteEvents], bool]:
+        if stop_requested():
+            return [], StatefulBatchLogic.RETAIN
+        return self._counted(self.engine.on_end())
+
+    def notify_at(self) -> datetime | None:
+        at_ms = self.engine.next_close_at_ms()
+        if at_ms is None:
+            return None
+        wall_ms = INPUT_CLOCK.wall_at(at_ms)
+        return datetime.fromtimestamp(wall_ms / 1000.0, tz=timezone.utc)
+
+    def snapshot(self) -> QuoteBarState:
+        return self.engine.snapshot()
+
+
+@operator
+def quote_bars(
+    step_id: str, up: KeyedStream[pl.DataFrame], spec: CandleSpec, metrics: QuoteMetrics
+) -> QuoteBarsOut:
+    """Fold quotes into event-time quote bars per symbol; late quotes become drift records."""
+
+    def build(resume: QuoteBarState | None) -> _QuoteBarLogic:
+        engine = SymbolQuoteBars(spec, resume)
+        if resume is not None:  # as for candles: downtime is not caught-up time
+            engine.state.max_ts_seen_at_ms = INPUT_CLOCK.now_ms()
+        return _QuoteBarLogic(engine, metrics)
+
+    events = op.stateful_batch("windows", up, build)
+    values = op.map("events", events, lambda kv: kv[1])
+    return QuoteBarsOut(
+        bars=op.filter_map("closed_bars", values, lambda e: e.bars),
+        drift=op.filter_map("drift_records", values, lambda e: e.drift),
+        quotes=op.filter_map("flagged_quotes", values, lambda e: e.quotes),
     )

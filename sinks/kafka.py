@@ -27,9 +27,13 @@ from candlewax.records import (
     Candle,
     CandleBatch,
     DriftRecord,
+    QuoteBar,
+    QuoteBarBatch,
+    QuoteDriftRecord,
     Rejection,
     candle_frame,
     concat_frames,
+    quote_bar_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,15 @@ def candle_messages(batches: list[CandleBatch]) -> Iterable[KafkaMessage]:
 
 def drift_messages(frames: list[pl.DataFrame]) -> Iterable[KafkaMessage]:
     return _keyed_by_bar_id(DriftRecord, concat_frames(frames))
+
+
+def quote_bar_messages(batches: list[QuoteBarBatch]) -> Iterable[KafkaMessage]:
+    """Quote bar batches as messages keyed by `bar_id`, encoded in one call."""
+    return _keyed_by_bar_id(QuoteBar, quote_bar_frame(batches))
+
+
+def quote_drift_messages(frames: list[pl.DataFrame]) -> Iterable[KafkaMessage]:
+    return _keyed_by_bar_id(QuoteDriftRecord, concat_frames(frames))
 
 
 def _keyed_by_bar_id(record_type: Any, frame: pl.DataFrame) -> Iterable[KafkaMessage]:

@@ -4,7 +4,10 @@ Layout (docs/contracts.md):
     candles/resolution=<res>/date=<YYYY-MM-DD>/*.parquet
     trades/date=<YYYY-MM-DD>/*.parquet
     drift/date=<YYYY-MM-DD>/*.parquet
-    dlq/date=<YYYY-MM-DD>/*.parquet
+    dlq/date=<YYYY-MM-DD>/*.parquet              (trades' and quotes' rejections)
+    quote_bars/resolution=<res>/date=<YYYY-MM-DD>/*.parquet
+    quotes/date=<YYYY-MM-DD>/*.parquet           (valid, deduplicated quotes, late flagged)
+    quote_drift/date=<YYYY-MM-DD>/*.parquet
 
 Rows are buffered and written in files of many rows (a size or age bound), never a file
 per record. A file is written under a hidden temporary name and renamed into place, so a
@@ -35,24 +38,42 @@ import numpy as np
 import polars as pl
 
 from candlewax.records import (
+    QUOTE_LAKE_SCHEMA,
     TRADE_LAKE_SCHEMA,
     Candle,
     CandleBatch,
     DriftRecord,
+    FlaggedQuotes,
     FlaggedTrades,
+    QuoteBar,
+    QuoteBarBatch,
+    QuoteDriftRecord,
     Rejection,
     candle_frame,
     concat_frames,
+    quote_bar_frame,
 )
 
 # Buffered records are made into one frame of lake rows once there are this many (small).
 _COMPACT_RECORDS = 512
 _TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name not in ("late", "seq")]
+_QUOTE_COLUMNS = [name for name in QUOTE_LAKE_SCHEMA.names if name not in ("late", "seq")]
 
 
 def trades_frame(batches: Sequence[FlaggedTrades]) -> pl.DataFrame:
     """Flagged trades (from the candle step) as rows of the lake's `trades` dataset."""
-    frame = concat_frames([b.trades for b in batches]).select(_TRADE_COLUMNS)
+    return _flagged_frame([b.trades for b in batches], batches, _TRADE_COLUMNS)
+
+
+def quotes_frame(batches: Sequence[FlaggedQuotes]) -> pl.DataFrame:
+    """Flagged quotes (from the quote bar step) as rows of the lake's `quotes` dataset."""
+    return _flagged_frame([b.quotes for b in batches], batches, _QUOTE_COLUMNS)
+
+
+def _flagged_frame(
+    frames: list[pl.DataFrame], batches: Sequence[FlaggedTrades | FlaggedQuotes], columns: list[str]
+) -> pl.DataFrame:
+    frame = concat_frames(frames).select(columns)
     late = pl.Series("late", np.concatenate([b.late for b in batches]), dtype=pl.Boolean)
     seq = pl.Series("seq", np.concatenate([b.seq for b in batches]), dtype=pl.Int64)
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")), late, seq)
@@ -72,11 +93,18 @@ def _candles_frame(batches: Sequence[CandleBatch]) -> pl.DataFrame:
     return Candle.lake_frame([candle_frame(batches)])
 
 
+def _quote_bars_frame(batches: Sequence[QuoteBarBatch]) -> pl.DataFrame:
+    return QuoteBar.lake_frame([quote_bar_frame(batches)])
+
+
 CANDLES = LakeDataset("candles", ("resolution", "date"), "window_start", _candles_frame)
 TRADES = LakeDataset("trades", ("date",), "ts", trades_frame)
 DRIFT = LakeDataset("drift", ("date",), "window_start", DriftRecord.lake_frame)
 DLQ = LakeDataset("dlq", ("date",), "received_at", Rejection.lake_frame)
-DATASETS = {d.name: d for d in (CANDLES, TRADES, DRIFT, DLQ)}
+QUOTE_BARS = LakeDataset("quote_bars", ("resolution", "date"), "window_start", _quote_bars_frame)
+QUOTES = LakeDataset("quotes", ("date",), "ts", quotes_frame)
+QUOTE_DRIFT = LakeDataset("quote_drift", ("date",), "window_start", QuoteDriftRecord.lake_frame)
+DATASETS = {d.name: d for d in (CANDLES, TRADES, DRIFT, DLQ, QUOTE_BARS, QUOTES, QUOTE_DRIFT)}
 
 
 def scan(dataset: str) -> str:

@@ -11,6 +11,12 @@ Faults are rates (shares of trades): duplicates (re-sent with the same `trade_id
 disorder within the allowed lateness, late beyond it, malformed messages of every kind
 the contract rejects, fat fingers (prices far off the market), timestamps in the
 future. Order-book noise (`type` add/cancel/modify) can make up a share of the stream.
+
+Quotes (`kind="quote"`): the same markets and the same price path as the trades of the
+same seed (the trades are drawn as ever, then dropped), with top-of-book quotes around
+each trade's price from a random generator of their own, so turning quotes on changes
+no trade. Quote faults: crossed books (bid above ask), locked ones (bid equal to ask),
+and the trades' duplicate and late rates.
 """
 
 from __future__ import annotations
@@ -95,6 +101,10 @@ class SimulatorConfig:
     future_rate: float = 0.0
     future_offset_ms: int = 7_200_000  # beyond the contract's default 1 h bound: rejected
     noise_share: float = 0.0  # share of all messages that are order-book noise (< 1)
+    kind: str = "trade"  # "trade" or "quote": which stream of the markets to emit
+    quotes_per_trade: float = 3.0
+    crossed_rate: float = 0.0  # shares of quotes
+    locked_rate: float = 0.0
 
     @property
     def endless(self) -> bool:
@@ -111,6 +121,7 @@ class _Symbol:
     busy: bool = True
     next_switch_ms: int = 0
     last_ts: int = 0
+    last_quote_ts: int = 0
 
 
 class TradeSimulator:
@@ -127,6 +138,10 @@ class TradeSimulator:
         self._held: list[tuple[int, int, SimMessage]] = []  # (release time, seq, message)
         self._held_seq = 0
         self._order_id = 0
+        # Quotes draw from a generator of their own: the trades are the same either way.
+        self.quote_rng = random.Random(config.seed * 1_000_003 + 17)
+        self._quote_id = 0
+        self._held_quotes: list[tuple[int, int, SimMessage]] = []
 
     def _new_symbol(self, index: int) -> _Symbol:
         rng = self.rng
@@ -152,6 +167,13 @@ class TradeSimulator:
         return not (cfg.duration_ms and self.clock_ms - self.start_ms >= cfg.duration_ms)
 
     def messages(self) -> Iterator[SimMessage]:
+        """The trade stream, or (`kind="quote"`) the quote stream of the same markets."""
+        want_quotes = self.config.kind == "quote"
+        for is_quote, message in self._stream(want_quotes):
+            if is_quote == want_quotes:
+                yield message
+
+    def _stream(self, quotes: bool) -> Iterator[tuple[bool, SimMessage]]:
         cfg, rng = self.config, self.rng
         encode = msgspec.json.encode
         noise_per_trade = cfg.noise_share / (1.0 - cfg.noise_share) if cfg.noise_share else 0.0
@@ -162,11 +184,19 @@ class TradeSimulator:
             self.clock_ms += rng.expovariate(self.rate) * 1000.0
             now = int(self.clock_ms)
             symbol = self._pick(now)
-            yield from self._release(now)
+            for held in self._release(now):
+                yield False, held
+            if quotes:
+                for held in _released(self._held_quotes, now):
+                    yield True, held
             if noise_per_trade:
-                yield from self._noise(symbol, now, noise_per_trade)
+                for noise in self._noise(symbol, now, noise_per_trade):
+                    yield False, noise
             trade_id += 1
             self._step_price(symbol, now)
+            if quotes:
+                for top_of_book in self._quotes_at(symbol, now):
+                    yield True, top_of_book
             message: dict[str, Any] = {
                 "symbol": symbol.name,
                 "price": symbol.price,
@@ -179,9 +209,62 @@ class TradeSimulator:
             }
             symbol.last_ts = max(symbol.last_ts, now)
             self.emitted_trades += 1
-            yield from self._with_faults(symbol, message, now, encode)
+            for sent in self._with_faults(symbol, message, now, encode):
+                yield False, sent
         while self._held:  # the end: whatever is still held goes out, in release order
-            yield heapq.heappop(self._held)[2]
+            yield False, heapq.heappop(self._held)[2]
+        while self._held_quotes:
+            yield True, heapq.heappop(self._held_quotes)[2]
+
+    def _quotes_at(self, symbol: _Symbol, now: int) -> Iterator[SimMessage]:
+        """Top-of-book quotes of `symbol` just before a trade at `now`, around its price."""
+        cfg, rng = self.config, self.quote_rng
+        mean = cfg.quotes_per_trade
+        count = int(mean) + (1 if rng.random() < mean - int(mean) else 0)
+        key = symbol.name.encode()
+        for _ in range(count):
+            ts = max(symbol.last_quote_ts, now - rng.randint(0, 20))
+            symbol.last_quote_ts = ts
+            tick = symbol.tick
+            half = max(tick, symbol.price * rng.choice((0.00002, 0.00005, 0.0001, 0.0003)))
+            mid = symbol.price + tick * rng.randint(-2, 2)
+            bid = _on_tick(max(tick, mid - half), tick)
+            ask = _on_tick(max(bid + tick, mid + half), tick)
+            roll = rng.random()
+            if roll < cfg.crossed_rate:
+                bid, ask = ask, bid
+            elif roll < cfg.crossed_rate + cfg.locked_rate:
+                ask = bid
+            self._quote_id += 1
+            value = msgspec.json.encode(
+                {
+                    "type": "quote",
+                    "symbol": symbol.name,
+                    "bid": bid,
+                    "ask": ask,
+                    "bid_size": self._quote_size(),
+                    "ask_size": self._quote_size(),
+                    "ts": ts,
+                    "quote_id": self._quote_id,
+                    "venue": "SIM",
+                }
+            )
+            message = SimMessage(key, value, ts)
+            fault = rng.random()
+            if fault < cfg.late_rate:
+                delay = cfg.allowed_lateness_ms + cfg.base_window_ms + rng.randint(0, 3_000)
+                self._held_seq += 1
+                heapq.heappush(self._held_quotes, (ts + delay, self._held_seq, message))
+                continue
+            yield message
+            if rng.random() < cfg.duplicate_rate:
+                self._held_seq += 1
+                heapq.heappush(
+                    self._held_quotes, (ts + rng.randint(0, 500), self._held_seq, message)
+                )
+
+    def _quote_size(self) -> float:
+        return round(max(1e-4, self.quote_rng.lognormvariate(0.0, 1.0)), 4)
 
     def _with_faults(
         self, symbol: _Symbol, message: dict[str, Any], now: int, encode: Any
@@ -280,9 +363,7 @@ class TradeSimulator:
 
     def _release(self, now: int) -> Iterator[SimMessage]:
         """Held messages whose time has come (by the stream's clock)."""
-        while self._held and self._held[0][0] <= now:
-            release, _, message = heapq.heappop(self._held)
-            yield message._replace(ts=release)
+        return _released(self._held, now)
 
     def _malformed(self, trade: dict[str, Any]) -> bytes:
         kind = self.rng.choice(MALFORMED_KINDS)
@@ -324,6 +405,12 @@ class TradeSimulator:
         return encode(bad)
 
 
+def _released(held: list[tuple[int, int, SimMessage]], now: int) -> Iterator[SimMessage]:
+    while held and held[0][0] <= now:
+        release, _, message = heapq.heappop(held)
+        yield message._replace(ts=release)
+
+
 def _on_tick(price: float, tick: float) -> float:
     """`price` rounded to a multiple of `tick`, printed without binary noise."""
     decimals = max(0, -math.floor(math.log10(tick)))
@@ -335,9 +422,8 @@ class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):
     simulated clock says it is due, and the input clock hears that the simulator is
     caught up whenever nothing more is due."""
 
-    _PART = "simulator"
-
     def __init__(self, config: SimulatorConfig, batch_size: int, resume: int | None):
+        self._PART = _part_name(config)
         self._sim = TradeSimulator(config)
         self._messages = self._sim.messages()
         self._batch_size = batch_size
@@ -387,7 +473,7 @@ class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):
             return []
         positions = list(range(self._sent + 1, self._sent + 1 + len(values)))
         self._sent += len(values)
-        return [RawBatch("simulator", values, positions, keys)]
+        return [RawBatch(self._PART, values, positions, keys)]
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -399,13 +485,18 @@ class _SimulatorPartition(StatefulSourcePartition[RawBatch, int]):
         INPUT_CLOCK.forget(self._PART)
 
 
+def _part_name(config: SimulatorConfig) -> str:
+    """The simulator's one partition: `simulator` for trades, `simulator.quotes` for quotes."""
+    return "simulator" if config.kind == "trade" else "simulator.quotes"
+
+
 class SimulatorSource(FixedPartitionedSource[RawBatch, int]):
     def __init__(self, config: SimulatorConfig, batch_size: int = 20_000):
         self.config = config
         self.batch_size = batch_size
 
     def list_parts(self) -> list[str]:
-        return ["simulator"]
+        return [_part_name(self.config)]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None

@@ -11,10 +11,19 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from candlewax.metrics import FlowMetrics
-from candlewax.records import Candle, DriftRecord, RawBatch, Rejection, candle_frame
+from candlewax.records import (
+    Candle,
+    DriftRecord,
+    QuoteBar,
+    QuoteDriftRecord,
+    RawBatch,
+    Rejection,
+    candle_frame,
+    quote_bar_frame,
+)
 from config.settings import Settings
 from flows.ohlcv import FlowSinks, build_flow
-from sinks.lake import trades_frame
+from sinks.lake import quotes_frame, trades_frame
 from sources.testing import raw_batches
 from tests import factories
 
@@ -26,6 +35,22 @@ class FlowResult:
     trades: pl.DataFrame
     dlq: list[Rejection]
     metrics: FlowMetrics
+    quote_bars: list[QuoteBar]
+    quote_drift: list[QuoteDriftRecord]
+    quotes: pl.DataFrame
+    quote_dlq: list[Rejection]
+
+    def quote_bar_fields(self) -> dict[str, dict]:
+        """The newest revision of every quote bar, by bar_id, as field dicts."""
+        newest: dict[str, QuoteBar] = {}
+        for bar in self.quote_bars:
+            if bar.bar_id not in newest or bar.revision > newest[bar.bar_id].revision:
+                newest[bar.bar_id] = bar
+        skip = ("symbol", "resolution", "window_start", "window_end", "bar_id", "revision")
+        return {
+            b: {k: v for k, v in bar.as_dict().items() if k not in skip}
+            for b, bar in newest.items()
+        }
 
     def candle_rows(self) -> list[tuple]:
         """Candles as sorted plain tuples: equal runs compare equal."""
@@ -36,19 +61,28 @@ class FlowResult:
 
 
 def run_flow(
-    messages: Sequence[bytes | None],
+    messages: Sequence[bytes | None] | None,
     settings: Settings | None = None,
     *,
     workers: int = 1,
     batch_size: int = 1_000,
+    quotes: Sequence[bytes | None] | None = None,
 ) -> FlowResult:
-    """Run `flows.ohlcv` over in-memory messages with 1 or more workers in this process."""
+    """Run `flows.ohlcv` over in-memory messages with 1 or more workers in this process;
+    `messages` None: the trade source the settings name; `quotes`: with the quotes
+    branch, over these quote messages."""
     settings = settings or factories.settings()
-    out: dict[str, list[Any]] = {"candles": [], "trades": [], "drift": [], "dlq": []}
+    names = ["candles", "trades", "drift", "dlq", "quote_bars", "quotes", "quote_drift"]
+    out: dict[str, list[Any]] = {name: [] for name in [*names, "quote_dlq"]}
     sinks = FlowSinks(**{name: [TestingSink(items)] for name, items in out.items()})
     metrics = FlowMetrics()
-    source = TestingSource(list(raw_batches(messages, batch_size)))
-    flow = build_flow(settings, source=source, sinks=sinks, metrics=metrics)
+    source = None if messages is None else TestingSource(list(raw_batches(messages, batch_size)))
+    quote_source = None
+    if quotes is not None:
+        quote_source = TestingSource(list(raw_batches(quotes, batch_size, source="quotes")))
+    flow = build_flow(
+        settings, source=source, sinks=sinks, metrics=metrics, quote_source=quote_source
+    )
     if workers == 1:
         run_main(flow)
     else:
@@ -60,6 +94,10 @@ def run_flow(
         trades,
         [r for frame in out["dlq"] for r in Rejection.rows(frame)],
         metrics,
+        QuoteBar.rows(quote_bar_frame(out["quote_bars"])),
+        [d for frame in out["quote_drift"] for d in QuoteDriftRecord.rows(frame)],
+        quotes_frame(out["quotes"]) if out["quotes"] else pl.DataFrame(),
+        [r for frame in out["quote_dlq"] for r in Rejection.rows(frame)],
     )
 
 
