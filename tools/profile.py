@@ -24,7 +24,7 @@ from config.durations import parse_duration_ms
 from config.settings import Settings
 from operators.price_guard import OutlierRule
 from sinks.lake import require_lake, scan, scan_parameters
-from sources.formats import read_trade_file
+from sources.formats import read_market_file
 from sources.formats.common import CONTRACT_COLUMNS
 from tools.file_reading import add_reading_arguments, read_options
 from tools.progress import Progress
@@ -72,8 +72,8 @@ def load(args: argparse.Namespace) -> tuple[pl.DataFrame, dict[str, Any]]:
     path: Path = args.path
     if path.is_dir():
         return _load_lake(path)
-    read = read_trade_file(path, read_options(args))
-    return read.trades, {
+    read = read_market_file(path, read_options(args))
+    return read.valid, {
         "source": f"{path} ({read.format})",
         "rows": read.rows,
         "rejected": dict(read.rejected_by_reason),

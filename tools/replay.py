@@ -1,5 +1,6 @@
-"""`candlewax replay`: publish historical trades in the contract's shape, in event-time
-order, keyed by symbol, paced as fast as possible, in real time or N x real time.
+"""`candlewax replay`: publish historical trades (or, `--quotes`, top-of-book quotes) in
+the contract's shape, in event-time order, keyed by symbol, paced as fast as possible,
+in real time or N x real time.
 
 Every file is read by its format adapter (`sources/formats`) and judged by the flow's
 own validation; what is not sent is reported with its reason and an example position.
@@ -8,6 +9,7 @@ own validation; what is not sent is reported with its reason and an example posi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -15,9 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
+from candlewax.records import QUOTE, TRADE, MessageKind
 from config.settings import Settings
-from sources.formats import TradeFile, read_trade_file
-from sources.formats.common import CONTRACT_COLUMNS
+from sources.formats import MarketFile, read_market_file
+from sources.formats.reading import contract_lines
 from tools.file_reading import add_reading_arguments, read_options
 from tools.message_outputs import add_output_arguments, describe, open_output, send_all
 from tools.progress import Progress
@@ -30,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
         type=Path,
         metavar="FILE",
         help="trade files; .gz, .zst and .zip are read directly",
+    )
+    parser.add_argument(
+        "--quotes",
+        action="store_true",
+        help="send the files' top-of-book quotes (Binance bookTicker events, Kibot bid/ask, "
+        "NDJSON quote messages) instead of their trades, to the quotes topic "
+        "(CANDLEWAX_KAFKA_QUOTES_TOPIC) unless --topic says",
     )
     add_reading_arguments(parser)
     pacing = parser.add_argument_group("pacing")
@@ -48,12 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "past the previous one in time and its ids get a '~N' suffix",
     )
     add_output_arguments(parser, settings)
+    parser.set_defaults(
+        trades_topic_default=settings.kafka_trades_topic,
+        quotes_topic_default=settings.kafka_quotes_topic,
+    )
 
 
-def report(read: TradeFile, out=sys.stderr) -> None:
+def report(read: MarketFile, out=sys.stderr, noun: str = "trades") -> None:
     """What a file held and what will not be sent, with reasons and example positions."""
     print(
-        f"{read.path}: {read.format}, {read.rows:,} rows, {read.trades.height:,} valid trades",
+        f"{read.path}: {read.format}, {read.rows:,} rows, {read.valid.height:,} valid {noun}",
         file=out,
     )
     reasons: Counter[str] = Counter()
@@ -66,30 +80,32 @@ def report(read: TradeFile, out=sys.stderr) -> None:
         reasons[key] += 1
         examples.setdefault(key, rejection.source.rsplit("@", 1)[-1])
     if read.filtered:
-        reasons["filtered: not a trade (type)"] += read.filtered
+        reasons[f"filtered: not a {noun[:-1]} (type)"] += read.filtered
     for reason, count in reasons.most_common():
         where = f"  e.g. {examples[reason]}" if examples.get(reason) else ""
         print(f"  not sent: {count:>9,}  {reason}{where}", file=out)
 
 
-def ordered_trades(files: list[TradeFile]) -> pl.DataFrame:
-    """All valid trades in event-time order (ties keep file order)."""
-    return pl.concat([f.trades for f in files]).sort("ts", maintain_order=True)
+def ordered_messages(files: list[MarketFile]) -> pl.DataFrame:
+    """All valid messages in event-time order (ties keep file order)."""
+    return pl.concat([f.valid for f in files]).sort("ts", maintain_order=True)
 
 
-def cycles(trades: pl.DataFrame, loops: int) -> Iterator[tuple[bytes, bytes, int]]:
-    """`(key, value, ts)` for each trade, repeated `loops` times (0 = forever)."""
-    ts = trades.get_column("ts")
+def cycles(
+    messages: pl.DataFrame, loops: int, kind: MessageKind = TRADE
+) -> Iterator[tuple[bytes, bytes, int]]:
+    """`(key, value, ts)` for each message, repeated `loops` times (0 = forever)."""
+    ts = messages.get_column("ts")
     span = int(ts.max()) - int(ts.min()) + 1  # type: ignore[arg-type]
     cycle = 0
     while loops == 0 or cycle < loops:
-        shifted = trades
+        shifted = messages
         if cycle:
-            shifted = trades.with_columns(
+            shifted = messages.with_columns(
                 pl.col("ts") + cycle * span,
-                pl.col("trade_id") + f"~{cycle}",
+                pl.col(kind.id_field) + f"~{cycle}",
             )
-        lines = shifted.select(CONTRACT_COLUMNS).write_ndjson().encode().rstrip(b"\n").split(b"\n")
+        lines = contract_lines(shifted, kind)
         keys = shifted.get_column("symbol").to_list()
         for key, value, ts in zip(keys, lines, shifted.get_column("ts").to_list(), strict=True):
             yield key.encode(), value, ts
@@ -97,28 +113,32 @@ def cycles(trades: pl.DataFrame, loops: int) -> Iterator[tuple[bytes, bytes, int
 
 
 def run(args: argparse.Namespace) -> int:
-    options = read_options(args)
+    options = dataclasses.replace(read_options(args), quotes=args.quotes)
+    kind, noun = (QUOTE, "quotes") if args.quotes else (TRADE, "trades")
     files = []
     for path in args.files:
         print(f"reading {path} ...", file=sys.stderr, flush=True)
         try:
-            read = read_trade_file(path, options)
+            read = read_market_file(path, options)
         except (OSError, ValueError) as exc:
             print(f"candlewax replay: {exc}", file=sys.stderr)
             return 2
-        report(read)
+        report(read, noun=noun)
         files.append(read)
-    trades = ordered_trades(files)
-    if trades.height == 0:
-        print("candlewax replay: no valid trades to send", file=sys.stderr)
+    messages = ordered_messages(files)
+    if messages.height == 0:
+        print(f"candlewax replay: no valid {noun} to send", file=sys.stderr)
         return 1
-    target = describe(args.brokers, args.topic, args.output)
-    output = open_output(args.brokers, args.topic, args.output, paced=args.speed > 0)
-    total = trades.height * args.loop if args.loop else None
-    progress = Progress(f"replay -> {target}", total, unit="trades")
-    seconds = send_all(cycles(trades, args.loop), output, progress, args.speed)
+    topic = args.topic
+    if args.quotes and topic == args.trades_topic_default:
+        topic = args.quotes_topic_default
+    target = describe(args.brokers, topic, args.output)
+    output = open_output(args.brokers, topic, args.output, paced=args.speed > 0)
+    total = messages.height * args.loop if args.loop else None
+    progress = Progress(f"replay -> {target}", total, unit=noun)
+    seconds = send_all(cycles(messages, args.loop, kind), output, progress, args.speed)
     print(
-        f"sent {output.sent:,} trades to {target} in {seconds:.1f} s "
+        f"sent {output.sent:,} {noun} to {target} in {seconds:.1f} s "
         f"({output.sent / max(seconds, 1e-9):,.0f}/s)",
         file=sys.stderr,
     )

@@ -21,6 +21,12 @@ trade events carry `X`, the order type, and spot ones `M`; futures book tickers 
 `e` and a time), else by `ReadOptions.market`, else by the file name (`usdm`, `um`,
 `coinm`, `cm`, `futures`, `fapi`, `dapi`). The venue is `binance` for spot and
 `binance-futures` for futures unless `--venue` says.
+
+Quotes (`ReadOptions.quotes`): book-ticker events become quote messages, `b`/`a` the
+best bid and ask, `B`/`A` their sizes, `u` (the book's update id) the quote id. A
+futures book ticker carries its time (`T`); a spot one carries none, so its `ts` is the
+capture's receive time (the line's nanosecond prefix, to the millisecond): the
+capturing machine's clock, not the exchange's.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from candlewax.records import QUOTE_SCHEMA
 from sources.formats.common import Parsed, ReadOptions, epoch_ms, read_text_table
 from sources.formats.compressed import base_name
 
@@ -85,7 +92,7 @@ def read_trade_csv(data: bytes, path: Path, options: ReadOptions) -> Parsed:
         pl.lit(options.venue or VENUES[market]).alias("venue"),
         pl.col("position").cast(pl.Int64),
     )
-    return Parsed(rows=frame.height, trades=trades)
+    return Parsed(rows=frame.height, messages=trades)
 
 
 def _side(buyer_is_maker: pl.Expr) -> pl.Expr:
@@ -117,13 +124,14 @@ def _event_market(event: dict[str, Any], kind: str) -> str | None:
 def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
     file_market = _market_of_file(path, options)
     rows: list[tuple[Any, ...]] = []
-    parsed = Parsed(rows=0, trades=pl.DataFrame())
+    quotes: list[tuple[Any, ...]] = []
+    parsed = Parsed(rows=0, messages=pl.DataFrame())
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue
         parsed.rows += 1
         where = f"line {number}"
-        _, _, body = line.partition(b" ")
+        received, _, body = line.partition(b" ")
         try:
             message = msgspec.json.decode(body)
         except msgspec.DecodeError:
@@ -135,13 +143,33 @@ def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
             continue
         kind = _event_kind(event)
         id_field = _TRADE_EVENTS.get(kind)
-        if id_field is None:
-            parsed.skip(f"not_a_trade_event:{kind}", where)
+        wanted = kind == "bookTicker" if options.quotes else id_field is not None
+        if not wanted:
+            parsed.skip(f"not_a_{'quote' if options.quotes else 'trade'}_event:{kind}", where)
             continue
         market = file_market
         if options.market == "auto":
             market = _event_market(event, kind) or file_market
         symbol = event.get("s")
+        if options.quotes:
+            ts = event.get("T")
+            if ts is None and received.isdigit():
+                ts = int(received) // 1_000_000
+            quotes.append(
+                (
+                    instrument(symbol, market) if isinstance(symbol, str) else symbol,
+                    ts,
+                    _number(event.get("b")),
+                    _number(event.get("a")),
+                    _number(event.get("B")),
+                    _number(event.get("A")),
+                    _text(event.get("u")),
+                    options.venue or VENUES[market],
+                    number,
+                )
+            )
+            continue
+        assert id_field is not None
         rows.append(
             (
                 instrument(symbol, market) if isinstance(symbol, str) else symbol,
@@ -154,6 +182,12 @@ def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
                 number,
             )
         )
+    if options.quotes:
+        schema = {**QUOTE_SCHEMA, "position": pl.Int64()}
+        frame = pl.DataFrame(quotes, schema=schema, orient="row", strict=False)
+        symbol_or_option = pl.col("symbol").fill_null(pl.lit(options.symbol, dtype=pl.String))
+        parsed.messages = frame.with_columns(symbol_or_option)
+        return parsed
     frame = pl.DataFrame(
         rows,
         schema={
@@ -169,7 +203,7 @@ def read_ws_capture(data: bytes, path: Path, options: ReadOptions) -> Parsed:
         orient="row",
         strict=False,
     )
-    parsed.trades = frame.select(
+    parsed.messages = frame.select(
         pl.col("symbol").fill_null(pl.lit(options.symbol, dtype=pl.String)),
         "ts",
         "price",

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import polars as pl
 
-from candlewax.records import TRADE_SCHEMA
+from candlewax.records import QUOTE_SCHEMA, TRADE_SCHEMA
 from sources.formats.compressed import base_name
 
 CONTRACT_COLUMNS = list(TRADE_SCHEMA)
+QUOTE_COLUMNS = list(QUOTE_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ReadOptions:
     ts_unit: str = "auto"  # s, ms, us, ns, auto (by magnitude) or a strptime format
     timezone: str | None = None  # of local-time stamps; Kibot's default is America/New_York
     market: str = "auto"  # Binance: spot or futures (auto: from the events and file name)
+    quotes: bool = False  # read the file's top-of-book quotes, not its trades
 
 
 @dataclass
@@ -33,7 +35,9 @@ class Parsed:
     """What an adapter made of a file: rows in contract columns, and what it skipped."""
 
     rows: int
-    trades: pl.DataFrame  # CONTRACT_COLUMNS + `position` (Int64, 1-based row or line)
+    # CONTRACT_COLUMNS (QUOTE_COLUMNS when reading quotes) + `position` (Int64, 1-based
+    # row or line)
+    messages: pl.DataFrame
     skipped: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
 

@@ -1,4 +1,5 @@
-"""Read any supported trade file into validated contract trades (see the package doc)."""
+"""Read any supported market data file into validated contract trades or quotes (see the
+package doc)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,25 @@ from pathlib import Path
 
 import polars as pl
 
-from candlewax.records import RawBatch, Rejection
+from candlewax.records import QUOTE, TRADE, MessageKind, RawBatch, Rejection
 from operators.decode import ValidationRules, decode_batch
 from sources.formats import binance, kibot, tabular
-from sources.formats.common import CONTRACT_COLUMNS, Parsed, ReadOptions
+from sources.formats.common import CONTRACT_COLUMNS, QUOTE_COLUMNS, Parsed, ReadOptions
 from sources.formats.compressed import base_name, read_bytes
 
 FORMATS = ("ndjson", "csv", "parquet", "binance-csv", "binance-ws", "kibot")
+# The formats whose files hold quotes (`--quotes`), besides NDJSON quote messages.
+QUOTE_FORMATS = ("ndjson", "binance-ws", "kibot")
 
 
 @dataclass
-class TradeFile:
-    """A file read and judged by the trade contract, in file order."""
+class MarketFile:
+    """A file read and judged by the trade (or quote) contract, in file order."""
 
     path: Path
     format: str
     rows: int
-    trades: pl.DataFrame  # valid trades, TRADE_SCHEMA
+    valid: pl.DataFrame  # valid messages: TRADE_SCHEMA (QUOTE_SCHEMA when reading quotes)
     rejections: list[Rejection]
     filtered: int
     skipped: Counter[str]
@@ -57,7 +60,8 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
-def read_trade_file(path: Path, options: ReadOptions | None = None) -> TradeFile:
+def read_market_file(path: Path, options: ReadOptions | None = None) -> MarketFile:
+    """A file's trades, or its quotes when `options.quotes`, judged by the flow's decoder."""
     options = options or ReadOptions()
     path = Path(path)
     if not path.is_file():
@@ -65,6 +69,11 @@ def read_trade_file(path: Path, options: ReadOptions | None = None) -> TradeFile
     fmt = detect_format(path) if options.format == "auto" else options.format
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if options.quotes and fmt not in QUOTE_FORMATS:
+        raise ValueError(
+            f"{path}: {fmt} files hold no quotes; quotes come from {', '.join(QUOTE_FORMATS)}"
+        )
+    kind = QUOTE if options.quotes else TRADE
     data = read_bytes(path)
     source = f"file:{path.name}"
     if fmt == "ndjson":
@@ -72,16 +81,17 @@ def read_trade_file(path: Path, options: ReadOptions | None = None) -> TradeFile
         numbered = [(n, line.rstrip(b"\r")) for n, line in enumerate(lines, 1) if line.strip()]
         values: list[bytes | None] = [line for _, line in numbered]
         positions = [n for n, _ in numbered]
-        parsed = Parsed(rows=len(values), trades=pl.DataFrame())
+        parsed = Parsed(rows=len(values), messages=pl.DataFrame())
     else:
         parsed = _ADAPTERS[fmt](data, path, options)
-        values, positions = _contract_lines(parsed.trades)
-    decoded = decode_batch(RawBatch(source, values, positions), ValidationRules(), origin=False)
-    return TradeFile(
+        values, positions = _contract_lines(parsed.messages, kind)
+    batch = RawBatch(source, values, positions)
+    decoded = decode_batch(batch, ValidationRules(), origin=False, kind=kind)
+    return MarketFile(
         path=path,
         format=fmt,
         rows=parsed.rows,
-        trades=decoded.valid,
+        valid=decoded.valid,
         rejections=decoded.rejections,
         filtered=decoded.filtered,
         skipped=parsed.skipped,
@@ -95,16 +105,26 @@ def contract_messages(
     """The rows of a file in another format (CSV, Parquet, exchange formats) as contract
     messages with their positions (row numbers), for the flow's file source; the flow's
     decoder judges them like any message."""
-    parsed = _ADAPTERS[fmt](read_bytes(path), path, options or ReadOptions())
-    return _contract_lines(parsed.trades)
+    options = options or ReadOptions()
+    parsed = _ADAPTERS[fmt](read_bytes(path), path, options)
+    return _contract_lines(parsed.messages, QUOTE if options.quotes else TRADE)
 
 
-def _contract_lines(frame: pl.DataFrame) -> tuple[list[bytes | None], list[int]]:
-    """Rows as contract JSON messages (a missing value is JSON null), with positions."""
+def contract_lines(frame: pl.DataFrame, kind: MessageKind = TRADE) -> list[bytes]:
+    """Rows of contract columns as JSON messages of `kind` (a missing value is JSON
+    null; quotes say `"type":"quote"`)."""
+    if kind is QUOTE:
+        frame = frame.select(pl.lit("quote").alias("type"), *QUOTE_COLUMNS)
+    else:
+        frame = frame.select(CONTRACT_COLUMNS)
+    return frame.write_ndjson().encode().rstrip(b"\n").split(b"\n")
+
+
+def _contract_lines(frame: pl.DataFrame, kind: MessageKind) -> tuple[list[bytes | None], list[int]]:
+    """Rows as contract JSON messages with their positions."""
     if frame.height == 0:
         return [], []
-    body = frame.select(CONTRACT_COLUMNS).write_ndjson().encode()
-    lines: list[bytes | None] = list(body.rstrip(b"\n").split(b"\n"))
+    lines: list[bytes | None] = list(contract_lines(frame, kind))
     return lines, frame.get_column("position").to_list()
 
 

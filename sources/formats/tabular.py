@@ -96,4 +96,4 @@ def _to_contract(frame: pl.DataFrame, path: Path, options: ReadOptions) -> Parse
         column("venue", pl.lit(options.venue)).cast(pl.String),
         "position",
     )
-    return Parsed(rows=frame.height, trades=trades)
+    return Parsed(rows=frame.height, messages=trades)

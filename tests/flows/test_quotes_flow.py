@@ -46,7 +46,9 @@ def test_quote_bars_equal_an_independent_batch_computation_bar_by_bar(quotes, tr
     for record in result.quote_drift:  # in order: the newest record of a bar wins
         current[record.bar_id] = {f: getattr(record, f"corrected_{f}") for f in QUOTE_DRIFT_FIELDS}
     assert result.quote_drift
-    assert_quote_bars_match(current, {b: {f: v[f] for f in QUOTE_DRIFT_FIELDS} for b, v in full.items()})
+    assert_quote_bars_match(
+        current, {b: {f: v[f] for f in QUOTE_DRIFT_FIELDS} for b, v in full.items()}
+    )
 
 
 def test_every_quote_has_one_outcome_and_rejections_keep_reason_and_bytes(quotes, trades):

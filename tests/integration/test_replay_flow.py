@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from candlewax.records import Candle
-from sources.formats import read_trade_file
+from sources.formats import read_market_file
 from tests.factories import RESOLUTIONS
 from tests.kafka_helpers import read_topic
 from tests.processes import ROOT, candlewax, flow_topics, kafka_env, run_flow_processes
@@ -70,7 +70,7 @@ def test_spot_and_futures_of_one_pair_replayed_together_never_share_a_candle(bro
     assert {c.symbol for c in candles} == {"BTCUSDT", "BTCUSDT_PERP"}
     for path, symbol in ((spot, "BTCUSDT"), (futures, "BTCUSDT_PERP")):
         # Each market's candles are those of its own capture alone, bar by bar.
-        alone = read_trade_file(path).trades
+        alone = read_market_file(path).valid
         mine = [c for c in candles if c.symbol == symbol]
         assert sum(c.trade_count for c in mine if c.resolution == "1m") == alone.height
         messages = [r.value for r in replayed.records if r.key == symbol.encode()]

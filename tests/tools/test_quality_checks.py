@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from sources.formats import read_trade_file
+from sources.formats import read_market_file
 from tests.factories import FAULTS, T0, simulated
 from tests.flow_runs import run_flow
 from tools.quality_checks import QualityOptions, profile
@@ -118,8 +118,8 @@ def test_the_profile_finds_what_the_flows_guard_takes_out(tmp_path):
     messages = [v for _, v in simulated(8_000, seed=2, fat_finger_rate=0.005, **FAULTS)]
     path = tmp_path / "sim.ndjson"
     path.write_bytes(b"\n".join(messages) + b"\n")
-    read = read_trade_file(path)
-    _, scored = profile(read.trades, QualityOptions(), source="sim", rows=read.rows)
+    read = read_market_file(path)
+    _, scored = profile(read.valid, QualityOptions(), source="sim", rows=read.rows)
     flagged = scored.filter(pl.col("outlier")).select("symbol", "trade_id").rows()
     caught = [r.raw for r in run_flow(messages).dlq if r.reason == "price_outlier"]
     assert len(caught) > 20
