@@ -45,12 +45,17 @@ def run_flow_processes(
     return logs
 
 
-def flow_topics(broker, trades_partitions: int = 1) -> dict[str, str]:
-    """Fresh topic names for one test (trades, candles, dlq, drift), created on `broker`."""
+def flow_topics(broker, trades_partitions: int = 1, quotes: bool = False) -> dict[str, str]:
+    """Fresh topic names for one test (trades, candles, dlq, drift; `quotes`: also quotes,
+    quote_bars, quotes_dlq, quote_drift), created on `broker`."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
-    topics = {name: f"{prefix}.{name}" for name in ("trades", "candles", "dlq", "drift")}
+    roles = ["trades", "candles", "dlq", "drift"]
+    if quotes:
+        roles += ["quotes", "quote_bars", "quotes_dlq", "quote_drift"]
+    topics = {name: f"{prefix}.{name}" for name in roles}
+    inputs = ("trades", "quotes")
     broker.create_topics(
-        {name: trades_partitions if role == "trades" else 1 for role, name in topics.items()}
+        {name: trades_partitions if role in inputs else 1 for role, name in topics.items()}
     )
     return topics
 
@@ -68,6 +73,17 @@ def kafka_env(
         "CANDLEWAX_KAFKA_DLQ_TOPIC": topics["dlq"],
         "CANDLEWAX_KAFKA_DRIFT_TOPIC": topics["drift"],
         "CANDLEWAX_LAKE_DIR": str(lake_dir),
+        **(
+            {
+                "CANDLEWAX_QUOTES_SOURCE": "kafka",
+                "CANDLEWAX_KAFKA_QUOTES_TOPIC": topics["quotes"],
+                "CANDLEWAX_KAFKA_QUOTE_BARS_TOPIC": topics["quote_bars"],
+                "CANDLEWAX_KAFKA_QUOTES_DLQ_TOPIC": topics["quotes_dlq"],
+                "CANDLEWAX_KAFKA_QUOTE_DRIFT_TOPIC": topics["quote_drift"],
+            }
+            if "quotes" in topics
+            else {}
+        ),
     }
 
 
