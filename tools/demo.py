@@ -1,15 +1,18 @@
 """The main job end to end on an embedded broker: simulate -> Kafka -> flows.ohlcv -> outputs.
 
 Starts the Tansu broker on a free loopback port, creates the topics, streams simulated
-trades (with duplicates, disorder, late and malformed messages mixed in) into `trades`,
-runs `python -m bytewax.run flows.ohlcv -w 2` until the topic is consumed, then prints
-what came out (counts, candles by resolution, drift alerts, a DuckDB query over the lake)
-and where the outputs are. Everything stops by itself.
+trades (with duplicates, disorder, late and malformed messages mixed in) into `trades`
+and the top-of-book quotes of the same markets (with crossed and locked books) into
+`quotes`, runs `python -m bytewax.run flows.ohlcv -w 2` with its quotes branch until the
+topics are consumed, then prints what came out (counts, candles and quote bars by
+resolution, drift alerts, DuckDB queries over the lake: quote bars next to candles) and
+where the outputs are. Everything stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -24,7 +27,7 @@ import msgspec
 from config.settings import Settings
 from sinks.lake import scan, scan_parameters
 from sources.simulator import SimulatorConfig, TradeSimulator
-from tools.broker import FLOW_TOPICS, EmbeddedBroker
+from tools.broker import FLOW_TOPICS, QUOTE_TOPICS, EmbeddedBroker
 from tools.topics import produce, read_topic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     with EmbeddedBroker(log_path=output / "tansu.log") as broker:
         say(f"embedded Kafka broker (Tansu) on {broker.bootstrap}")
-        broker.create_topics(FLOW_TOPICS)
-        say("topics: " + ", ".join(f"{t} ({n} partitions)" for t, n in FLOW_TOPICS.items()))
+        topics = {**FLOW_TOPICS, **QUOTE_TOPICS}
+        broker.create_topics(topics)
+        say("topics: " + ", ".join(f"{t} ({n} partitions)" for t, n in topics.items()))
 
         produced = produce_trades(broker.bootstrap, args)
         flow_seconds = run_flow(broker.bootstrap, lake, output, args.workers)
@@ -72,32 +76,41 @@ def run(args: argparse.Namespace) -> int:
 
 
 def produce_trades(bootstrap: str, args: argparse.Namespace) -> int:
+    """Simulated trades into `trades`, then the quotes of the same markets into `quotes`."""
     rate = 2_000.0
     start = int(time.time() * 1000) - int(args.trades / rate * 1000)
-    simulator = TradeSimulator(
-        SimulatorConfig(
-            symbols=args.symbols,
-            trades=args.trades,
-            rate=rate,
-            seed=args.seed,
-            start_ms=start,
-            duplicate_rate=0.01,
-            disorder_rate=0.03,
-            late_rate=0.005,
-            malformed_rate=0.01,
-        )
+    config = SimulatorConfig(
+        symbols=args.symbols,
+        trades=args.trades,
+        rate=rate,
+        seed=args.seed,
+        start_ms=start,
+        duplicate_rate=0.01,
+        disorder_rate=0.03,
+        late_rate=0.005,
+        malformed_rate=0.01,
     )
+    simulator = TradeSimulator(config)
     began = time.monotonic()
 
     def progress(count: int) -> None:
         say(f"produced {count:,} messages ({count / (time.monotonic() - began):,.0f}/s)")
 
-    count = produce({"bootstrap.servers": bootstrap}, "trades", simulator.messages(), progress)
+    client = {"bootstrap.servers": bootstrap}
+    count = produce(client, "trades", simulator.messages(), progress)
     say(
         f"produced {count:,} messages to 'trades' ({simulator.emitted_trades:,} trades; "
         "~1% duplicates, 3% out of order, 0.5% late, 1% malformed)"
     )
-    return count
+    quoting = dataclasses.replace(
+        config, kind="quote", quotes_per_trade=1.0, crossed_rate=0.002, locked_rate=0.002
+    )
+    quotes = produce(client, "quotes", TradeSimulator(quoting).messages(), progress)
+    say(
+        f"produced {quotes:,} messages to 'quotes' (top of book around the same prices; "
+        "~1% duplicates, 0.5% late, 0.2% crossed and 0.2% locked books)"
+    )
+    return count + quotes
 
 
 def run_flow(bootstrap: str, lake: Path, output: Path, workers: int) -> float:
@@ -106,12 +119,16 @@ def run_flow(bootstrap: str, lake: Path, output: Path, workers: int) -> float:
         "CANDLEWAX_SOURCE": "kafka",
         "CANDLEWAX_KAFKA_BROKERS": bootstrap,
         "CANDLEWAX_KAFKA_TAIL": "false",
+        "CANDLEWAX_QUOTES_SOURCE": "kafka",
         "CANDLEWAX_LAKE_DIR": str(lake),
         "CANDLEWAX_METRICS_PORT": "0",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     command = [sys.executable, "-m", "bytewax.run", "flows.ohlcv", "-w", str(workers)]
-    say("running: CANDLEWAX_SOURCE=kafka CANDLEWAX_KAFKA_TAIL=false " + " ".join(command[1:]))
+    say(
+        "running: CANDLEWAX_SOURCE=kafka CANDLEWAX_QUOTES_SOURCE=kafka CANDLEWAX_KAFKA_TAIL=false "
+        + " ".join(command[1:])
+    )
     began = time.monotonic()
     log_path = output / "flow.log"
     with open(log_path, "wb") as log_file:
@@ -120,6 +137,7 @@ def run_flow(bootstrap: str, lake: Path, output: Path, workers: int) -> float:
         )
     seconds = time.monotonic() - began
     summary = [line for line in log_path.read_text().splitlines() if "run summary" in line]
+    summary = [line.replace("run summary, quotes", "run summary (quotes)") for line in summary]
     for line in summary:
         say("flow " + line.split("candlewax: ", 1)[-1])
     if process.returncode != 0:
@@ -140,6 +158,14 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
     )
     say(f"topic 'trades.dlq': {len(dlq):,} rejected messages (original bytes, reason in headers)")
     say(f"topic 'candles.drift': {len(drift):,} drift records, {alerts:,} alerts above 0.5 %")
+    bars = read_topic(client, "quote_bars")
+    bars_by = Counter(msgspec.json.decode(r.value or b"")["resolution"] for r in bars)
+    say(
+        f"topic 'quote_bars': {len(bars):,} quote bars "
+        + ", ".join(f"{r}: {n:,}" for r, n in sorted(bars_by.items(), key=lambda kv: kv[0]))
+    )
+    quote_dlq = read_topic(client, "quotes.dlq")
+    say(f"topic 'quotes.dlq': {len(quote_dlq):,} rejected quotes (crossed/locked books...)")
 
     con = duckdb.connect()
     glob = f"{lake}/candles/**/*.parquet"
@@ -153,6 +179,19 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
         group by symbol order by trades desc limit 5""",
         params=scan_parameters(lake, "candles"),
     ).show()
+    say("DuckDB over the lake: the last 1-minute quote bars next to the candles")
+    con.sql(
+        f"""
+        with c as (select * from {scan("candles")} where resolution = '1m'),
+             q as (select * from {scan("quote_bars")} where resolution = '1m')
+        select c.symbol, strftime(c.window_start, '%H:%M') as minute, c.close,
+               q.bid_close as bid, q.ask_close as ask, round(q.close, 6) as mid,
+               round(q.spread_twa / q.close * 1e4, 2) as spread_bps, q.quote_count as quotes,
+               c.trade_count as trades
+        from c join q using (bar_id)
+        order by c.window_start desc, c.trade_count desc limit 8""",
+        params=scan_parameters(lake, "candles", "quote_bars"),
+    ).show()
     say("DuckDB over the lake: rejected messages by reason")
     con.sql(
         f"select reason, count(*) as messages from {scan('dlq')} "
@@ -160,7 +199,7 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
         params=scan_parameters(lake, "dlq"),
     ).show()
     say("outputs:")
-    for dataset in ("candles", "trades", "drift", "dlq"):
+    for dataset in ("candles", "trades", "drift", "dlq", "quote_bars", "quotes", "quote_drift"):
         files = list((lake / dataset).rglob("*.parquet"))
         say(f"  {lake / dataset}  ({len(files)} Parquet files)")
     say(f"  flow log: {output / 'flow.log'}; broker log: {output / 'tansu.log'}")
