@@ -1,5 +1,6 @@
 """Batch reconciliation: candles recomputed from the lake's trades (the truth) against the
-lake's candles (their current revision), bar by bar and field by field.
+lake's candles (their current revision), bar by bar and field by field; and the same for
+quote bars from the lake's quotes.
 
 DuckDB does the heavy part, with partition pruning on `date` (and `resolution` for the
 candles), so millions of trades take seconds. The truth is computed straight from the
@@ -17,7 +18,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS
+from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS, QUOTE_DRIFT_FIELDS
 from config.durations import parse_duration_ms
 from sinks.lake import require_lake, scan, scan_parameters
 
@@ -35,6 +36,17 @@ class ReconcileScope:
     threshold: float = 0.005  # relative drift that fails the run
     fields: tuple[str, ...] = DEFAULT_ALERT_FIELDS  # fields the threshold applies to
     tolerance: float = 1e-9  # below this, float sums count as equal
+    quotes: bool = False  # quote bars from quotes, not candles from trades
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The fields compared bar by bar."""
+        return QUOTE_DRIFT_FIELDS if self.quotes else DRIFT_FIELDS
+
+    @property
+    def datasets(self) -> tuple[str, str]:
+        """The truth's dataset and the bars' dataset."""
+        return ("quotes", "quote_bars") if self.quotes else ("trades", "candles")
 
 
 @dataclass
@@ -99,23 +111,72 @@ def truth_candles(
     return con.sql(" union all ".join(parts), params=parameters).pl().with_columns(_bar_id())
 
 
+def truth_quote_bars(
+    con: duckdb.DuckDBPyConnection, lake: Path, scope: ReconcileScope
+) -> pl.DataFrame:
+    """Quote bars per window from every quote in the lake (late ones included), in event
+    time order (ties by arrival, `seq`): each quote in force until the symbol's next quote
+    or the window's end, the quote before a window's first from the window's start."""
+    parameters: dict[str, Any] = scan_parameters(lake, "quotes")
+    order = "t, seq"
+    parts = []
+    for index, name in enumerate(scope.resolutions):
+        width = parse_duration_ms(name)
+        parameters[f"resolution_{index}"] = name
+        parts.append(f"""
+            select symbol, $resolution_{index} as resolution, window_start,
+                   first(mid order by {order}) as open, max(mid) as high, min(mid) as low,
+                   last(mid order by {order}) as close,
+                   last(bid order by {order}) as bid_close,
+                   last(ask order by {order}) as ask_close,
+                   min(spread) as spread_min, max(spread) as spread_max,
+                   avg(spread) as spread_mean,
+                   (sum(spread * (least(coalesce(next_t, window_start + {width}),
+                                        window_start + {width}) - t))
+                    + first(coalesce(before * (t - window_start), 0) order by {order}))
+                   / (sum(least(coalesce(next_t, window_start + {width}),
+                                window_start + {width}) - t)
+                      + first(if(before is null, 0, t - window_start) order by {order}))
+                   as spread_twa,
+                   count(*) as quote_count
+            from (
+                select *, (t // {width}) * {width} as window_start
+                from quoted
+                where {_filters(scope, "ts", width, parameters)}
+            )
+            group by all""")
+    sql = f"""
+        with quoted as (
+            select symbol, date, ts, epoch_ms(ts) as t, seq, bid, ask,
+                   bid * 0.5 + ask * 0.5 as mid, ask - bid as spread,
+                   lead(epoch_ms(ts)) over w as next_t, lag(ask - bid) over w as before
+            from {scan("quotes")}
+            window w as (partition by symbol order by epoch_ms(ts), seq)
+        )
+        {" union all ".join(parts)}"""
+    return con.sql(sql, params=parameters).pl().with_columns(_bar_id())
+
+
 def emitted_candles(
     con: duckdb.DuckDBPyConnection, lake: Path, scope: ReconcileScope
 ) -> pl.DataFrame:
-    """The lake's candles at their current revision (the highest per `bar_id`)."""
-    if not list((lake / "candles").rglob("*.parquet")):
-        return pl.DataFrame(schema={"bar_id": pl.String, **{f: pl.Float64 for f in DRIFT_FIELDS}})
+    """The lake's bars (candles, or quote bars) at their current revision (the highest
+    per `bar_id`)."""
+    dataset = scope.datasets[1]
+    if not list((lake / dataset).rglob("*.parquet")):
+        schema = {f: pl.Float64 for f in scope.compared}
+        return pl.DataFrame(schema={"bar_id": pl.String, **schema})
     coarsest = max(parse_duration_ms(r) for r in scope.resolutions)
     parameters: dict[str, Any] = {
-        **scan_parameters(lake, "candles"),
+        **scan_parameters(lake, dataset),
         "resolutions": list(scope.resolutions),
     }
     where = _filters(scope, "window_start", coarsest, parameters)
     return con.sql(
         f"""
         select bar_id, symbol, resolution, epoch_ms(window_start) as window_start, revision,
-               open, high, low, close, volume, vwap, trade_count
-        from {scan("candles")}
+               {", ".join(scope.compared)}
+        from {scan(dataset)}
         where resolution in (select unnest($resolutions)) and {where}
         qualify row_number() over (partition by bar_id order by revision desc) = 1""",
         params=parameters,
@@ -128,15 +189,16 @@ def _bar_id() -> pl.Expr:
 
 def compare(truth: pl.DataFrame, emitted: pl.DataFrame, scope: ReconcileScope) -> pl.DataFrame:
     """Every bar of either side with its status and the relative drift of each field."""
-    joined = truth.select("bar_id", "symbol", "resolution", "window_start", *DRIFT_FIELDS).join(
-        emitted.select("bar_id", "symbol", "resolution", "window_start", "revision", *DRIFT_FIELDS),
+    compared = scope.compared
+    joined = truth.select("bar_id", "symbol", "resolution", "window_start", *compared).join(
+        emitted.select("bar_id", "symbol", "resolution", "window_start", "revision", *compared),
         on="bar_id",
         how="full",
         suffix="_emitted",
         coalesce=True,
     )
     drifts = []
-    for name in DRIFT_FIELDS:
+    for name in compared:
         truth_value, emitted_value = (
             pl.col(name).cast(pl.Float64),
             pl.col(f"{name}_emitted").cast(pl.Float64),
@@ -156,7 +218,7 @@ def compare(truth: pl.DataFrame, emitted: pl.DataFrame, scope: ReconcileScope) -
         .then(pl.lit(MISSING))
         .when(pl.col("open").is_null())
         .then(pl.lit(EXTRA))
-        .when(pl.max_horizontal([pl.col(f"drift_{f}") for f in DRIFT_FIELDS]) > scope.tolerance)
+        .when(pl.max_horizontal([pl.col(f"drift_{f}") for f in compared]) > scope.tolerance)
         .then(pl.lit(CHANGED))
         .otherwise(pl.lit("equal"))
     )
@@ -178,17 +240,21 @@ def compare(truth: pl.DataFrame, emitted: pl.DataFrame, scope: ReconcileScope) -
 
 def reconcile(lake: Path, scope: ReconcileScope) -> Reconciliation:
     lake = require_lake(lake)
-    if not list((lake / "trades").rglob("*.parquet")):
-        raise FileNotFoundError(f"{lake}: no Parquet files under trades/ (is it a candlewax lake?)")
+    source = scope.datasets[0]
+    if not list((lake / source).rglob("*.parquet")):
+        raise FileNotFoundError(
+            f"{lake}: no Parquet files under {source}/ (is it a candlewax lake"
+            + (" with the quotes branch?)" if scope.quotes else "?)")
+        )
     began = time.perf_counter()
     con = duckdb.connect()
-    truth = truth_candles(con, lake, scope)
+    truth = (truth_quote_bars if scope.quotes else truth_candles)(con, lake, scope)
     emitted = emitted_candles(con, lake, scope)
-    parameters: dict[str, Any] = scan_parameters(lake, "trades")
+    parameters: dict[str, Any] = scan_parameters(lake, source)
     widest = max(parse_duration_ms(r) for r in scope.resolutions)
     where = _filters(scope, "ts", widest, parameters)
     trades_row = con.execute(
-        f"select count(*) from {scan('trades')} where {where}", parameters
+        f"select count(*) from {scan(source)} where {where}", parameters
     ).fetchone()
     bars = compare(truth, emitted, scope)
     seconds = time.perf_counter() - began
@@ -219,7 +285,8 @@ def reconcile(lake: Path, scope: ReconcileScope) -> Reconciliation:
             "threshold": scope.threshold,
             "fields": list(scope.fields),
         },
-        "trades": int(trades_row[0]) if trades_row else 0,
+        "trades" if not scope.quotes else "quotes": int(trades_row[0]) if trades_row else 0,
+        "bars": scope.datasets[1],
         "truth_bars": truth.height,
         "emitted_bars": emitted.height,
         "equal": bars.height - differing.height,

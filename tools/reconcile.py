@@ -1,7 +1,8 @@
 """`candlewax reconcile`: recompute candles from the lake's trades and compare them with
-the lake's candles (current revision). Prints a summary, writes the same as JSON and the
-differing bars as Parquet, and exits 1 when any bar drifts beyond the threshold, so it
-can gate a job (0 = all within, 2 = could not run)."""
+the lake's candles (current revision); `--quotes`: quote bars from the lake's quotes.
+Prints a summary, writes the same as JSON and the differing bars as Parquet, and exits 1
+when any bar drifts beyond the threshold, so it can gate a job (0 = all within, 2 =
+could not run)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from candlewax.records import DRIFT_FIELDS
+from candlewax.records import DRIFT_FIELDS, QUOTE_ALERT_FIELDS, QUOTE_DRIFT_FIELDS
 from config.durations import format_duration
 from config.settings import Settings, parse_epoch_ms
 from tools.bar_truth import ReconcileScope, reconcile
@@ -43,15 +44,26 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "CANDLEWAX_DRIFT_ALERT_FIELDS); "
         "missing and extra bars always count",
     )
+    parser.add_argument(
+        "--quotes",
+        action="store_true",
+        help="reconcile quote bars against the lake's quotes (fields: "
+        f"{', '.join(QUOTE_DRIFT_FIELDS)}; the threshold applies to "
+        f"{', '.join(QUOTE_ALERT_FIELDS)} unless --fields says)",
+    )
+    parser.set_defaults(candle_fields_default=",".join(settings.drift_alert_fields))
     parser.add_argument("--json", type=Path, help="write the summary and worst bars as JSON")
     parser.add_argument("--bars", type=Path, help="write the differing bars as Parquet")
 
 
 def scope_from(args: argparse.Namespace) -> ReconcileScope:
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip())
-    unknown = set(fields) - set(DRIFT_FIELDS)
+    known = QUOTE_DRIFT_FIELDS if args.quotes else DRIFT_FIELDS
+    if args.quotes and args.fields == args.candle_fields_default:
+        fields = QUOTE_ALERT_FIELDS
+    unknown = set(fields) - set(known)
     if unknown:
-        raise ValueError(f"--fields: unknown {sorted(unknown)}; expected {', '.join(DRIFT_FIELDS)}")
+        raise ValueError(f"--fields: unknown {sorted(unknown)}; expected {', '.join(known)}")
     return ReconcileScope(
         resolutions=tuple(r.strip() for r in args.resolutions.split(",") if r.strip()),
         start_ms=args.start,
@@ -59,12 +71,18 @@ def scope_from(args: argparse.Namespace) -> ReconcileScope:
         symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
         threshold=args.threshold,
         fields=fields,
+        quotes=args.quotes,
     )
 
 
 def print_summary(summary: dict, worst: list[dict], out=sys.stdout) -> None:
     s = summary
-    print(f"reconciled {s['trades']:,} trades in {s['lake']} in {s['seconds']:.2f} s", file=out)
+    source = "quotes" if "quotes" in s else "trades"
+    print(
+        f"reconciled {s['bars']} against {s[source]:,} {source} in {s['lake']} "
+        f"in {s['seconds']:.2f} s",
+        file=out,
+    )
     print(
         f"  bars: truth {s['truth_bars']:,}, emitted {s['emitted_bars']:,}, equal {s['equal']:,}, "
         f"missing {s['missing']:,}, extra {s['extra']:,}, changed {s['changed']:,}",

@@ -9,7 +9,7 @@ from dataclasses import replace
 import polars as pl
 import pytest
 
-from sinks.lake import CANDLES, LakeWriter
+from sinks.lake import CANDLES, QUOTE_BARS, LakeRows, LakeWriter
 from tests import factories
 from tests.factories import T0, faulty_stream
 from tests.flow_runs import run_flow
@@ -169,3 +169,46 @@ def test_the_drift_command_lists_bars_and_alerts(lake):
     rows = alerts.splitlines()[3:]
     assert rows and all(line.rstrip().endswith("True") for line in rows)
     assert len(rows) == records.filter(pl.col("alert")).get_column("bar_id").n_unique()
+
+
+def test_quote_bars_reconcile_against_the_lake_quotes_and_a_changed_bar_is_found(tmp_path):
+    # Late quotes with restatement on: the published bars are the full view, which is what
+    # the truth recomputed in SQL from the lake's quotes must give.
+    from tests.operators.test_quote_windows import quote_stream
+
+    trades, quotes = tmp_path / "trades.ndjson", tmp_path / "quotes.ndjson"
+    trades.write_bytes(b"\n".join(faulty_stream(2_000, seed=3)) + b"\n")
+    quotes.write_bytes(b"\n".join(quote_stream(6_000, seed=4, symbols=3)) + b"\n")
+    lake = tmp_path / "lake"
+    run_flow_processes(
+        {
+            "CANDLEWAX_SOURCE": "file",
+            "CANDLEWAX_SOURCE_PATH": str(trades),
+            "CANDLEWAX_QUOTES_SOURCE": "file",
+            "CANDLEWAX_QUOTES_SOURCE_PATH": str(quotes),
+            "CANDLEWAX_LAKE_DIR": str(lake),
+            "CANDLEWAX_RESTATEMENT": "true",
+            "CANDLEWAX_RESTATEMENT_HORIZON": "1h",
+        }
+    )
+    scope = ReconcileScope(quotes=True, fields=("open", "close", "spread_mean", "spread_twa"))
+    result = reconcile(lake, scope)
+    summary = result.summary
+    assert lake_table(lake, "quotes").filter("late").height > 0
+    assert summary["truth_bars"] == summary["emitted_bars"] == summary["equal"] > 3_000
+    assert not result.failed
+
+    bars = lake_table(lake, "quote_bars")
+    victim = bars.filter(pl.col("resolution") == "10s").get_column("bar_id").sort()[5]
+    changed = bars.filter(pl.col("bar_id") == victim).with_columns(
+        pl.col("spread_twa") * 1.02, pl.col("revision") + 9
+    )
+    writer = LakeWriter(lake, QUOTE_BARS, writer_id="planted")
+    writer.add([LakeRows(changed.drop("date").select(bars.drop("date").columns))])
+    writer.close()
+    again = reconcile(lake, scope)
+    assert again.failed and again.summary["changed"] == 1
+    assert again.worst[0]["bar_id"] == victim
+    assert again.worst[0]["drift_spread_twa"] == pytest.approx(0.02)
+    out = candlewax("reconcile", "--lake", str(lake), "--quotes", check=False)
+    assert out.returncode == 1 and "reconciled quote_bars against" in out.stdout
