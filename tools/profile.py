@@ -6,11 +6,17 @@ their depth, and rows rejected or skipped by reason. Writes a report a person re
 (Markdown, or HTML for a `.html` name) and the same figures as JSON; optionally the
 clean trades as Parquet (valid, first copy of each trade id, outliers removed, in
 event-time order).
+
+`--quotes`: the file's quotes (or the lake's `quotes/`) instead: quotes and spreads per
+symbol (median and p99 in basis points), crossed and locked books (which the quote
+contract rejects, counted from their original bytes), and spread outliers (a spread
+many times the median of the symbol's previous spreads).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import json
 import sys
@@ -28,7 +34,16 @@ from sources.formats import read_market_file
 from sources.formats.common import CONTRACT_COLUMNS
 from tools.file_reading import add_reading_arguments, read_options
 from tools.progress import Progress
-from tools.quality_checks import QualityOptions, QualityReport, first_copies, profile
+from tools.quality_checks import (
+    BOOK_FAULTS,
+    QualityOptions,
+    QualityReport,
+    QuoteOptions,
+    QuoteQualityReport,
+    first_copies,
+    profile,
+    quote_profile,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -55,6 +70,25 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=settings.outlier_threshold,
         help="relative deviation from the reference that is an outlier; 0 = no check "
         f"(default CANDLEWAX_OUTLIER_THRESHOLD, now {settings.outlier_threshold})",
+    )
+    checks.add_argument(
+        "--quotes",
+        action="store_true",
+        help="profile the quotes (book tickers, bid/ask columns, quote messages; a lake's "
+        "quotes/) instead of the trades: spreads, crossed/locked books, spread outliers",
+    )
+    checks.add_argument(
+        "--spread-factor",
+        type=float,
+        default=10.0,
+        help="--quotes: a spread outlier is wider than this many times the median of the "
+        "symbol's previous spreads (default %(default)s)",
+    )
+    checks.add_argument(
+        "--spread-quotes",
+        type=int,
+        default=50,
+        help="--quotes: how many previous spreads the median is over (default %(default)s)",
     )
     out = parser.add_argument_group("outputs")
     out.add_argument(
@@ -109,6 +143,45 @@ def _load_lake(lake: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     }
 
 
+def load_quotes(args: argparse.Namespace) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """Quotes in arrival order, the rejected ones (`raw`, `reason`), and what the read says."""
+    path: Path = args.path
+    if path.is_dir():
+        require_lake(path)
+        if not list((path / "quotes").rglob("*.parquet")):
+            raise FileNotFoundError(f"{path}: no Parquet files under quotes/ (no quotes branch?)")
+        con = duckdb.connect()
+        quotes = con.sql(
+            "select symbol, epoch_ms(ts) as ts, bid, ask, bid_size, ask_size, quote_id, venue "
+            f"from {scan('quotes')} order by ts, seq",
+            params=scan_parameters(path, "quotes"),
+        ).pl()
+        faults = pl.DataFrame(schema={"raw": pl.Binary, "reason": pl.String})
+        if list((path / "dlq").rglob("*.parquet")):
+            faults = con.sql(
+                f"select raw, reason from {scan('dlq')} where reason in (select unnest($r))",
+                params={**scan_parameters(path, "dlq"), "r": list(BOOK_FAULTS)},
+            ).pl()
+        rejected = dict(faults.group_by("reason").len().iter_rows())
+        facts = {"source": f"lake {path}", "rows": quotes.height + faults.height}
+        return quotes, faults, {**facts, "rejected": rejected, "skipped": {}}
+    read = read_market_file(path, dataclasses.replace(read_options(args), quotes=True))
+    faults = pl.DataFrame(
+        {"raw": [r.raw for r in read.rejections], "reason": [r.reason for r in read.rejections]},
+        schema={"raw": pl.Binary, "reason": pl.String},
+    )
+    return (
+        read.valid,
+        faults,
+        {
+            "source": f"{path} ({read.format})",
+            "rows": read.rows,
+            "rejected": dict(read.rejected_by_reason),
+            "skipped": dict(read.skipped),
+        },
+    )
+
+
 def clean(scored: pl.DataFrame) -> pl.DataFrame:
     """Valid trades, first copy of each (symbol, trade_id), no outliers, by event time."""
     return (
@@ -145,10 +218,25 @@ SECTIONS = (
 )
 
 
-def markdown(report: QualityReport) -> str:
+QUOTE_SECTIONS = (
+    ("Quotes per symbol (spreads in basis points of the mid)", "per_symbol"),
+    ("Crossed and locked books (rejected by the quote contract)", "book_faults"),
+    ("Spread outliers", "spread_outliers"),
+    ("Widest spread outliers", "spread_outlier_examples"),
+    ("Rejected by the quote contract", "rejected"),
+    ("Skipped (not quotes)", "skipped"),
+)
+Report = QualityReport | QuoteQualityReport
+
+
+def _sections(report: Report) -> tuple[tuple[str, str], ...]:
+    return QUOTE_SECTIONS if isinstance(report, QuoteQualityReport) else SECTIONS
+
+
+def markdown(report: Report) -> str:
     lines = [f"# Data quality: {report.source}", ""]
     lines += [f"- **{k.replace('_', ' ')}**: {_cell(v)}" for k, v in report.overview.items()]
-    for title, key in SECTIONS:
+    for title, key in _sections(report):
         rows = getattr(report, key)
         lines += ["", f"## {title}", ""]
         if not rows:
@@ -161,7 +249,7 @@ def markdown(report: QualityReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(report: QualityReport) -> str:
+def to_html(report: Report) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Data quality: {html.escape(report.source)}</title>",
@@ -175,7 +263,7 @@ def to_html(report: QualityReport) -> str:
         for k, v in report.overview.items()
     ]
     parts.append("</ul>")
-    for title, key in SECTIONS:
+    for title, key in _sections(report):
         rows = getattr(report, key)
         parts.append(f"<h2>{html.escape(title)}</h2>")
         if not rows:
@@ -196,7 +284,41 @@ def to_html(report: QualityReport) -> str:
     return "\n".join(parts)
 
 
+def run_quotes(args: argparse.Namespace) -> int:
+    progress = Progress(f"profile {args.path} (quotes)", unit="quotes")
+    try:
+        if args.spread_factor <= 1 or args.spread_quotes < 10:
+            raise ValueError("--spread-factor must be above 1 and --spread-quotes at least 10")
+        quotes, faults, facts = load_quotes(args)
+    except (OSError, ValueError) as exc:
+        print(f"candlewax profile: {exc}", file=sys.stderr)
+        return 2
+    options = QuoteOptions(spread_quotes=args.spread_quotes, spread_factor=args.spread_factor)
+    report = quote_profile(quotes, faults, options, **facts)
+    progress.update(quotes.height)
+    _write(args, report)
+    progress.done()
+    return 0
+
+
+def _write(args: argparse.Namespace, report: Report) -> None:
+    text = to_html(report) if args.report and args.report.suffix == ".html" else markdown(report)
+    if args.report:
+        args.report.write_text(text)
+        print(f"report: {args.report}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if args.json:
+        args.json.write_text(json.dumps(report.as_dict(), indent=2, default=str))
+        print(f"figures: {args.json}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.quotes:
+        if args.clean:
+            print("candlewax profile: --clean writes trades; not with --quotes", file=sys.stderr)
+            return 2
+        return run_quotes(args)
     progress = Progress(f"profile {args.path}", unit="trades")
     try:
         trades, facts = load(args)
@@ -224,15 +346,7 @@ def run(args: argparse.Namespace) -> int:
         filtered=facts["filtered"],
     )
     progress.update(trades.height)
-    text = to_html(report) if args.report and args.report.suffix == ".html" else markdown(report)
-    if args.report:
-        args.report.write_text(text)
-        print(f"report: {args.report}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    if args.json:
-        args.json.write_text(json.dumps(report.as_dict(), indent=2, default=str))
-        print(f"figures: {args.json}", file=sys.stderr)
+    _write(args, report)
     if args.clean:
         clean(scored).write_parquet(args.clean, compression="zstd")
         print(f"clean trades: {args.clean}", file=sys.stderr)

@@ -276,3 +276,158 @@ def profile(
         ],
     )
     return report, scored
+
+
+# --- quotes ------------------------------------------------------------------------------
+BOOK_FAULTS = ("crossed_book", "locked_book")
+
+
+@dataclass(frozen=True)
+class QuoteOptions:
+    # A spread outlier is wider than `spread_factor` times the median spread of the
+    # symbol's previous `spread_quotes` quotes (the guard's rolling median, on spreads).
+    spread_quotes: int = 50
+    spread_factor: float = 10.0
+
+
+@dataclass
+class QuoteQualityReport:
+    source: str
+    overview: dict[str, Any]
+    per_symbol: list[dict[str, Any]]
+    book_faults: list[dict[str, Any]]
+    spread_outliers: list[dict[str, Any]]
+    spread_outlier_examples: list[dict[str, Any]]
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def book_faults(faults: pl.DataFrame) -> list[dict[str, Any]]:
+    """Crossed and locked books per symbol, from the rejected quotes (`raw`, `reason`):
+    the contract turns them away, so they are counted from their original bytes."""
+    found = faults.filter(pl.col("reason").is_in(BOOK_FAULTS))
+    if found.height == 0:
+        return []
+    symbol = pl.col("raw").cast(pl.String, strict=False).str.json_path_match("$.symbol")
+    return (
+        found.with_columns(symbol.fill_null("?").alias("symbol"))
+        .group_by("symbol")
+        .agg(
+            (pl.col("reason") == "crossed_book").sum().alias("crossed"),
+            (pl.col("reason") == "locked_book").sum().alias("locked"),
+        )
+        .sort("symbol")
+        .to_dicts()
+    )
+
+
+def spread_outliers(
+    quotes: pl.DataFrame, options: QuoteOptions
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """Quotes whose spread is more than `spread_factor` times the median spread of the
+    symbol's previous quotes (the fat-finger guard's rolling median, `reference_prices`,
+    over spreads in arrival order)."""
+    ordered = with_arrival(quotes).with_columns((pl.col("ask") - pl.col("bid")).alias("spread"))
+    reference = np.full(ordered.height, np.nan)
+    for _, part in ordered.group_by("symbol", maintain_order=True):
+        rows = part.get_column("arrival").to_numpy()
+        spreads = part.get_column("spread").to_numpy()
+        reference[rows] = reference_prices(spreads, 0, options.spread_quotes)
+    spread = ordered.get_column("spread").to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = spread / reference
+        outlier = ratio > options.spread_factor
+    scored = ordered.with_columns(
+        pl.Series("reference_spread", reference, nan_to_null=True),
+        pl.Series("ratio", ratio, nan_to_null=True),
+        pl.Series("outlier", outlier),
+    )
+    summary = (
+        scored.group_by("symbol")
+        .agg(
+            pl.col("outlier").sum().alias("spread_outliers"),
+            pl.col("ratio").max().alias("max_ratio"),
+        )
+        .sort("symbol")
+        .to_dicts()
+    )
+    return scored, summary
+
+
+def quote_profile(
+    quotes: pl.DataFrame,
+    faults: pl.DataFrame,
+    options: QuoteOptions,
+    *,
+    source: str,
+    rows: int,
+    rejected: dict[str, int] | None = None,
+    skipped: dict[str, int] | None = None,
+) -> QuoteQualityReport:
+    """Every quote check: quotes (valid, arrival order: `symbol, ts, bid, ask, ...`) and
+    the rejected ones (`raw`, `reason`) for the crossed and locked books."""
+    scored, outlier_rows = spread_outliers(quotes, options)
+    bps = (pl.col("spread") / ((pl.col("bid") + pl.col("ask")) / 2) * 1e4).alias("bps")
+    per_symbol_rows = (
+        scored.with_columns(bps)
+        .group_by("symbol")
+        .agg(
+            pl.len().alias("quotes"),
+            pl.col("ts").min().alias("first_ms"),
+            pl.col("ts").max().alias("last_ms"),
+            pl.col("bps").median().alias("median_spread_bps"),
+            pl.col("bps").quantile(0.99).alias("p99_spread_bps"),
+            (pl.col("spread") == 0).sum().alias("locked_accepted"),
+        )
+        .sort("symbol")
+        .to_dicts()
+    )
+    for row in per_symbol_rows:
+        row["first"], row["last"] = iso(row.pop("first_ms")), iso(row.pop("last_ms"))
+    examples = (
+        scored.filter("outlier")
+        .sort("ratio", descending=True)
+        .head(10)
+        .select("symbol", "ts", "bid", "ask", "spread", "reference_spread", "ratio")
+        .with_columns(pl.col("ts").map_elements(iso, return_dtype=pl.String).alias("at"))
+        .drop("ts")
+        .to_dicts()
+    )
+    faults_by_symbol = book_faults(faults)
+    first = quotes.get_column("ts").min() if quotes.height else None
+    last = quotes.get_column("ts").max() if quotes.height else None
+    overview = {
+        "rows": rows,
+        "valid_quotes": quotes.height,
+        "symbols": quotes.get_column("symbol").n_unique() if quotes.height else 0,
+        "first": iso(first),  # type: ignore[arg-type]
+        "last": iso(last),  # type: ignore[arg-type]
+        "crossed_books": sum(r["crossed"] for r in faults_by_symbol),
+        "locked_books": sum(r["locked"] for r in faults_by_symbol),
+        "spread_outliers": int(scored.get_column("outlier").sum()),
+        "spread_outlier_rule": (
+            f"spread > {options.spread_factor} x the median spread of the previous "
+            f"{options.spread_quotes} quotes"
+        ),
+        "rejected": sum((rejected or {}).values()),
+        "skipped": sum((skipped or {}).values()),
+    }
+    return QuoteQualityReport(
+        source=source,
+        overview=overview,
+        per_symbol=per_symbol_rows,
+        book_faults=faults_by_symbol,
+        spread_outliers=outlier_rows,
+        spread_outlier_examples=examples,
+        rejected=[
+            {"reason": k, "rows": v}
+            for k, v in sorted((rejected or {}).items(), key=lambda kv: -kv[1])
+        ],
+        skipped=[
+            {"reason": k, "rows": v}
+            for k, v in sorted((skipped or {}).items(), key=lambda kv: -kv[1])
+        ],
+    )

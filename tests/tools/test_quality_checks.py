@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 
 from sources.formats import read_market_file
-from tests.factories import FAULTS, T0, simulated
+from tests.factories import FAULTS, T0, quote, simulated
 from tests.flow_runs import run_flow
+from tests.processes import candlewax
 from tools.quality_checks import QualityOptions, profile
 
 
@@ -126,3 +127,28 @@ def test_the_profile_finds_what_the_flows_guard_takes_out(tmp_path):
     assert sorted(flagged) == sorted(
         (m["symbol"], str(m["trade_id"])) for m in map(json.loads, caught)
     )
+
+
+def test_the_quote_profile_counts_crossed_and_locked_books_and_wide_spreads(tmp_path):
+    messages = [quote("A", 100.0, 100.02, T0 + k * 10, quote_id=k) for k in range(60)]
+    messages[40] = quote("A", 99.0, 101.0, T0 + 400, quote_id=40)  # 100 x the usual spread
+    messages += [
+        quote("A", 100.05, 100.0, T0 + 700),
+        quote("B", 5.0, 5.0, T0 + 700),
+        quote("B", 5.0, 5.0, T0 + 710),
+    ]
+    path = tmp_path / "quotes.ndjson"
+    path.write_bytes(b"\n".join(messages) + b"\n")
+    figures = tmp_path / "q.json"
+    out = candlewax("profile", "--quotes", str(path), "--json", str(figures))
+    report = json.loads(figures.read_text())
+    assert report["overview"]["crossed_books"] == 1 and report["overview"]["locked_books"] == 2
+    assert report["book_faults"] == [
+        {"symbol": "A", "crossed": 1, "locked": 0},
+        {"symbol": "B", "crossed": 0, "locked": 2},
+    ]
+    [wide] = report["spread_outliers"]
+    assert (wide["symbol"], wide["spread_outliers"]) == ("A", 1)
+    assert wide["max_ratio"] == pytest.approx(100.0)
+    assert report["spread_outlier_examples"][0]["spread"] == 2.0
+    assert "Crossed and locked books" in out.stdout
