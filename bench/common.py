@@ -7,6 +7,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from bytewax.testing import cluster_main, run_main
@@ -44,6 +45,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def quotes_file(count: int, symbols: int, rate: float) -> Path:
+    """An NDJSON file of about `count` clean simulated quotes (one per trade of a stream
+    at `rate` trades/s), made once, then reused."""
+    path = DATA / f"quotes-{count}-{symbols}-r{rate:g}.ndjson"
+    if path.exists():
+        return path
+    DATA.mkdir(parents=True, exist_ok=True)
+    print(f"generating ~{count:,} quotes into {path} ...", flush=True)
+    config = SimulatorConfig(
+        symbols=symbols, trades=count, rate=rate, seed=1, start_ms=START_MS, kind="quote",
+        quotes_per_trade=1.0,
+    )  # fmt: skip
+    _write_lines(path, (m.value for m in TradeSimulator(config).messages()))
+    return path
+
+
+def _write_lines(path: Path, values: Iterable[bytes]) -> None:
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as out:
+        chunk: list[bytes] = []
+        for value in values:
+            chunk.append(value)
+            if len(chunk) == 100_000:
+                out.write(b"\n".join(chunk) + b"\n")
+                chunk.clear()
+        if chunk:
+            out.write(b"\n".join(chunk) + b"\n")
+    temporary.rename(path)
+
+
 def trades_file(
     count: int, symbols: int = 12, seed: int = 1, rate: float = 5_000, **faults: float
 ) -> Path:
@@ -64,17 +95,7 @@ def trades_file(
             symbols=symbols, trades=count, rate=rate, seed=seed, start_ms=START_MS, **faults
         )
     )
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as out:
-        chunk: list[bytes] = []
-        for message in simulator.messages():
-            chunk.append(message.value)
-            if len(chunk) == 100_000:
-                out.write(b"\n".join(chunk) + b"\n")
-                chunk.clear()
-        if chunk:
-            out.write(b"\n".join(chunk) + b"\n")
-    temporary.rename(path)
+    _write_lines(path, (m.value for m in simulator.messages()))
     return path
 
 
