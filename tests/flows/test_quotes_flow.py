@@ -3,9 +3,16 @@ batch computation on 1 and 2 workers, every quote accounted for, trades untouche
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
-from candlewax.records import QUOTE_DRIFT_FIELDS
+import pytest
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from candlewax.metrics import FlowMetrics
+from candlewax.records import QUOTE_DRIFT_FIELDS, QuoteBar, quote_bar_frame
+from flows.ohlcv import FlowSinks, build_flow
+from sources.testing import raw_batches
 from tests import factories
 from tests.factories import RESOLUTIONS, T0, quote
 from tests.flow_runs import run_flow
@@ -105,3 +112,33 @@ def test_simulated_quotes_follow_the_trades_and_their_faults_are_caught(accept_l
         assert candle.low * 0.999 <= bar.low and bar.high <= candle.high * 1.001, bar.bar_id
         assert bar.spread_min <= bar.spread_twa <= bar.spread_max
         assert bar.spread_min > 0 or (accept_locked and bar.spread_min == 0)
+
+
+def test_an_interrupted_quotes_branch_resumes_to_the_bars_of_an_uninterrupted_run(
+    quotes, trades, tmp_path
+):
+    init_db_dir(tmp_path, 1)
+    batches: list = list(raw_batches(quotes, 500, source="quotes"))
+    for at in (6, 3):  # Bytewax's own interruption, twice
+        batches.insert(at, TestingSource.ABORT())
+    source = TestingSource(batches)
+    bars: list = []
+    received = []
+    for _ in range(3):
+        metrics = FlowMetrics()
+        sinks = FlowSinks(quote_bars=[TestingSink(bars)])
+        flow = build_flow(
+            factories.settings(),
+            source=TestingSource(list(raw_batches(trades, 500))),
+            sinks=sinks,
+            metrics=metrics,
+            quote_source=source,
+        )
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(tmp_path)))
+        received.append(metrics.quotes.summary()["received"])
+    assert len(received) == 3 and all(0 < r < len(quotes) for r in received), received
+    resumed = {}
+    for bar in QuoteBar.rows(quote_bar_frame(bars)):
+        assert resumed.setdefault((bar.bar_id, bar.revision), bar) == bar  # re-sent the same
+    whole = run_flow(trades, batch_size=500, quotes=quotes)
+    assert resumed == {(b.bar_id, b.revision): b for b in whole.quote_bars}
