@@ -224,9 +224,13 @@ def default_source(settings: Settings) -> Source[Any]:
         return NdjsonFileSource(settings.source_path, settings.batch_size)
     if settings.source == "simulator":
         return SimulatorSource(simulator_config(settings), settings.batch_size)
+    return kafka_source(settings, settings.kafka_trades_topic)
+
+
+def kafka_source(settings: Settings, topic: str) -> KafkaBatchSource:
     return KafkaBatchSource(
         settings.kafka_client_config(),
-        settings.kafka_trades_topic,
+        topic,
         tail=settings.kafka_tail,
         batch_size=settings.batch_size,
         poll_timeout_ms=settings.kafka_poll_timeout,
@@ -243,16 +247,7 @@ def default_quote_source(settings: Settings) -> Source[Any]:
     if settings.quotes_source == "simulator":
         config = dataclasses.replace(simulator_config(settings), kind="quote")
         return SimulatorSource(config, settings.batch_size)
-    return KafkaBatchSource(
-        settings.kafka_client_config(),
-        settings.kafka_quotes_topic,
-        tail=settings.kafka_tail,
-        batch_size=settings.batch_size,
-        poll_timeout_ms=settings.kafka_poll_timeout,
-        consumer_config=settings.kafka_consumer_config,
-        connect_timeout_ms=settings.kafka_connect_timeout,
-        end_confirm_ms=settings.kafka_end_confirm,
-    )
+    return kafka_source(settings, settings.kafka_quotes_topic)
 
 
 def default_sinks(settings: Settings) -> FlowSinks:

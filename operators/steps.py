@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import cast
+from typing import Protocol, TypeVar, cast
 
 import bytewax.operators as op
 import numpy as np
@@ -40,6 +40,10 @@ from operators.quote_windows import QuoteBarState, QuoteEvents, SymbolQuoteBars
 
 # The counters a decode or dedupe step counts in: the trades' or the quotes'.
 Counters = FlowMetrics | QuoteMetrics
+_E = TypeVar("_E")  # what a window engine's step produces
+_S = TypeVar("_S")  # what it keeps in a snapshot
+_E_co = TypeVar("_E_co", covariant=True)
+_S_co = TypeVar("_S_co", covariant=True)
 
 
 # --- decode ------------------------------------------------------------------------------
@@ -181,6 +185,59 @@ def price_guard(
     )
 
 
+# --- the window steps (candles, quote bars) ------------------------------------------------
+class _Engine(Protocol[_E_co, _S_co]):
+    """What a per-symbol window engine offers its step (`SymbolCandles`, `SymbolQuoteBars`)."""
+
+    def on_clock(self, now_ms: float) -> _E_co: ...
+    def on_end(self) -> _E_co: ...
+    def next_close_at_ms(self) -> float | None: ...
+    def snapshot(self) -> _S_co: ...
+
+
+class _WindowLogic(StatefulBatchLogic[pl.DataFrame, _E, _S]):
+    """The Bytewax side of a window engine: batches in, the clock's notifications, the
+    end of input, and snapshots. Subclasses fold a batch and count the events."""
+
+    engine: _Engine[_E, _S]
+
+    def _fold(self, frames: pl.DataFrame, now_ms: float) -> _E:
+        raise NotImplementedError
+
+    def _counted(self, events: _E) -> tuple[list[_E], bool]:
+        raise NotImplementedError
+
+    def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[_E], bool]:
+        frames = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
+        return self._counted(self._fold(frames, INPUT_CLOCK.now_ms()))
+
+    def on_notify(self) -> tuple[list[_E], bool]:
+        return self._counted(self.engine.on_clock(INPUT_CLOCK.now_ms()))
+
+    def on_eof(self) -> tuple[list[_E], bool]:
+        if stop_requested():  # stopped, not ended: open windows stay open for a resume
+            return [], StatefulBatchLogic.RETAIN
+        return self._counted(self.engine.on_end())
+
+    def notify_at(self) -> datetime | None:
+        # The engine thinks in input-clock time (see `candlewax.input_clock`).
+        at_ms = self.engine.next_close_at_ms()
+        if at_ms is None:
+            return None
+        wall_ms = INPUT_CLOCK.wall_at(at_ms)
+        return datetime.fromtimestamp(wall_ms / 1000.0, tz=timezone.utc)
+
+    def snapshot(self) -> _S:
+        return self.engine.snapshot()
+
+
+def _resumed_now(state: CandleState | QuoteBarState | None) -> None:
+    """Idle time is not carried over a restart: the time the flow was down is not time
+    the input was known to be caught up."""
+    if state is not None:
+        state.max_ts_seen_at_ms = INPUT_CLOCK.now_ms()
+
+
 # --- candles -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CandlesOut:
@@ -192,7 +249,9 @@ class CandlesOut:
     """The deduplicated trades, flagged late or not (the lake's truth)."""
 
 
-class _CandleLogic(StatefulBatchLogic[pl.DataFrame, CandleEvents, CandleState]):
+class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
+    engine: SymbolCandles
+
     def __init__(self, engine: SymbolCandles, metrics: FlowMetrics):
         self.engine = engine
         self.metrics = metrics
@@ -230,28 +289,8 @@ class _CandleLogic(StatefulBatchLogic[pl.DataFrame, CandleEvents, CandleState]):
             self._observe_delay(candles)
         return [events], StatefulBatchLogic.RETAIN
 
-    def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[CandleEvents], bool]:
-        frames = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
-        return self._counted(self.engine.on_trades(frames, INPUT_CLOCK.now_ms()))
-
-    def on_notify(self) -> tuple[list[CandleEvents], bool]:
-        return self._counted(self.engine.on_clock(INPUT_CLOCK.now_ms()))
-
-    def on_eof(self) -> tuple[list[CandleEvents], bool]:
-        if stop_requested():  # stopped, not ended: open windows stay open for a resume
-            return [], StatefulBatchLogic.RETAIN
-        return self._counted(self.engine.on_end())
-
-    def notify_at(self) -> datetime | None:
-        # The engine thinks in input-clock time (see `candlewax.input_clock`).
-        at_ms = self.engine.next_close_at_ms()
-        if at_ms is None:
-            return None
-        wall_ms = INPUT_CLOCK.wall_at(at_ms)
-        return datetime.fromtimestamp(wall_ms / 1000.0, tz=timezone.utc)
-
-    def snapshot(self) -> CandleState:
-        return self.engine.snapshot()
+    def _fold(self, frames: pl.DataFrame, now_ms: float) -> CandleEvents:
+        return self.engine.on_trades(frames, now_ms)
 
 
 @operator
@@ -261,12 +300,8 @@ def candles(
     """Fold trades into event-time candles per symbol; late trades become drift records."""
 
     def build(resume: CandleState | None) -> _CandleLogic:
-        engine = SymbolCandles(spec, resume)
-        if resume is not None:
-            # Idle time is not carried over a restart: the time the flow was down is not
-            # time the input was known to be caught up.
-            engine.state.max_ts_seen_at_ms = INPUT_CLOCK.now_ms()
-        return _CandleLogic(engine, metrics)
+        _resumed_now(resume)
+        return _CandleLogic(SymbolCandles(spec, resume), metrics)
 
     events = op.stateful_batch("windows", up, build)
     values = op.map("events", events, lambda kv: kv[1])
@@ -288,7 +323,9 @@ class QuoteBarsOut:
     """The deduplicated quotes, flagged late or not (the lake's truth)."""
 
 
-class _QuoteBarLogic(StatefulBatchLogic[pl.DataFrame, QuoteEvents, QuoteBarState]):
+class _QuoteBarLogic(_WindowLogic[QuoteEvents, QuoteBarState]):
+    engine: SymbolQuoteBars
+
     def __init__(self, engine: SymbolQuoteBars, metrics: QuoteMetrics):
         self.engine = engine
         self.metrics = metrics
@@ -309,27 +346,8 @@ class _QuoteBarLogic(StatefulBatchLogic[pl.DataFrame, QuoteEvents, QuoteBarState
                 m.drift_alerts.labels(record.symbol, record.resolution).inc()
         return [events], StatefulBatchLogic.RETAIN
 
-    def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[QuoteEvents], bool]:
-        frames = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
-        return self._counted(self.engine.on_quotes(frames, INPUT_CLOCK.now_ms()))
-
-    def on_notify(self) -> tuple[list[QuoteEvents], bool]:
-        return self._counted(self.engine.on_clock(INPUT_CLOCK.now_ms()))
-
-    def on_eof(self) -> tuple[list[QuoteEvents], bool]:
-        if stop_requested():
-            return [], StatefulBatchLogic.RETAIN
-        return self._counted(self.engine.on_end())
-
-    def notify_at(self) -> datetime | None:
-        at_ms = self.engine.next_close_at_ms()
-        if at_ms is None:
-            return None
-        wall_ms = INPUT_CLOCK.wall_at(at_ms)
-        return datetime.fromtimestamp(wall_ms / 1000.0, tz=timezone.utc)
-
-    def snapshot(self) -> QuoteBarState:
-        return self.engine.snapshot()
+    def _fold(self, frames: pl.DataFrame, now_ms: float) -> QuoteEvents:
+        return self.engine.on_quotes(frames, now_ms)
 
 
 @operator
@@ -339,10 +357,8 @@ def quote_bars(
     """Fold quotes into event-time quote bars per symbol; late quotes become drift records."""
 
     def build(resume: QuoteBarState | None) -> _QuoteBarLogic:
-        engine = SymbolQuoteBars(spec, resume)
-        if resume is not None:  # as for candles: downtime is not caught-up time
-            engine.state.max_ts_seen_at_ms = INPUT_CLOCK.now_ms()
-        return _QuoteBarLogic(engine, metrics)
+        _resumed_now(resume)
+        return _QuoteBarLogic(SymbolQuoteBars(spec, resume), metrics)
 
     events = op.stateful_batch("windows", up, build)
     values = op.map("events", events, lambda kv: kv[1])
