@@ -130,6 +130,43 @@ def test_kibot_ticks_are_eastern_time_with_ids_from_position(tmp_path):
     )
 
 
+def test_kibot_bid_and_ask_columns_are_read_as_quotes(tmp_path):
+    path = tmp_path / "IBM.txt"
+    path.write_text(
+        "08/08/2024,09:30:00,191.25,191.24,191.26,100\n"
+        "08/08/2024,09:30:01,191.26,191.27,191.25,300\n"  # crossed: rejected, with its line
+        "08/08/2024,09:30:02,191.26,191.25,191.25,300\n"  # locked
+    )
+    read = read_market_file(path, ReadOptions(quotes=True))
+    assert rows(read, "symbol", "ts", "bid", "ask", "quote_id") == [
+        ("IBM", 1723123800000, 191.24, 191.26, "IBM.txt:1")
+    ]
+    assert [(r.reason, r.source) for r in read.rejections] == [
+        ("crossed_book", f"file:{path.name}@2"),
+        ("locked_book", f"file:{path.name}@3"),
+    ]
+
+
+def test_binance_book_tickers_are_quotes_with_their_own_or_the_capture_time():
+    spot = read_market_file(FIXTURES / "spot_btcusdt_20240808_10s.txt.gz", ReadOptions(quotes=True))
+    futures = read_market_file(
+        FIXTURES / "usdm_btcusdt_20240808_10s.txt.gz", ReadOptions(quotes=True)
+    )
+    assert (spot.valid.height, futures.valid.height) == (696, 1917)
+    assert set(spot.valid.get_column("symbol")) == {"BTCUSDT"}
+    assert set(futures.valid.get_column("symbol")) == {"BTCUSDT_PERP"}
+    first = futures.valid.row(0, named=True)
+    assert first["quote_id"] is not None and first["bid"] < first["ask"]
+    assert spot.skipped["not_a_quote_event:trade"] == 145
+
+
+def test_a_trade_only_format_read_for_quotes_says_so(tmp_path):
+    path = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
+    path.write_text("1,61837.63,0.02,1236.75,1723161255342,true,true\n")
+    with pytest.raises(ValueError, match="hold no quotes"):
+        read_market_file(path, ReadOptions(quotes=True))
+
+
 def test_csv_with_a_column_mapping_and_bad_rows_reported(tmp_path):
     path = tmp_path / "ticks.csv.gz"
     with gzip.open(path, "wt") as out:
