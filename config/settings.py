@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     kafka_candles_topic: str = "candles"
     kafka_dlq_topic: str = "trades.dlq"
     kafka_drift_topic: str = "candles.drift"
+    kafka_live_topic: str = "candles.live"
     kafka_quotes_topic: str = "quotes"
     kafka_quote_bars_topic: str = "quote_bars"
     kafka_quotes_dlq_topic: str = "quotes.dlq"
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
     drift_retention: DurationMs = 600_000
     restatement: bool = False
     restatement_horizon: DurationMs = 300_000
+    live_interval: DurationMs = 200
     outlier_threshold: float = Field(default=0.1, ge=0)
     outlier_trades: int = Field(default=50, ge=10, le=100_000)
     ts_min: Annotated[int, NoDecode] = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -141,6 +143,7 @@ class Settings(BaseSettings):
         "dedupe_horizon",
         "drift_retention",
         "restatement_horizon",
+        "live_interval",
         "sim_duration",
         "ts_max_future",
         mode="before",

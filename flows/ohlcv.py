@@ -49,6 +49,7 @@ from sinks.kafka import (
     candle_messages,
     dlq_messages,
     drift_messages,
+    forming_candle_messages,
     quote_bar_messages,
     quote_drift_messages,
 )
@@ -72,6 +73,8 @@ class FlowSinks:
     quotes: list[Sink[Any]] = field(default_factory=list)
     quote_drift: list[Sink[Any]] = field(default_factory=list)
     quote_dlq: list[Sink[Any]] = field(default_factory=list)
+    forming: list[Sink[Any]] = field(default_factory=list)
+    """Live forming candles (`candles.live`): Kafka only, not the lake."""
 
 
 def build_flow(
@@ -108,12 +111,14 @@ def build_flow(
         guarded = steps.price_guard("price_guard", unique, rule, metrics)
         unique = guarded.trades
         rejections = op.merge("rejections", rejections, guarded.outliers)
-    windows = steps.candles("candles", unique, candle_spec(settings), metrics)
+    forming_s = settings.live_interval / 1000.0 if sinks.forming else 0.0
+    windows = steps.candles("candles", unique, candle_spec(settings), metrics, forming_s)
     outputs: list[tuple[str, Stream[Any], list[Sink[Any]], Any]] = [
         ("candles", windows.candles, sinks.candles, _by_symbol),
         ("trades", windows.trades, sinks.trades, _by_symbol),
         ("drift", windows.drift, sinks.drift, _by_symbol),
         ("dlq", rejections, sinks.dlq, _by_source),
+        ("forming", windows.forming, sinks.forming, _by_symbol),
     ]
     if quote_source is not None:
         outputs += _quote_branch(flow, quote_source, settings, sinks, metrics)
@@ -280,6 +285,8 @@ def default_sinks(settings: Settings) -> FlowSinks:
             return KafkaRecordSink(client, topic, to_messages, extra)
 
         sinks.candles.append(kafka_sink(settings.kafka_candles_topic, candle_messages))
+        if settings.live_interval and not settings.bounded_input:
+            sinks.forming.append(kafka_sink(settings.kafka_live_topic, forming_candle_messages))
         sinks.drift.append(kafka_sink(settings.kafka_drift_topic, drift_messages))
         max_bytes = int(extra.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         to_dlq = functools.partial(dlq_messages, max_message_bytes=max_bytes)

@@ -134,9 +134,13 @@ class PendingTrades:
         self.price = np.concatenate((self.price, price))
         self.size = np.concatenate((self.size, size))
 
+    def select(self, mask: np.ndarray) -> PendingTrades:
+        """The trades where `mask` holds (a copy)."""
+        return PendingTrades(self.ts[mask], self.seq[mask], self.price[mask], self.size[mask])
+
     def take(self, mask: np.ndarray) -> PendingTrades:
         """Remove and return the trades where `mask` holds."""
-        taken = PendingTrades(self.ts[mask], self.seq[mask], self.price[mask], self.size[mask])
+        taken = self.select(mask)
         keep = ~mask
         self.ts, self.seq = self.ts[keep], self.seq[keep]
         self.price, self.size = self.price[keep], self.size[keep]
@@ -185,6 +189,7 @@ class CandleEvents:
     candle_parts: list[np.ndarray] = field(default_factory=list)  # CANDLE_ROW arrays
     drift_records: list[DriftRecord] = field(default_factory=list)
     trades: FlaggedTrades | None = None  # the input trades, flagged late or not
+    forming: CandleBatch | None = None  # open base windows as they stand (live view)
     accepted: int = 0
     late: int = 0
     late_expired: int = 0
@@ -222,6 +227,7 @@ class SymbolCandles:
         self.spec = spec
         self.state = state if state is not None else CandleState()
         self._names = tuple((res, spec.name(res)) for res in spec.resolutions)
+        self._forming_mark = 0  # trades with `seq` below it are in a published forming candle
         for res in spec.resolutions:
             if res != spec.base:
                 self.state.open.setdefault(res, {})
@@ -329,6 +335,27 @@ class SymbolCandles:
     def snapshot(self) -> CandleState:
         return self.state.copy()
 
+    # --- the forming candles (live view) -------------------------------------------------
+    def forming_changed(self) -> bool:
+        """Whether an open base window took trades since `forming()` last ran."""
+        seq = self.state.pending.seq
+        return bool(len(seq)) and int(seq[-1]) >= self._forming_mark
+
+    def forming(self) -> CandleBatch | None:
+        """The base candles of the open windows that took trades since the last call, as
+        they stand: what the window's candle would be if it closed now. A view for people
+        watching, not an output the flow's guarantees cover: it is not in the recovery
+        snapshot (a resumed flow shows every open window again)."""
+        state = self.state
+        pending, base = state.pending, self.spec.base
+        fresh = pending.seq >= self._forming_mark
+        self._forming_mark = state.next_seq
+        if not fresh.any():
+            return None
+        windows = pending.ts - pending.ts % base
+        mask = np.isin(windows, np.unique(windows[fresh]))
+        return CandleBatch(self._symbol, _base_bars(pending.select(mask), base), self._names)
+
     # --- closing windows ---------------------------------------------------------------
     def _close_until(self, watermark: float, events: CandleEvents) -> None:
         """Close every window with `end <= watermark`, base first so roll-ups are complete."""
@@ -349,26 +376,7 @@ class SymbolCandles:
         closing = pending.ts - pending.ts % base + base <= watermark
         if not closing.any():
             return
-        done = pending.take(closing)
-        order = np.argsort(done.ts, kind="stable")  # arrival order breaks ties on ts
-        ts, seq, price, size = done.ts[order], done.seq[order], done.price[order], done.size[order]
-        window = ts - ts % base
-        cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
-        firsts = np.concatenate(([0], cuts))
-        lasts = np.concatenate((cuts, [len(ts)])) - 1
-        with np.errstate(over="ignore"):  # an overflowing notional is defined: vwap null
-            notional = price * size
-        bars = np.zeros(len(firsts), dtype=CANDLE_ROW)
-        bars["res"] = base
-        bars["start"] = window[firsts]
-        bars["open"], bars["open_ts"], bars["open_seq"] = price[firsts], ts[firsts], seq[firsts]
-        bars["close"], bars["close_ts"], bars["close_seq"] = price[lasts], ts[lasts], seq[lasts]
-        bars["high"] = np.maximum.reduceat(price, firsts)
-        bars["low"] = np.minimum.reduceat(price, firsts)
-        bars["count"] = lasts - firsts + 1
-        bars["volume"] = _segment_fsum(size, firsts, lasts)
-        bars["notional"] = _segment_fsum(notional, firsts, lasts)
-
+        bars = _base_bars(pending.take(closing), base)
         events.candle_parts.append(bars)
         events.count(spec.name(base), len(bars))
         state.closed[base] = _appended(state.closed[base], bars)
@@ -541,6 +549,31 @@ class SymbolCandles:
         for res, touched in state.touched.items():
             for start in [s for s in touched if s + res <= floor]:
                 del touched[start]
+
+
+def _base_bars(trades: PendingTrades, base: int) -> np.ndarray:
+    """The base candles of some trades (whole windows of them), as `CANDLE_ROW`s in window
+    order: sorted by `(ts, arrival)`, cut at the window boundaries, reduced per window."""
+    order = np.argsort(trades.ts, kind="stable")  # arrival order breaks ties on ts
+    ts, seq = trades.ts[order], trades.seq[order]
+    price, size = trades.price[order], trades.size[order]
+    window = ts - ts % base
+    cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
+    firsts = np.concatenate(([0], cuts))
+    lasts = np.concatenate((cuts, [len(ts)])) - 1
+    with np.errstate(over="ignore"):  # an overflowing notional is defined: vwap null
+        notional = price * size
+    bars = np.zeros(len(firsts), dtype=CANDLE_ROW)
+    bars["res"] = base
+    bars["start"] = window[firsts]
+    bars["open"], bars["open_ts"], bars["open_seq"] = price[firsts], ts[firsts], seq[firsts]
+    bars["close"], bars["close_ts"], bars["close_seq"] = price[lasts], ts[lasts], seq[lasts]
+    bars["high"] = np.maximum.reduceat(price, firsts)
+    bars["low"] = np.minimum.reduceat(price, firsts)
+    bars["count"] = lasts - firsts + 1
+    bars["volume"] = _segment_fsum(size, firsts, lasts)
+    bars["notional"] = _segment_fsum(notional, firsts, lasts)
+    return bars
 
 
 def _segment_fsum(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> list[float]:

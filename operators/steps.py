@@ -6,6 +6,7 @@ steps; results that fork come back as small frozen dataclasses.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -247,14 +248,36 @@ class CandlesOut:
     """Drift records of late trades: a `DriftRecord` frame per symbol per step."""
     trades: Stream[FlaggedTrades]
     """The deduplicated trades, flagged late or not (the lake's truth)."""
+    forming: Stream[CandleBatch]
+    """Live, with a forming interval: the open base windows that took trades, as they
+    stand, at most once per interval per symbol (`SymbolCandles.forming`)."""
 
 
 class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
     engine: SymbolCandles
 
-    def __init__(self, engine: SymbolCandles, metrics: FlowMetrics):
+    def __init__(self, engine: SymbolCandles, metrics: FlowMetrics, forming_interval_s: float):
         self.engine = engine
         self.metrics = metrics
+        # Wall-clock pacing of the forming candles: a view for people, live runs only.
+        self.forming_interval_s = forming_interval_s if engine.spec.live else 0.0
+        self._formed_at = -math.inf  # time.monotonic() of the last forming candles
+
+    def _add_forming(self, events: CandleEvents) -> None:
+        if not self.forming_interval_s or not self.engine.forming_changed():
+            return
+        now = time.monotonic()
+        if now - self._formed_at >= self.forming_interval_s:
+            events.forming = self.engine.forming()
+            self._formed_at = now
+
+    def notify_at(self) -> datetime | None:
+        close_at = super().notify_at()
+        if not self.forming_interval_s or not self.engine.forming_changed():
+            return close_at
+        wait_s = max(0.0, self._formed_at + self.forming_interval_s - time.monotonic())
+        due = datetime.fromtimestamp(time.time() + wait_s, tz=timezone.utc)
+        return due if close_at is None else min(close_at, due)
 
     def _observe_delay(self, candles: CandleBatch) -> None:
         """How long after its window could close each new candle leaves (live only)."""
@@ -287,6 +310,7 @@ class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
         candles = events.candles
         if candles is not None and self.engine.spec.live:
             self._observe_delay(candles)
+        self._add_forming(events)
         return [events], StatefulBatchLogic.RETAIN
 
     def _fold(self, frames: pl.DataFrame, now_ms: float) -> CandleEvents:
@@ -295,13 +319,18 @@ class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
 
 @operator
 def candles(
-    step_id: str, up: KeyedStream[pl.DataFrame], spec: CandleSpec, metrics: FlowMetrics
+    step_id: str,
+    up: KeyedStream[pl.DataFrame],
+    spec: CandleSpec,
+    metrics: FlowMetrics,
+    forming_interval_s: float = 0.0,
 ) -> CandlesOut:
-    """Fold trades into event-time candles per symbol; late trades become drift records."""
+    """Fold trades into event-time candles per symbol; late trades become drift records.
+    Live, with `forming_interval_s` > 0, also the forming candles of the open windows."""
 
     def build(resume: CandleState | None) -> _CandleLogic:
         _resumed_now(resume)
-        return _CandleLogic(SymbolCandles(spec, resume), metrics)
+        return _CandleLogic(SymbolCandles(spec, resume), metrics, forming_interval_s)
 
     events = op.stateful_batch("windows", up, build)
     values = op.map("events", events, lambda kv: kv[1])
@@ -309,6 +338,7 @@ def candles(
         candles=op.filter_map("closed_candles", values, lambda e: e.candles),
         drift=op.filter_map("drift_records", values, lambda e: e.drift),
         trades=op.filter_map("flagged_trades", values, lambda e: e.trades),
+        forming=op.filter_map("forming_candles", values, lambda e: e.forming),
     )
 
 

@@ -64,6 +64,13 @@ def candle_messages(batches: list[CandleBatch]) -> Iterable[KafkaMessage]:
     return _keyed_by_bar_id(Candle, candle_frame(batches))
 
 
+def forming_candle_messages(batches: list[CandleBatch]) -> Iterable[KafkaMessage]:
+    """Forming candles (the `candles.live` topic): the candle record plus `final: false`,
+    keyed by `bar_id`, so a compacted topic keeps each bar's newest state."""
+    frame = candle_frame(batches).with_columns(final=pl.lit(False))
+    return _keyed_by_bar_id(Candle, frame)
+
+
 def drift_messages(frames: list[pl.DataFrame]) -> Iterable[KafkaMessage]:
     return _keyed_by_bar_id(DriftRecord, concat_frames(frames))
 

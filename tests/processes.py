@@ -46,10 +46,10 @@ def run_flow_processes(
 
 
 def flow_topics(broker, trades_partitions: int = 1, quotes: bool = False) -> dict[str, str]:
-    """Fresh topic names for one test (trades, candles, dlq, drift; `quotes`: also quotes,
+    """Fresh topic names for one test (trades, candles, dlq, drift, live; `quotes`: also quotes,
     quote_bars, quotes_dlq, quote_drift), created on `broker`."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
-    roles = ["trades", "candles", "dlq", "drift"]
+    roles = ["trades", "candles", "dlq", "drift", "live"]
     if quotes:
         roles += ["quotes", "quote_bars", "quotes_dlq", "quote_drift"]
     topics = {name: f"{prefix}.{name}" for name in roles}
@@ -72,6 +72,7 @@ def kafka_env(
         "CANDLEWAX_KAFKA_CANDLES_TOPIC": topics["candles"],
         "CANDLEWAX_KAFKA_DLQ_TOPIC": topics["dlq"],
         "CANDLEWAX_KAFKA_DRIFT_TOPIC": topics["drift"],
+        "CANDLEWAX_KAFKA_LIVE_TOPIC": topics["live"],
         "CANDLEWAX_LAKE_DIR": str(lake_dir),
         **(
             {

@@ -26,7 +26,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 log = logging.getLogger(__name__)
 
 # The topics of the flow and how many partitions the demo gives each.
-FLOW_TOPICS = {"trades": 4, "candles": 4, "trades.dlq": 1, "candles.drift": 1}
+FLOW_TOPICS = {
+    "trades": 4,
+    "candles": 4,
+    "trades.dlq": 1,
+    "candles.drift": 1,
+    "candles.live": 4,
+}
 QUOTE_TOPICS = {"quotes": 4, "quote_bars": 4, "quotes.dlq": 1, "quote_bars.drift": 1}
 
 
