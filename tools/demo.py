@@ -7,6 +7,12 @@ and the top-of-book quotes of the same markets (with crossed and locked books) i
 topics are consumed, then prints what came out (counts, candles and quote bars by
 resolution, drift alerts, DuckDB queries over the lake: quote bars next to candles) and
 where the outputs are. Everything stops by itself.
+
+`--live`: the same pipeline running endlessly in real time, with the dashboard. The
+simulator publishes `--rate` trades/s (and the quotes of the same markets) as they
+happen, the flow tails the topics and publishes forming candles, and `candlewax
+dashboard` serves the chart at the printed URL until Ctrl-C, which stops the simulators,
+the flow (its lake flushed), the server and the broker, in that order.
 """
 
 from __future__ import annotations
@@ -15,19 +21,25 @@ import argparse
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import duckdb
 import msgspec
+import uvicorn
 
+from config.durations import format_duration
 from config.settings import Settings
 from sinks.lake import scan, scan_parameters
 from sources.simulator import SimulatorConfig, TradeSimulator
-from tools.broker import FLOW_TOPICS, QUOTE_TOPICS, EmbeddedBroker
+from tools.broker import FLOW_TOPICS, QUOTE_TOPICS, EmbeddedBroker, free_port
+from tools.dashboard import dashboard_topics
+from tools.dashboard.app import Dashboard, DashboardConfig
 from tools.topics import produce, read_topic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=Path("demo-output"),
         help="directory for the lake and logs, emptied first (default ./demo-output)",
     )
+    live = parser.add_argument_group("the live demo")
+    live.add_argument(
+        "--live",
+        action="store_true",
+        help="run endlessly in real time with the dashboard, until Ctrl-C",
+    )
+    live.add_argument(
+        "--rate", type=float, default=1_000.0, help="trades per second (default 1000)"
+    )
+    live.add_argument("--host", default="127.0.0.1", help="dashboard address (127.0.0.1)")
+    live.add_argument("--port", type=int, default=8050, help="dashboard port (8050)")
 
 
 def say(text: str) -> None:
@@ -58,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(output)
     lake = output / "lake"
     output.mkdir(parents=True)
+    if args.live:
+        return run_live(args, output, lake)
 
     with EmbeddedBroker(log_path=output / "tansu.log") as broker:
         say(f"embedded Kafka broker (Tansu) on {broker.bootstrap}")
@@ -113,18 +138,33 @@ def produce_trades(bootstrap: str, args: argparse.Namespace) -> int:
     return count + quotes
 
 
-def run_flow(bootstrap: str, lake: Path, output: Path, workers: int) -> float:
-    env = {
+def tool_env() -> dict[str, str]:
+    """This environment without CANDLEWAX_* settings: the demo sets its own."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("CANDLEWAX_")},
-        "CANDLEWAX_SOURCE": "kafka",
-        "CANDLEWAX_KAFKA_BROKERS": bootstrap,
-        "CANDLEWAX_KAFKA_TAIL": "false",
-        "CANDLEWAX_QUOTES_SOURCE": "kafka",
-        "CANDLEWAX_LAKE_DIR": str(lake),
-        "CANDLEWAX_METRICS_PORT": "0",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    command = [sys.executable, "-m", "bytewax.run", "flows.ohlcv", "-w", str(workers)]
+
+
+def flow_env(bootstrap: str, lake: Path, **settings: str) -> dict[str, str]:
+    """The demo flow's environment: `tool_env()` plus the flow's settings."""
+    return {
+        **tool_env(),
+        "CANDLEWAX_SOURCE": "kafka",
+        "CANDLEWAX_KAFKA_BROKERS": bootstrap,
+        "CANDLEWAX_QUOTES_SOURCE": "kafka",
+        "CANDLEWAX_LAKE_DIR": str(lake),
+        **{f"CANDLEWAX_{name.upper()}": value for name, value in settings.items()},
+    }
+
+
+def flow_command(workers: int) -> list[str]:
+    return [sys.executable, "-m", "bytewax.run", "flows.ohlcv", "-w", str(workers)]
+
+
+def run_flow(bootstrap: str, lake: Path, output: Path, workers: int) -> float:
+    env = flow_env(bootstrap, lake, kafka_tail="false", metrics_port="0")
+    command = flow_command(workers)
     say(
         "running: CANDLEWAX_SOURCE=kafka CANDLEWAX_QUOTES_SOURCE=kafka CANDLEWAX_KAFKA_TAIL=false "
         + " ".join(command[1:])
@@ -207,3 +247,132 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
         'query it: python -c "import duckdb; duckdb.sql(\\"select * from read_parquet('
         f"'{glob}', hive_partitioning = true) limit 5\\\").show()\""
     )
+
+
+# --- the live demo -----------------------------------------------------------------------
+def run_live(args: argparse.Namespace, output: Path, lake: Path) -> int:
+    """Broker, endless real-time simulators, the live flow and the dashboard, until Ctrl-C."""
+    with EmbeddedBroker(log_path=output / "tansu.log") as broker:
+        say(f"embedded Kafka broker (Tansu) on {broker.bootstrap}")
+        broker.create_topics({**FLOW_TOPICS, **QUOTE_TOPICS})
+        metrics_port = free_port()
+        children = LiveProcesses(output)
+        try:
+            simulate = [sys.executable, "-m", "tools.cli", "simulate", "--endless", "--speed", "1"]
+            market = ["--rate", str(args.rate), "--symbols", str(args.symbols)]
+            market += ["--seed", str(args.seed), "--brokers", broker.bootstrap]
+            faults = ["--duplicates", "0.01", "--disorder", "0.03", "--late", "0.002"]
+            children.start("trades", [*simulate, *market, *faults, "--malformed", "0.005"])
+            book = [
+                "--quotes",
+                "--quotes-per-trade",
+                "1",
+                "--crossed",
+                "0.002",
+                "--locked",
+                "0.002",
+            ]
+            children.start("quotes", [*simulate, *market, *faults, *book])
+            env = flow_env(
+                broker.bootstrap,
+                lake,
+                kafka_tail="true",
+                metrics_port=str(metrics_port),
+                lake_flush_interval="5s",
+                live_interval="200ms",
+            )
+            children.start("flow", flow_command(args.workers), env)
+            say(
+                f"simulating {args.rate:,.0f} trades/s and their quotes over {args.symbols} "
+                f"symbols in real time; the flow tails the topics ({args.workers} workers, "
+                f"metrics on :{metrics_port}); logs in {output}"
+            )
+            serve_dashboard(args, broker.bootstrap, lake, metrics_port, children)
+        finally:
+            children.stop()
+    say("stopped: simulators, flow (lake flushed), dashboard and broker")
+    return 0
+
+
+class LiveProcesses:
+    """The live demo's child processes, each in a session of its own so that Ctrl-C in the
+    terminal reaches only the demo, which then stops them in order."""
+
+    def __init__(self, output: Path):
+        self.output = output
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.output / f"{name}.log", "wb")  # noqa: SIM115 (closed with the child)
+        self.processes[name] = subprocess.Popen(
+            command,
+            env=env or tool_env(),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def failed(self) -> str | None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                log = self.output / f"{name}.log"
+                return f"the {name} process ended (exit {process.returncode}); see {log}"
+        return None
+
+    def stop(self) -> None:
+        """Simulators first (nothing more comes in), then the flow (it flushes the lake)."""
+        for names, timeout in ((("trades", "quotes"), 10.0), (("flow",), 60.0)):
+            running = [self.processes[n] for n in names if n in self.processes]
+            for process in running:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+            for process in running:
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def serve_dashboard(
+    args: argparse.Namespace, bootstrap: str, lake: Path, metrics_port: int, children: LiveProcesses
+) -> None:
+    """`candlewax dashboard` in this process, until Ctrl-C or until a child process ends."""
+    defaults = Settings.model_construct()  # the topic names the demo's flow uses
+    config = DashboardConfig(
+        lake=lake,
+        resolutions=tuple(format_duration(ms) for ms in defaults.resolutions),
+        client_config={"bootstrap.servers": bootstrap},
+        topics=dashboard_topics(defaults),
+        metrics_urls=(f"http://127.0.0.1:{metrics_port}/metrics",),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Dashboard(config).app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+
+    def watch() -> None:
+        announced = False
+        while not server.should_exit:
+            if server.started and not announced:
+                announced = True
+                say(f"dashboard: http://{args.host}:{args.port}/  (Ctrl-C stops everything)")
+            failure = children.failed()
+            if failure is not None:
+                say(failure)
+                server.should_exit = True
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="demo-watch", daemon=True).start()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn could not listen (the port is taken, say)
+        say(f"the dashboard could not listen on {args.host}:{args.port}; try --port")
+        raise

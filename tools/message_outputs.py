@@ -64,6 +64,17 @@ def add_output_arguments(parser: argparse.ArgumentParser, settings: Settings) ->
         help="NDJSON file to write when no brokers are given (.ndjson, .jsonl, .json or "
         ".txt; .gz compresses); default standard output",
     )
+    parser.set_defaults(
+        trades_topic_default=settings.kafka_trades_topic,
+        quotes_topic_default=settings.kafka_quotes_topic,
+    )
+
+
+def chosen_topic(args: argparse.Namespace, quotes: bool) -> str:
+    """`--topic`, except that quotes go to the quotes topic unless a topic was named."""
+    if quotes and args.topic == args.trades_topic_default:
+        return str(args.quotes_topic_default)
+    return str(args.topic)
 
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl", ".json", ".txt")

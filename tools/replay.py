@@ -22,7 +22,13 @@ from config.settings import Settings
 from sources.formats import MarketFile, read_market_file
 from sources.formats.reading import contract_lines
 from tools.file_reading import add_reading_arguments, read_options
-from tools.message_outputs import add_output_arguments, describe, open_output, send_all
+from tools.message_outputs import (
+    add_output_arguments,
+    chosen_topic,
+    describe,
+    open_output,
+    send_all,
+)
 from tools.progress import Progress
 
 
@@ -58,10 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "past the previous one in time and its ids get a '~N' suffix",
     )
     add_output_arguments(parser, settings)
-    parser.set_defaults(
-        trades_topic_default=settings.kafka_trades_topic,
-        quotes_topic_default=settings.kafka_quotes_topic,
-    )
 
 
 def report(read: MarketFile, out=sys.stderr, noun: str = "trades") -> None:
@@ -129,9 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if messages.height == 0:
         print(f"candlewax replay: no valid {noun} to send", file=sys.stderr)
         return 1
-    topic = args.topic
-    if args.quotes and topic == args.trades_topic_default:
-        topic = args.quotes_topic_default
+    topic = chosen_topic(args, args.quotes)
     target = describe(args.brokers, topic, args.output)
     output = open_output(args.brokers, topic, args.output, paced=args.speed > 0)
     total = messages.height * args.loop if args.loop else None

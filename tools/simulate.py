@@ -10,7 +10,13 @@ import sys
 from config.durations import parse_duration_ms
 from config.settings import Settings, parse_epoch_ms
 from sources.simulator import SimulatorConfig, TradeSimulator
-from tools.message_outputs import add_output_arguments, describe, open_output, send_all
+from tools.message_outputs import (
+    add_output_arguments,
+    chosen_topic,
+    describe,
+    open_output,
+    send_all,
+)
 from tools.progress import Progress
 
 
@@ -102,6 +108,23 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "(type add/cancel/modify), e.g. 0.98",
     )
 
+    quotes = parser.add_argument_group("quotes")
+    quotes.add_argument(
+        "--quotes",
+        action="store_true",
+        help="send the top-of-book quotes of the same markets instead of their trades (the "
+        "same seed and rate give the quotes of the trades a run without it sends), to the "
+        "quotes topic unless --topic names one",
+    )
+    quotes.add_argument(
+        "--quotes-per-trade",
+        type=float,
+        default=settings.sim_quotes_per_trade,
+        help="quotes per trade on average (default %(default)s)",
+    )
+    quotes.add_argument("--crossed", type=float, default=0.0, help="crossed books (bid > ask)")
+    quotes.add_argument("--locked", type=float, default=0.0, help="locked books (bid = ask)")
+
     add_output_arguments(parser, settings)
 
 
@@ -126,21 +149,27 @@ def config_from(args: argparse.Namespace) -> SimulatorConfig:
         future_rate=args.future,
         future_offset_ms=args.future_offset,
         noise_share=args.noise,
+        kind="quote" if args.quotes else "trade",
+        quotes_per_trade=args.quotes_per_trade,
+        crossed_rate=args.crossed,
+        locked_rate=args.locked,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     simulator = TradeSimulator(config)
-    output = open_output(args.brokers, args.topic, args.output, paced=args.speed > 0)
+    topic = chosen_topic(args, args.quotes)
+    output = open_output(args.brokers, topic, args.output, paced=args.speed > 0)
     progress = Progress(
-        f"simulate -> {describe(args.brokers, args.topic, args.output)}",
+        f"simulate -> {describe(args.brokers, topic, args.output)}",
         total=config.trades or None,
         unit="trades",
     )
     send_all(simulator.messages(), output, progress, config.speed, lambda: simulator.emitted_trades)
+    what = "the quotes of " if args.quotes else ""
     print(
-        f"sent {output.sent:,} messages ({simulator.emitted_trades:,} trades, "
+        f"sent {output.sent:,} messages ({what}{simulator.emitted_trades:,} trades, "
         f"{len(simulator.symbols)} symbols, seed {config.seed})",
         file=sys.stderr,
     )

@@ -19,7 +19,7 @@ SPOT = ROOT / "tests" / "fixtures" / "binance-ws" / "spot_btcusdt_20240808_excer
     [
         (
             "simulate",
-            ["--count", "--endless", "--speed", "--duplicates", "--fat-finger", "--noise"],
+            ["--count", "--endless", "--speed", "--duplicates", "--fat-finger", "--quotes"],
         ),
         (
             "replay",
@@ -29,7 +29,8 @@ SPOT = ROOT / "tests" / "fixtures" / "binance-ws" / "spot_btcusdt_20240808_excer
             "profile",
             ["--gaps", "--outlier-trades", "--outlier-threshold", "--report", "--json", "--clean"],
         ),
-        ("demo", ["--trades", "--workers"]),
+        ("demo", ["--trades", "--workers", "--live"]),
+        ("dashboard", ["--lake", "--brokers", "--metrics", "--host", "--port"]),
     ],
 )
 def test_every_command_explains_its_options(command, options):
@@ -49,6 +50,28 @@ def test_simulate_is_deterministic_by_seed_and_writes_ndjson(tmp_path):
     lines = first.splitlines()
     assert 2050 < len(lines) < 2150
     assert msgspec.json.decode(lines[0])["ts"] == 1723161600000
+
+
+def test_simulate_quotes_are_the_books_of_the_same_markets(tmp_path):
+    common = ["--count", "3000", "--seed", "5", "--start", "2024-08-09"]
+    candlewax("simulate", *common, "-o", str(tmp_path / "trades.ndjson"))
+    result = candlewax(
+        "simulate", *common, "--quotes", "--crossed", "0.01", "-o", str(tmp_path / "q.ndjson")
+    )
+    trades = pl.read_ndjson(tmp_path / "trades.ndjson")
+    quotes = pl.read_ndjson(tmp_path / "q.ndjson")
+    assert "the quotes of 3,000 trades" in result.stderr
+    assert set(quotes["type"]) == {"quote"} and quotes["quote_id"].is_unique().all()
+    assert 2 < quotes.height / trades.height < 4  # 3 quotes per trade on average
+    assert set(quotes["symbol"]) == set(trades["symbol"])
+    crossed = (quotes["bid"] > quotes["ask"]).sum()
+    assert 0 < crossed < 0.03 * quotes.height, "crossed books, as asked, and only those"
+    # Around the same prices: each symbol's mid stays within 1 % of its trades' median.
+    for symbol in trades["symbol"].unique():
+        price = trades.filter(pl.col("symbol") == symbol)["price"].median()
+        book = quotes.filter(pl.col("symbol") == symbol)
+        mid = ((book["bid"] + book["ask"]) / 2).median()
+        assert abs(mid / price - 1) < 0.01, symbol
 
 
 def test_replay_sends_valid_trades_in_event_time_order_and_reports_the_rest(tmp_path):
