@@ -23,6 +23,8 @@ from types import TracebackType
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tools.children import stop_with_parent
+
 log = logging.getLogger(__name__)
 
 # The topics of the flow and how many partitions the demo gives each.
@@ -95,6 +97,11 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+                # Its own session: Ctrl-C in the terminal must not stop the broker before
+                # the programs using it have stopped (a flow flushing its last candles);
+                # `stop()` ends it, and so does the end of this process.
+                start_new_session=True,
+                preexec_fn=stop_with_parent,
             )
         self._wait_ready(timeout_s)
         log.info("embedded Kafka broker (Tansu) on %s, log at %s", self.bootstrap, self.log_path)

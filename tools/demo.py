@@ -8,11 +8,12 @@ topics are consumed, then prints what came out (counts, candles and quote bars b
 resolution, drift alerts, DuckDB queries over the lake: quote bars next to candles) and
 where the outputs are. Everything stops by itself.
 
-`--live`: the same pipeline running endlessly in real time, with the dashboard. The
-simulator publishes `--rate` trades/s (and the quotes of the same markets) as they
-happen, the flow tails the topics and publishes forming candles, and `candlewax
-dashboard` serves the chart at the printed URL until Ctrl-C, which stops the simulators,
-the flow (its lake flushed), the server and the broker, in that order.
+`--live`: the pipeline running endlessly in real time, with the dashboard. The flow's
+simulators make `--rate` trades/s and the quotes of the same markets as they happen
+(with duplicates, disorder, late and malformed messages, crossed and locked books), the
+flow publishes candles, forming candles and quote bars to Kafka and the lake, and
+`candlewax dashboard` serves the chart at the printed URL until Ctrl-C, which stops the
+flow (its lake flushed), the server and the broker.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from config.settings import Settings
 from sinks.lake import scan, scan_parameters
 from sources.simulator import SimulatorConfig, TradeSimulator
 from tools.broker import FLOW_TOPICS, QUOTE_TOPICS, EmbeddedBroker, free_port
+from tools.children import stop_with_parent
 from tools.dashboard import dashboard_topics
 from tools.dashboard.app import Dashboard, DashboardConfig
 from tools.topics import produce, read_topic
@@ -251,47 +253,57 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
 
 # --- the live demo -----------------------------------------------------------------------
 def run_live(args: argparse.Namespace, output: Path, lake: Path) -> int:
-    """Broker, endless real-time simulators, the live flow and the dashboard, until Ctrl-C."""
+    """Broker, the live flow with its endless real-time simulators, and the dashboard,
+    until Ctrl-C (or SIGTERM)."""
+    signal.signal(signal.SIGTERM, _interrupt)  # a `kill` stops it as cleanly as Ctrl-C
     with EmbeddedBroker(log_path=output / "tansu.log") as broker:
         say(f"embedded Kafka broker (Tansu) on {broker.bootstrap}")
         broker.create_topics({**FLOW_TOPICS, **QUOTE_TOPICS})
         metrics_port = free_port()
         children = LiveProcesses(output)
         try:
-            simulate = [sys.executable, "-m", "tools.cli", "simulate", "--endless", "--speed", "1"]
-            market = ["--rate", str(args.rate), "--symbols", str(args.symbols)]
-            market += ["--seed", str(args.seed), "--brokers", broker.bootstrap]
-            faults = ["--duplicates", "0.01", "--disorder", "0.03", "--late", "0.002"]
-            children.start("trades", [*simulate, *market, *faults, "--malformed", "0.005"])
-            book = [
-                "--quotes",
-                "--quotes-per-trade",
-                "1",
-                "--crossed",
-                "0.002",
-                "--locked",
-                "0.002",
-            ]
-            children.start("quotes", [*simulate, *market, *faults, *book])
+            # The simulators run inside the flow: Tansu keeps topics in memory and slows
+            # with every batch stored, so a paced feed through it falls behind within
+            # minutes; the flow's outputs (a few batches a second) it keeps up with.
             env = flow_env(
                 broker.bootstrap,
                 lake,
-                kafka_tail="true",
+                source="simulator",
+                quotes_source="simulator",
+                sim_trades="0",
+                sim_speed="1",
+                sim_rate=str(args.rate),
+                sim_symbols=str(args.symbols),
+                sim_seed=str(args.seed),
+                sim_duplicate_rate="0.01",
+                sim_disorder_rate="0.03",
+                sim_late_rate="0.002",
+                sim_malformed_rate="0.005",
+                sim_quotes_per_trade="1",
+                sim_crossed_rate="0.002",
+                sim_locked_rate="0.002",
                 metrics_port=str(metrics_port),
                 lake_flush_interval="5s",
                 live_interval="200ms",
             )
             children.start("flow", flow_command(args.workers), env)
             say(
-                f"simulating {args.rate:,.0f} trades/s and their quotes over {args.symbols} "
-                f"symbols in real time; the flow tails the topics ({args.workers} workers, "
-                f"metrics on :{metrics_port}); logs in {output}"
+                f"the flow simulates {args.rate:,.0f} trades/s and their quotes over "
+                f"{args.symbols} symbols in real time ({args.workers} workers, metrics on "
+                f":{metrics_port}); candles, forming candles and quote bars go to Kafka and "
+                f"the lake; logs in {output}"
             )
             serve_dashboard(args, broker.bootstrap, lake, metrics_port, children)
+        except KeyboardInterrupt:
+            pass
         finally:
             children.stop()
-    say("stopped: simulators, flow (lake flushed), dashboard and broker")
+    say("stopped: flow (lake flushed), dashboard and broker")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class LiveProcesses:
@@ -303,16 +315,17 @@ class LiveProcesses:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
-        log = open(self.output / f"{name}.log", "wb")  # noqa: SIM115 (closed with the child)
-        self.processes[name] = subprocess.Popen(
-            command,
-            env=env or tool_env(),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.output / f"{name}.log", "wb") as log:
+            self.processes[name] = subprocess.Popen(
+                command,
+                env=env or tool_env(),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # Started before the dashboard's threads: a pre-exec hook is safe then.
+                preexec_fn=stop_with_parent,
+            )
 
     def failed(self) -> str | None:
         for name, process in self.processes.items():
@@ -321,19 +334,17 @@ class LiveProcesses:
                 return f"the {name} process ended (exit {process.returncode}); see {log}"
         return None
 
-    def stop(self) -> None:
-        """Simulators first (nothing more comes in), then the flow (it flushes the lake)."""
-        for names, timeout in ((("trades", "quotes"), 10.0), (("flow",), 60.0)):
-            running = [self.processes[n] for n in names if n in self.processes]
-            for process in running:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGINT)
-            for process in running:
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Each with Ctrl-C's signal (the flow flushes the lake), killed if it hangs."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def serve_dashboard(
@@ -373,6 +384,8 @@ def serve_dashboard(
     threading.Thread(target=watch, name="demo-watch", daemon=True).start()
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again
+        pass
     except SystemExit:  # uvicorn could not listen (the port is taken, say)
         say(f"the dashboard could not listen on {args.host}:{args.port}; try --port")
         raise

@@ -13,7 +13,7 @@
 
   const $ = (id) => document.getElementById(id);
   const state = {
-    config: null, symbol: null, resolution: null, source: null,
+    config: null, symbol: null, resolution: null, source: null, loading: true,
     closed: new Map(),   // time (s) -> bar data (closed candles, highest revision)
     forming: new Map(),  // time (s) -> bar data (open windows)
     quotes: new Map(),   // time (s) -> quote bar
@@ -28,7 +28,7 @@
       panes: { separatorColor: "#30363d", separatorHoverColor: "#484f58" },
     },
     grid: { vertLines: { color: "#1c2128" }, horzLines: { color: "#1c2128" } },
-    timeScale: { timeVisible: true, secondsVisible: true, borderColor: "#30363d" },
+    timeScale: { timeVisible: true, secondsVisible: true, borderColor: "#30363d", barSpacing: 8, rightOffset: 4 },
     rightPriceScale: { borderColor: "#30363d" },
   });
   const candles = chart.addSeries(LWC.CandlestickSeries, {
@@ -203,12 +203,13 @@
   function select(symbol, resolution) {
     // Stop the old series' events first: none may land on the new chart while it loads.
     if (state.source) { state.source.close(); state.source = null; }
-    state.symbol = symbol; state.resolution = resolution;
+    state.symbol = symbol; state.resolution = resolution; state.loading = true;
+    state.closed.clear(); state.forming.clear(); state.quotes.clear(); state.lastForming = null;
     location.hash = new URLSearchParams({ symbol, resolution }).toString();
     $("symbol").value = symbol;
     for (const b of $("resolutions").children) b.setAttribute("aria-pressed", String(b.dataset.resolution === resolution));
     if (spread) { chart.removeSeries(spread); spread = null; }
-    load().then(listen).catch(report);
+    load().then(() => { state.loading = false; listen(); }).catch(report);
   }
 
   function fillSymbols(symbols) {
@@ -250,7 +251,7 @@
   // What a test (or a curious person in the console) can read back.
   window.candlewax = {
     state: () => ({
-      symbol: state.symbol, resolution: state.resolution,
+      symbol: state.symbol, resolution: state.resolution, loading: state.loading,
       closed: state.closed.size, forming: state.forming.size, quoteBars: state.quotes.size,
       lastForming: state.lastForming, lastClose: state.lastClose,
       events: state.events, formingUpdates: state.formingUpdates, restated: state.restated,
