@@ -3,17 +3,22 @@ StatefulSet's own environment run locally as a cluster of processes."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import unknown_variables
-from tests.processes import ROOT, file_env, lake_candles, run_flow_processes
+from tests.processes import ROOT, file_env, lake_candles, run_flow_processes, start_flow_process
 from tools.broker import free_port
 
 K8S = ROOT / "k8s"
@@ -90,7 +95,121 @@ def test_the_statefulset_is_hardened_and_wired_like_the_bytewax_chart():
 
 def test_the_base_renders_to_exactly_its_resources():
     rendered = {(d["kind"], d["metadata"]["name"]) for d in render(BASE)}
-    assert rendered == {(d["kind"], d["metadata"]["name"]) for d in base_resources()}
+    generated = {("ConfigMap", "candlewax-grafana-dashboard")}
+    assert rendered == {(d["kind"], d["metadata"]["name"]) for d in base_resources()} | generated
+
+
+# --- the Grafana dashboard ------------------------------------------------------------------
+DASHBOARD = BASE / "grafana" / "candlewax-dashboard.json"
+# Grafana's own variables, as a query over the last hour would have them.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$pod": ".*"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
+PROMQL_WORDS |= {"unless", "bool", "offset", "le", "inf", "nan"}
+
+
+def dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    queries = [t["expr"] for p in panels for t in p.get("targets", [])]
+    for name, value in GRAFANA_VARIABLES.items():
+        queries = [q.replace(name, value) for q in queries]
+    return queries
+
+
+def metric_names(query: str) -> set[str]:
+    """The metric names a PromQL query selects: strings, label matchers, ranges, grouping
+    label lists and numbers taken out; identifiers followed by `(` are functions or
+    aggregations, and keywords are keywords."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', query)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"(?<![A-Za-z0-9_:])\d[\w.]*", " ", text)  # numbers, durations (5m)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        following = text[match.end() :].lstrip()[:1]
+        if following != "(" and match.group() not in PROMQL_WORDS:
+            names.add(match.group())
+    return names
+
+
+def exported_names(exposition: str) -> set[str]:
+    """Every sample name the families of a /metrics page can have (a labelled family with
+    no children yet still shows its HELP and TYPE)."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("", "_count", "_sum", "_created"),
+    }
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(exposition)
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+def test_the_dashboard_is_provisioned_by_the_base_for_grafanas_sidecar():
+    (config,) = [d for d in render(BASE) if d["metadata"]["name"] == "candlewax-grafana-dashboard"]
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config["data"]["candlewax.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_the_metric_name_reader_sees_through_promql():
+    query = (
+        'histogram_quantile(0.99, sum by (le, resolution) (rate(a_bucket{pod=~"x{1}"}[1m])))'
+        " / on (pod) group_left sum without (le) (b_total offset 5m) > bool 0 and c"
+    )
+    assert metric_names(query) == {"a_bucket", "b_total", "c"}
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool (Debian: prometheus) is not installed"
+)
+def test_every_dashboard_query_is_valid_promql_over_metrics_the_flow_exports(tmp_path):
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    rules = {"groups": [{"name": "dashboard", "rules": []}]}
+    for i, query in enumerate(queries):
+        rules["groups"][0]["rules"].append({"record": f"dashboard:query_{i}", "expr": query})
+    (tmp_path / "queries.yaml").write_text(yaml.safe_dump(rules))
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(tmp_path / "queries.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # What a running flow (trades and quotes, Kafka source metrics included) serves.
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CANDLEWAX_")},
+        "PYTHONPATH": str(ROOT),
+        "CANDLEWAX_SOURCE": "simulator",
+        "CANDLEWAX_QUOTES_SOURCE": "simulator",
+        "CANDLEWAX_SIM_TRADES": "0",
+        "CANDLEWAX_SIM_SPEED": "1",
+        "CANDLEWAX_METRICS_PORT": str(port),
+        "CANDLEWAX_LAKE_DIR": str(tmp_path / "lake"),
+    }
+    flow = start_flow_process(env)
+    try:
+        exposition = ""
+        deadline = time.monotonic() + 60
+        while "candlewax_candles_emitted_total" not in exposition:
+            assert flow.poll() is None and time.monotonic() < deadline, "no /metrics"
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as page:
+                    exposition = page.read().decode()
+            except OSError:
+                continue
+    finally:
+        flow.terminate()
+        flow.wait(30)
+    exported = exported_names(exposition)
+    used = set().union(*(metric_names(q) for q in queries))
+    assert used - exported == set(), "queries of metrics the flow does not export"
+    assert {"candlewax_kafka_consumer_lag", "process_resident_memory_bytes"} <= used
 
 
 def test_every_candlewax_variable_the_manifests_set_is_known():
