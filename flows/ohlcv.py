@@ -46,6 +46,7 @@ from sinks import lake
 from sinks.kafka import (
     DEFAULT_MESSAGE_MAX_BYTES,
     KafkaRecordSink,
+    KafkaViewSink,
     candle_messages,
     dlq_messages,
     drift_messages,
@@ -286,7 +287,9 @@ def default_sinks(settings: Settings) -> FlowSinks:
 
         sinks.candles.append(kafka_sink(settings.kafka_candles_topic, candle_messages))
         if settings.live_interval and not settings.bounded_input:
-            sinks.forming.append(kafka_sink(settings.kafka_live_topic, forming_candle_messages))
+            # A view, not an output: best effort, it never stops or slows the flow.
+            view = KafkaViewSink(client, settings.kafka_live_topic, forming_candle_messages)
+            sinks.forming.append(view)
         sinks.drift.append(kafka_sink(settings.kafka_drift_topic, drift_messages))
         max_bytes = int(extra.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         to_dlq = functools.partial(dlq_messages, max_message_bytes=max_bytes)

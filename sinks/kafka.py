@@ -140,6 +140,7 @@ class ProducerChannel:
         self.producer = Producer({**config, **self.health.client_config()})
         self.failure: str | None = None
         self.sent = 0
+        self.dropped = 0  # `offer`ed messages not delivered
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         # Called for failed deliveries only (`delivery.report.only.error`).
@@ -180,6 +181,27 @@ class ProducerChannel:
 
     close = deliver  # what the tools' outputs (`MessageOutput`) call at the end
 
+    def offer(self, key: bytes | None, value: bytes | None) -> None:
+        """Send without waiting and without failing: for views, never for outputs. A full
+        local queue drops the message; a failed delivery is logged (see `_on_offer_failed`)."""
+        try:
+            self.producer.produce(self.topic, value, key, on_delivery=self._on_offer_failed)
+        except (BufferError, KafkaException) as exc:
+            self._offer_failed(str(exc))
+        self.producer.poll(0)
+
+    def _on_offer_failed(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._offer_failed(str(error.str()))
+
+    def _offer_failed(self, reason: str) -> None:
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 10_000 == 0:
+            log.warning(
+                "%s messages to %r not delivered (%s); the flow goes on", self.dropped,
+                self.topic, reason,
+            )  # fmt: skip
+
 
 class _ProducerPartition(StatelessSinkPartition[Any]):
     def __init__(self, channel: ProducerChannel, to_messages: ToMessages):
@@ -203,6 +225,37 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
                 self.channel.deliver()
             except OutputError as error:
                 fail(error)
+
+
+class _ViewPartition(StatelessSinkPartition[Any]):
+    """A view's messages (forming candles): sent without waiting for their delivery, and a
+    topic that is missing or down never stops the flow; nothing is retried."""
+
+    def __init__(self, channel: ProducerChannel, to_messages: ToMessages):
+        self.channel = channel
+        self.to_messages = to_messages
+
+    def write_batch(self, items: list[Any]) -> None:
+        offer = self.channel.offer
+        for key, value, _ in self.to_messages(items):
+            offer(key, value)
+
+    def close(self) -> None:
+        self.channel.producer.flush(5.0)
+
+
+class KafkaViewSink(DynamicSink[Any]):
+    """A producer per worker for a view of the flow (`_ViewPartition`): best effort."""
+
+    def __init__(self, client_config: dict[str, Any], topic: str, to_messages: ToMessages):
+        self.client_config = client_config
+        self.topic = topic
+        self.to_messages = to_messages
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ViewPartition:
+        # Sent as soon as made: a forming candle is worth seeing at once, and it is small.
+        channel = ProducerChannel(self.client_config, self.topic, {"linger.ms": 5})
+        return _ViewPartition(channel, self.to_messages)
 
 
 class KafkaRecordSink(DynamicSink[Any]):

@@ -72,7 +72,7 @@ def kafka_env(
         "CANDLEWAX_KAFKA_CANDLES_TOPIC": topics["candles"],
         "CANDLEWAX_KAFKA_DLQ_TOPIC": topics["dlq"],
         "CANDLEWAX_KAFKA_DRIFT_TOPIC": topics["drift"],
-        "CANDLEWAX_KAFKA_LIVE_TOPIC": topics["live"],
+        **({"CANDLEWAX_KAFKA_LIVE_TOPIC": topics["live"]} if "live" in topics else {}),
         "CANDLEWAX_LAKE_DIR": str(lake_dir),
         **(
             {

@@ -249,6 +249,10 @@ def report(bootstrap: str, lake: Path, output: Path) -> None:
         'query it: python -c "import duckdb; duckdb.sql(\\"select * from read_parquet('
         f"'{glob}', hive_partitioning = true) limit 5\\\").show()\""
     )
+    say(
+        "watch it live, with the dashboard: .venv/bin/candlewax demo --live "
+        "(then open http://127.0.0.1:8050/; Ctrl-C stops it)"
+    )
 
 
 # --- the live demo -----------------------------------------------------------------------

@@ -186,7 +186,7 @@ def test_an_unreachable_broker_is_said_once_and_secrets_never_show(tmp_path):
 @pytest.mark.broker
 def test_a_broker_that_comes_up_late_is_waited_for_quietly(tmp_path):
     port = free_port()
-    topics = {n: f"late.{n}" for n in ("trades", "candles", "dlq", "drift")}
+    topics = {n: f"late.{n}" for n in ("trades", "candles", "dlq", "drift", "live")}
     env = flow_env(**kafka_env(f"127.0.0.1:{port}", topics, tmp_path / "lake", tail=True))
     flow = start_flow_process(env)
     try:
