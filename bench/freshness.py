@@ -2,7 +2,7 @@
 `candles` topic after its window could close.
 
     python -m bench.freshness [--rate 20000] [--symbols 8] [--seconds 60] [--warmup 15]
-                              [--source kafka|simulator]
+                              [--source kafka|simulator|broker] [--live-interval 200ms]
 
 Starts the embedded broker, `candlewax simulate` publishing `--rate` trades/s in real time
 (event time = wall time), and the flow (`python -m bytewax.run flows.ohlcv`, one worker,
@@ -16,6 +16,11 @@ tells the flow's own share of the delay from the feed's. `--source broker` runs 
 the consumer reads the `trades` topic itself and prints how long a trade takes from the
 simulator's `produce` (its Kafka timestamp) to a consumer, the broker's share of the delay
 on this machine.
+
+The flow publishes forming candles to `candles.live` every `--live-interval` (default
+200 ms, the flow's default; `0` = off). The run counts them and prints the flow's CPU
+time over the measured seconds, so two runs (`--live-interval 0` and the default) show
+what the forming candles cost.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -48,6 +54,12 @@ def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -89,10 +101,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--warmup", type=float, default=15)
     parser.add_argument("--source", choices=["kafka", "simulator", "broker"], default="kafka")
+    parser.add_argument("--live-interval", default="200ms", help="CANDLEWAX_LIVE_INTERVAL")
     args = parser.parse_args()
 
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as lake:
-        broker.create_topics({"trades": 1, "candles": 1})
+        broker.create_topics({"trades": 1, "candles": 1, "candles.live": 1})
         metrics_port = free_port()
         in_flow = {
             "CANDLEWAX_SOURCE": "simulator",
@@ -110,6 +123,7 @@ def main() -> None:
                     "CANDLEWAX_LAKE_DIR": lake,
                     "CANDLEWAX_METRICS_PORT": str(metrics_port),
                     "CANDLEWAX_ALLOWED_LATENESS": f"{LATENESS_MS}ms",
+                    "CANDLEWAX_LIVE_INTERVAL": args.live_interval,
                     **(in_flow if args.source == "simulator" else {}),
                 },
             )
@@ -142,9 +156,11 @@ def main() -> None:
                 "fetch.wait.max.ms": 10,  # as the flow's consumer (CONSUMER_DEFAULTS)
             }
         )
-        consumer.subscribe(["trades" if args.source == "broker" else "candles"])
+        consumer.subscribe(["trades"] if args.source == "broker" else ["candles", "candles.live"])
         decode = msgspec.json.Decoder()
         delays: list[float] = []
+        forming = 0
+        cpu_at_start: float | None = None
         began = time.monotonic()
         measured_from = began + args.warmup
         print(
@@ -167,6 +183,11 @@ def main() -> None:
                         continue
                     if time.monotonic() < measured_from:
                         continue
+                    if cpu_at_start is None and "flow" in running:
+                        cpu_at_start = cpu_seconds(running["flow"].pid)
+                    if message.topic() == "candles.live":
+                        forming += 1
+                        continue
                     if args.source == "broker":
                         delays.append(time.time() * 1000 - message.timestamp()[1])
                         continue
@@ -176,6 +197,9 @@ def main() -> None:
                     _, timestamp_ms = message.timestamp()
                     delays.append(timestamp_ms - candle["window_end"] - LATENESS_MS)
             own = "" if args.source == "broker" else flow_delay_quantiles(metrics_port)
+            cpu = None
+            if cpu_at_start is not None:
+                cpu = cpu_seconds(running["flow"].pid) - cpu_at_start
         finally:
             consumer.close()
             for process in reversed(running.values()):
@@ -197,6 +221,16 @@ def main() -> None:
         f"max {values.max():.0f} ms (target p99 <= 100 ms)"
     )
     print(f"the flow's candlewax_candle_delay_seconds (handed to the sinks): {own}")
+    print(
+        f"forming candles on candles.live: {forming:,} ({forming / args.seconds:,.0f}/s, "
+        f"--live-interval {args.live_interval})"
+    )
+    if cpu is not None:
+        trades = args.rate * args.seconds
+        print(
+            f"the flow's CPU over the measured {args.seconds:.0f} s: {cpu:.1f} s "
+            f"({cpu / args.seconds:.0%} of a core, {cpu / trades * 1e6:.2f} us per trade)"
+        )
 
 
 if __name__ == "__main__":

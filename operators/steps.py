@@ -6,7 +6,6 @@ steps; results that fork come back as small frozen dataclasses.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -260,23 +259,26 @@ class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
         self.engine = engine
         self.metrics = metrics
         # Wall-clock pacing of the forming candles: a view for people, live runs only.
+        # Every symbol (on every worker) publishes on the same grid of the wall clock, so
+        # the forming candles of a tick leave together: one sink write per tick, not one
+        # per symbol.
         self.forming_interval_s = forming_interval_s if engine.spec.live else 0.0
-        self._formed_at = -math.inf  # time.monotonic() of the last forming candles
+        self._formed_tick = -1  # the grid tick of the last forming candles
 
     def _add_forming(self, events: CandleEvents) -> None:
         if not self.forming_interval_s or not self.engine.forming_changed():
             return
-        now = time.monotonic()
-        if now - self._formed_at >= self.forming_interval_s:
+        tick = int(time.time() // self.forming_interval_s)
+        if tick > self._formed_tick:
             events.forming = self.engine.forming()
-            self._formed_at = now
+            self._formed_tick = tick
 
     def notify_at(self) -> datetime | None:
         close_at = super().notify_at()
         if not self.forming_interval_s or not self.engine.forming_changed():
             return close_at
-        wait_s = max(0.0, self._formed_at + self.forming_interval_s - time.monotonic())
-        due = datetime.fromtimestamp(time.time() + wait_s, tz=timezone.utc)
+        tick = max(self._formed_tick + 1, int(time.time() // self.forming_interval_s))
+        due = datetime.fromtimestamp(tick * self.forming_interval_s, tz=timezone.utc)
         return due if close_at is None else min(close_at, due)
 
     def _observe_delay(self, candles: CandleBatch) -> None:
