@@ -67,6 +67,10 @@ QUOTE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# The symbol of the input contracts: 1 to 32 characters of A-Z a-z 0-9 . _ : / -
+SYMBOL_PATTERN = r"^[A-Za-z0-9._:/\-]{1,32}$"
+
+
 @dataclass(frozen=True, eq=False)
 class MessageKind:
     """The fields of one kind of input message (the trade and quote contracts), which the

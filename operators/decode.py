@@ -37,9 +37,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from candlewax.records import QUOTE, TRADE, MessageKind, RawBatch, Rejection, RejectReason
+from candlewax.records import (
+    QUOTE,
+    SYMBOL_PATTERN,
+    TRADE,
+    MessageKind,
+    RawBatch,
+    Rejection,
+    RejectReason,
+)
 
-SYMBOL_PATTERN = r"^[A-Za-z0-9._:/\-]{1,32}$"
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _I64 = Annotated[int, msgspec.Meta(ge=_I64_MIN, le=_I64_MAX)]
 # How much of an offending value a rejection's detail quotes: a 600 KB symbol must not
