@@ -43,13 +43,14 @@ from candlewax.records import (
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TS_MIN_DEFAULT = 946_684_800_000  # CANDLEWAX_TS_MIN's default, 2000-01-01T00:00:00Z
 _INPUT_RULES = [
-    "ts is a JSON integer written without a fraction or an exponent (1.0 and 1e3 are "
-    "rejected: not_an_integer)",
+    "ts, and an id given as a number, are JSON integers written without a fraction or an "
+    "exponent (a schema's integer admits 1.0; the decoder rejects it)",
     "ts is at most now + CANDLEWAX_TS_MAX_FUTURE (1 h by default): ts_out_of_range",
     "numbers are finite and fit float64 (NaN, Infinity and 1e400 are rejected)",
     "a field of the contract given twice is rejected: duplicate_key",
     "the lower bound of ts is CANDLEWAX_TS_MIN (the schema shows the default)",
     "a `type` other than the kind's makes the message order-book noise: filtered, not rejected",
+    "an optional field given as null is as if it were left out",
 ]
 
 
@@ -65,11 +66,11 @@ def input_schema(kind: MessageKind, ts_min: int = TS_MIN_DEFAULT) -> dict[str, A
             "description": "event time, epoch milliseconds UTC",
         },
         kind.id_field: {
-            "type": ["string", "integer"],
+            "type": ["string", "integer", "null"],
             "description": f'unique per symbol; 7 and "7" are one {kind.id_field}',
         },
-        **{name: {"type": "string"} for name in kind.texts},
-        **{name: {"type": "number", "minimum": 0} for name in kind.non_negative},
+        **{name: {"type": ["string", "null"]} for name in kind.texts},
+        **{name: {"type": ["number", "null"], "minimum": 0} for name in kind.non_negative},
         "type": {"const": kind.name},
     }
     rules = list(_INPUT_RULES)
