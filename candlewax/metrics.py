@@ -29,49 +29,73 @@ DELAY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2
 log = logging.getLogger("candlewax")
 
 
-class QuoteMetrics:
-    """The quotes branch's counters: the same outcomes as trades (received == the sum of
-    outcomes), rejections by reason, and quote bars by resolution."""
+@dataclass(frozen=True)
+class BranchNames:
+    """The metric names and help texts of one branch of the flow (trades, quotes)."""
 
-    def __init__(self, registry: CollectorRegistry):
-        r = registry
-        self.received = Counter("candlewax_quotes_received", "Quote messages read.", registry=r)
-        self.outcomes = Counter(
-            "candlewax_quotes", "Quote messages by final outcome.", ["outcome"], registry=r
-        )
+    prefix: str  # `candlewax_messages`, `candlewax_quotes`
+    noun: str  # what a message is: "Messages", "Quote messages"
+    rejected: str
+    bars: str  # what closes: `candlewax_candles`, `candlewax_quote_bars`
+    bars_noun: str
+    late_noun: str  # "trades", "quotes"
+    drift: str  # `candlewax_drift`, `candlewax_quote_drift`
+    late_expired: str
+
+
+TRADE_NAMES = BranchNames(
+    "candlewax_messages", "Messages", "candlewax_rejected", "candlewax_candles", "Candles",
+    "trades", "candlewax_drift", "candlewax_late_expired",
+)  # fmt: skip
+QUOTE_NAMES = BranchNames(
+    "candlewax_quotes", "Quote messages", "candlewax_quotes_rejected", "candlewax_quote_bars",
+    "Quote bars", "quotes", "candlewax_quote_drift", "candlewax_quotes_late_expired",
+)  # fmt: skip
+
+
+class BranchMetrics:
+    """The counters every branch has: messages received and their outcomes (received ==
+    the sum of outcomes), rejections by reason, bars emitted and restated by resolution,
+    drift records and alerts, late messages beyond the drift retention."""
+
+    def __init__(self, registry: CollectorRegistry, names: BranchNames):
+        r, n = registry, names
+        self.received = Counter(f"{n.prefix}_received", f"{n.noun} read.", registry=r)
+        self.outcomes = Counter(n.prefix, f"{n.noun} by final outcome.", ["outcome"], registry=r)
         self.rejected = Counter(
-            "candlewax_quotes_rejected",
-            "Quote messages sent to the dead-letter queue, by reason.",
+            n.rejected,
+            f"{n.noun} sent to the dead-letter queue, by reason.",
             ["reason"],
             registry=r,
         )
         self.bars = Counter(
-            "candlewax_quote_bars_emitted",
-            "Quote bars emitted (restated ones included), by resolution.",
+            f"{n.bars}_emitted",
+            f"{n.bars_noun} emitted (restated ones included), by resolution.",
             ["resolution"],
             registry=r,
         )
         self.restated = Counter(
-            "candlewax_quote_bars_restated",
-            "Quote bars emitted again because of late quotes, by resolution.",
+            f"{n.bars}_restated",
+            f"{n.bars_noun} emitted again because of late {n.late_noun}, by resolution.",
             ["resolution"],
             registry=r,
         )
         self.drift_records = Counter(
-            "candlewax_quote_drift_records",
-            "Quote bar drift records written, by resolution.",
+            f"{n.drift}_records",
+            "Drift records written (one per late message and bar), by resolution.",
             ["resolution"],
             registry=r,
         )
         self.drift_alerts = Counter(
-            "candlewax_quote_drift_alerts",
-            "Quote bar drift records above the alert threshold.",
+            f"{n.drift}_alerts",
+            "Drift records above the alert threshold.",
             ["symbol", "resolution"],
             registry=r,
         )
         self.late_expired = Counter(
-            "candlewax_quotes_late_expired",
-            "Late quotes older than the drift retention: in the lake, flagged; no drift record.",
+            n.late_expired,
+            f"Late {n.late_noun} older than the drift retention: in the lake, flagged; no "
+            "drift record.",
             registry=r,
         )
         for outcome in OUTCOMES:
@@ -82,58 +106,37 @@ class QuoteMetrics:
             self.outcomes.labels(outcome).inc(amount)
 
     def summary(self) -> dict[str, Any]:
+        """Counts so far, as plain numbers (what the end-of-run log shows)."""
         outcomes = {o: int(_sample(self.outcomes, "_total", outcome=o)) for o in OUTCOMES}
         return {
             "received": int(_sample(self.received, "_total")),
             **outcomes,
             "rejected_by_reason": _by_label(self.rejected, "reason"),
             "bars_by_resolution": _by_label(self.bars, "resolution"),
+            "restated_by_resolution": _by_label(self.restated, "resolution"),
             "drift_records": sum(_by_label(self.drift_records, "resolution").values()),
+            "drift_alerts": sum(_by_label(self.drift_alerts, "resolution").values()),
+            "drift_alerts_by_symbol": _by_label(self.drift_alerts, "symbol"),
+            "late_expired": int(_sample(self.late_expired, "_total")),
         }
 
 
+class QuoteMetrics(BranchMetrics):
+    """The quotes branch's counters."""
+
+    def __init__(self, registry: CollectorRegistry):
+        super().__init__(registry, QUOTE_NAMES)
+
+
 @dataclass
-class FlowMetrics:
+class FlowMetrics(BranchMetrics):
+    """The trades branch's counters and histograms, and the quotes branch's (`quotes`)."""
+
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        super().__init__(self.registry, TRADE_NAMES)
         r = self.registry
-        self.received = Counter(
-            "candlewax_messages_received", "Messages read from the source.", registry=r
-        )
-        self.outcomes = Counter(
-            "candlewax_messages", "Messages by final outcome.", ["outcome"], registry=r
-        )
-        self.rejected = Counter(
-            "candlewax_rejected",
-            "Messages sent to the dead-letter queue, by reason.",
-            ["reason"],
-            registry=r,
-        )
-        self.candles = Counter(
-            "candlewax_candles_emitted",
-            "Candles emitted (restated ones included), by resolution.",
-            ["resolution"],
-            registry=r,
-        )
-        self.restated = Counter(
-            "candlewax_candles_restated",
-            "Candles emitted again because of late trades, by resolution.",
-            ["resolution"],
-            registry=r,
-        )
-        self.drift_records = Counter(
-            "candlewax_drift_records",
-            "Drift records written (one per late trade and bar).",
-            ["resolution"],
-            registry=r,
-        )
-        self.drift_alerts = Counter(
-            "candlewax_drift_alerts",
-            "Drift records above the alert threshold.",
-            ["symbol", "resolution"],
-            registry=r,
-        )
         self.drift_ratio = Histogram(
             "candlewax_drift_ratio",
             "Largest relative field drift of each drift record.",
@@ -155,38 +158,24 @@ class FlowMetrics:
             buckets=DELAY_BUCKETS_S,
             registry=r,
         )
-        self.late_expired = Counter(
-            "candlewax_late_expired",
-            "Late trades older than the drift retention: in the lake, flagged; no drift record.",
-            registry=r,
-        )
-        for outcome in OUTCOMES:
-            self.outcomes.labels(outcome)
         self.quotes = QuoteMetrics(r)
+
+    @property
+    def candles(self) -> Counter:
+        """Candles emitted by resolution (the trades branch's bars)."""
+        return self.bars
 
     @classmethod
     def default(cls) -> FlowMetrics:
         """Metrics in the process-wide registry, next to Bytewax's own."""
         return cls(REGISTRY)
 
-    def count(self, outcome: str, amount: int = 1) -> None:
-        if amount:
-            self.outcomes.labels(outcome).inc(amount)
-
     def summary(self) -> dict[str, Any]:
-        """Counts so far, as plain numbers (what the end-of-run log shows)."""
-        outcomes = {o: int(_sample(self.outcomes, "_total", outcome=o)) for o in OUTCOMES}
+        s = super().summary()
         return {
-            "received": int(_sample(self.received, "_total")),
-            **outcomes,
-            "rejected_by_reason": _by_label(self.rejected, "reason"),
-            "candles_by_resolution": _by_label(self.candles, "resolution"),
-            "restated_by_resolution": _by_label(self.restated, "resolution"),
-            "drift_records": sum(_by_label(self.drift_records, "resolution").values()),
-            "drift_alerts": sum(_by_label(self.drift_alerts, "resolution").values()),
-            "drift_alerts_by_symbol": _by_label(self.drift_alerts, "symbol"),
+            **s,
+            "candles_by_resolution": s["bars_by_resolution"],
             "late_by_lateness_s": _histogram(self.lateness),
-            "late_expired": int(_sample(self.late_expired, "_total")),
         }
 
     def counts(self) -> str:

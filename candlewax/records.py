@@ -572,6 +572,37 @@ DRIFT_FIELDS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
 DEFAULT_ALERT_FIELDS = DRIFT_FIELDS[:-1]
 
 
+_DRIFT_TIMESTAMPS = ("window_start", "window_end", "detected_event_ts")
+
+
+def _drift_schema(late_field: str, fields: tuple[str, ...]) -> pa.Schema:
+    """The columns of a drift record over the measured `fields` (the last one a count):
+    the bar, how late, then each field emitted, corrected, and its drift."""
+
+    def typed(name: str) -> pa.DataType:
+        return pa.int64() if name == fields[-1] else pa.float64()
+
+    return pa.schema(
+        [
+            ("bar_id", pa.string()),
+            ("symbol", pa.string()),
+            ("resolution", pa.string()),
+            ("window_start", TIMESTAMP_MS),
+            ("window_end", TIMESTAMP_MS),
+            ("revision", pa.int64()),
+            (late_field, pa.int64()),
+            ("max_lateness_ms", pa.int64()),
+            ("emitted_missing", pa.bool_()),
+            *[(f"{prefix}_{f}", typed(f)) for prefix in ("emitted", "corrected") for f in fields],
+            *[(f"drift_{f}", pa.float64()) for f in fields],
+            ("max_drift", pa.float64()),
+            ("drifted_fields", pa.string()),
+            ("alert", pa.bool_()),
+            ("detected_event_ts", TIMESTAMP_MS),
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class DriftRecord(_Record):
     """How far an emitted candle is from the candle with the late trades that missed it.
@@ -617,37 +648,8 @@ class DriftRecord(_Record):
     alert: bool
     detected_event_ts: int
 
-    ARROW_SCHEMA: ClassVar[pa.Schema] = pa.schema(
-        [
-            ("bar_id", pa.string()),
-            ("symbol", pa.string()),
-            ("resolution", pa.string()),
-            ("window_start", TIMESTAMP_MS),
-            ("window_end", TIMESTAMP_MS),
-            ("revision", pa.int64()),
-            ("late_trades", pa.int64()),
-            ("max_lateness_ms", pa.int64()),
-            ("emitted_missing", pa.bool_()),
-            *[
-                (f"emitted_{f}", pa.int64() if f == "trade_count" else pa.float64())
-                for f in DRIFT_FIELDS
-            ],
-            *[
-                (f"corrected_{f}", pa.int64() if f == "trade_count" else pa.float64())
-                for f in DRIFT_FIELDS
-            ],
-            *[(f"drift_{f}", pa.float64()) for f in DRIFT_FIELDS],
-            ("max_drift", pa.float64()),
-            ("drifted_fields", pa.string()),
-            ("alert", pa.bool_()),
-            ("detected_event_ts", TIMESTAMP_MS),
-        ]
-    )
-    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = (
-        "window_start",
-        "window_end",
-        "detected_event_ts",
-    )
+    ARROW_SCHEMA: ClassVar[pa.Schema] = _drift_schema("late_trades", DRIFT_FIELDS)
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = _DRIFT_TIMESTAMPS
 
 
 # Quote bar fields whose drift is measured; a late quote always moves the count.
@@ -697,31 +699,5 @@ class QuoteDriftRecord(_Record):
     alert: bool
     detected_event_ts: int
 
-    ARROW_SCHEMA: ClassVar[pa.Schema] = pa.schema(
-        [
-            ("bar_id", pa.string()),
-            ("symbol", pa.string()),
-            ("resolution", pa.string()),
-            ("window_start", TIMESTAMP_MS),
-            ("window_end", TIMESTAMP_MS),
-            ("revision", pa.int64()),
-            ("late_quotes", pa.int64()),
-            ("max_lateness_ms", pa.int64()),
-            ("emitted_missing", pa.bool_()),
-            *[
-                (f"{prefix}_{f}", pa.int64() if f == "quote_count" else pa.float64())
-                for prefix in ("emitted", "corrected")
-                for f in QUOTE_DRIFT_FIELDS
-            ],
-            *[(f"drift_{f}", pa.float64()) for f in QUOTE_DRIFT_FIELDS],
-            ("max_drift", pa.float64()),
-            ("drifted_fields", pa.string()),
-            ("alert", pa.bool_()),
-            ("detected_event_ts", TIMESTAMP_MS),
-        ]
-    )
-    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = (
-        "window_start",
-        "window_end",
-        "detected_event_ts",
-    )
+    ARROW_SCHEMA: ClassVar[pa.Schema] = _drift_schema("late_quotes", QUOTE_DRIFT_FIELDS)
+    TIMESTAMP_FIELDS: ClassVar[tuple[str, ...]] = _DRIFT_TIMESTAMPS

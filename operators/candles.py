@@ -38,7 +38,7 @@ from candlewax.records import CANDLE_ROW, CandleBatch, DriftRecord, FlaggedTrade
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
-from operators.event_time import arrivals, close_at_ms, watermark
+from operators.event_time import WindowEngine, arrivals
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class CandleEvents:
             self.restated_counts[resolution] = self.restated_counts.get(resolution, 0) + restated
 
 
-class SymbolCandles:
+class SymbolCandles(WindowEngine[CandleEvents]):
     """The candle state machine of one symbol."""
 
     def __init__(self, spec: CandleSpec, state: CandleState | None = None):
@@ -241,12 +241,6 @@ class SymbolCandles:
         return self.state.symbol or ""
 
     # --- the watermark -----------------------------------------------------------------
-    def watermark(self, now_ms: float) -> float:
-        state, spec = self.state, self.spec
-        return watermark(
-            state.max_ts, state.max_ts_seen_at_ms, spec.allowed_lateness_ms, spec.live, now_ms
-        )
-
     def _next_end(self) -> float:
         """The end of the earliest open window (inf when none is open)."""
         state, base = self.state, self.spec.base
@@ -256,16 +250,6 @@ class SymbolCandles:
             first = int(state.pending.ts.min())
             ends.append(first - first % base + base)
         return min(ends, default=math.inf)
-
-    def next_close_at_ms(self) -> float | None:
-        """Clock time (ms) at which the live watermark closes the next open window."""
-        state, spec = self.state, self.spec
-        if not spec.live or state.max_ts is None:
-            return None
-        end = self._next_end()
-        return close_at_ms(
-            state.max_ts, state.max_ts_seen_at_ms, spec.allowed_lateness_ms, spec.live, end
-        )
 
     # --- input -------------------------------------------------------------------------
     def _events(self) -> CandleEvents:
@@ -310,30 +294,9 @@ class SymbolCandles:
             trade = Bar.of_trade(int(ts[i]), int(seq[i]), float(price[i]), float(size[i]))
             self._take_late(trade, int(newest_before[i]), wm, events)
 
-        batch_max = int(ts.max())
-        if state.max_ts is None or batch_max > state.max_ts:
-            state.max_ts = batch_max
-            state.max_ts_seen_at_ms = now_ms
-        self._close_until(self.watermark(now_ms), events)
-        self._expire(self.watermark(now_ms))
+        self._after_batch(int(ts.max()), now_ms, events)
         events.trades = FlaggedTrades(trades, late, seq)
         return events
-
-    def on_clock(self, now_ms: float) -> CandleEvents:
-        """Live only: close the windows that the clock has carried the watermark past."""
-        events = self._events()
-        self._close_until(self.watermark(now_ms), events)
-        self._expire(self.watermark(now_ms))
-        return events
-
-    def on_end(self) -> CandleEvents:
-        """The input ended: every open window closes."""
-        events = self._events()
-        self._close_until(math.inf, events)
-        return events
-
-    def snapshot(self) -> CandleState:
-        return self.state.copy()
 
     # --- the forming candles (live view) -------------------------------------------------
     def forming_changed(self) -> bool:
@@ -357,14 +320,6 @@ class SymbolCandles:
         return CandleBatch(self._symbol, _base_bars(pending.select(mask), base), self._names)
 
     # --- closing windows ---------------------------------------------------------------
-    def _close_until(self, watermark: float, events: CandleEvents) -> None:
-        """Close every window with `end <= watermark`, base first so roll-ups are complete."""
-        if self._next_end() > watermark:
-            return
-        self._close_base(watermark, events)
-        for res in self.spec.resolutions[1:]:
-            self._close_coarse(res, watermark, events)
-
     def _close_base(self, watermark: float, events: CandleEvents) -> None:
         """The base windows that close, all at once: sorted by `(ts, arrival)`, cut at the
         window boundaries and reduced per window."""

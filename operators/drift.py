@@ -75,17 +75,6 @@ def drift_record(
     policy: DriftPolicy,
 ) -> DriftRecord:
     """The drift record of one bar, comparing what was emitted with the corrected bar."""
-    before = bar_fields(emitted) if emitted is not None else None
-    after = bar_fields(corrected)
-    drifts = {
-        f: relative_drift(None if before is None else before[f], after[f]) for f in DRIFT_FIELDS
-    }
-    drifted = policy.drifted(drifts)
-    columns: dict[str, Any] = {
-        **_prefixed("emitted_", before),
-        **_prefixed("corrected_", after),
-        **{f"drift_{f}": drifts[f] for f in DRIFT_FIELDS},
-    }
     return DriftRecord(
         bar_id=bar_id(symbol, resolution, window_start),
         symbol=symbol,
@@ -95,12 +84,13 @@ def drift_record(
         revision=revision,
         late_trades=late_trades,
         max_lateness_ms=max_lateness_ms,
-        emitted_missing=before is None,
-        **columns,
-        max_drift=max(drifts[f] for f in policy.fields) if policy.fields else 0.0,
-        drifted_fields=",".join(drifted),
-        alert=bool(drifted),
         detected_event_ts=detected_event_ts,
+        **_drift_columns(
+            bar_fields(emitted) if emitted is not None else None,
+            bar_fields(corrected),
+            DRIFT_FIELDS,
+            policy,
+        ),
     )
 
 
@@ -125,13 +115,6 @@ def quote_drift_record(
     threshold: float,
 ) -> QuoteDriftRecord:
     """The drift record of one quote bar: its published row against its full view."""
-    before = quote_bar_fields(emitted) if emitted is not None else None
-    after = quote_bar_fields(corrected)
-    drifts = {
-        f: relative_drift(None if before is None else before[f], after[f])
-        for f in QUOTE_DRIFT_FIELDS
-    }
-    drifted = [f for f in QUOTE_ALERT_FIELDS if drifts[f] > threshold]
     return QuoteDriftRecord(
         bar_id=bar_id(symbol, resolution, window_start),
         symbol=symbol,
@@ -141,18 +124,38 @@ def quote_drift_record(
         revision=revision,
         late_quotes=late_quotes,
         max_lateness_ms=max_lateness_ms,
-        emitted_missing=before is None,
-        **_prefixed("emitted_", before, QUOTE_DRIFT_FIELDS),
-        **_prefixed("corrected_", after, QUOTE_DRIFT_FIELDS),
-        **_prefixed("drift_", drifts, QUOTE_DRIFT_FIELDS),
-        max_drift=max(drifts[f] for f in QUOTE_ALERT_FIELDS),
-        drifted_fields=",".join(drifted),
-        alert=bool(drifted),
         detected_event_ts=detected_event_ts,
+        **_drift_columns(
+            quote_bar_fields(emitted) if emitted is not None else None,
+            quote_bar_fields(corrected),
+            QUOTE_DRIFT_FIELDS,
+            DriftPolicy(threshold, QUOTE_ALERT_FIELDS),
+        ),
     )
 
 
+def _drift_columns(
+    before: Mapping[str, float | int] | None,
+    after: Mapping[str, float | int],
+    fields: tuple[str, ...],
+    policy: DriftPolicy,
+) -> dict[str, Any]:
+    """A drift record's measured columns: each field emitted, corrected and its drift,
+    the largest drift of the watched fields, and whether it is an alert."""
+    drifts = {f: relative_drift(None if before is None else before[f], after[f]) for f in fields}
+    drifted = policy.drifted(drifts)
+    return {
+        "emitted_missing": before is None,
+        **_prefixed("emitted_", before, fields),
+        **_prefixed("corrected_", after, fields),
+        **_prefixed("drift_", drifts, fields),
+        "max_drift": max(drifts[f] for f in policy.fields) if policy.fields else 0.0,
+        "drifted_fields": ",".join(drifted),
+        "alert": bool(drifted),
+    }
+
+
 def _prefixed(
-    prefix: str, values: Mapping[str, float | int] | None, names: Iterable[str] = DRIFT_FIELDS
+    prefix: str, values: Mapping[str, float | int] | None, names: Iterable[str]
 ) -> dict[str, Any]:
     return {f"{prefix}{f}": (None if values is None else values[f]) for f in names}

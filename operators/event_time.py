@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
+
+EventsT = TypeVar("EventsT")  # what one step of a window engine produces
 
 
 def watermark(
@@ -66,3 +69,83 @@ def arrivals(
     if max_ts is None:
         late[0] = False  # the first message of a symbol is never late
     return Arrivals(late, newest_before, wm_before)
+
+
+class WindowEngine(Generic[EventsT]):
+    """The shell both per-symbol window engines share (`SymbolCandles`, `SymbolQuoteBars`):
+    the watermark, when the next window closes, closing every window up to a watermark
+    (base first, so roll-ups are complete), and the clock, end-of-input and snapshot steps.
+
+    A subclass keeps `spec` (a `CandleSpec`) and `state` (with `max_ts`,
+    `max_ts_seen_at_ms` and `copy()`), and does the window work: `_events`, `_next_end`,
+    `_close_base`, `_close_coarse` and `_expire`.
+    """
+
+    spec: Any
+    state: Any
+
+    def _events(self) -> EventsT:
+        raise NotImplementedError
+
+    def _next_end(self) -> float:
+        """The end of the earliest window still to close (inf when none)."""
+        raise NotImplementedError
+
+    def _close_base(self, wm: float, events: EventsT) -> None:
+        raise NotImplementedError
+
+    def _close_coarse(self, res: int, wm: float, events: EventsT) -> None:
+        raise NotImplementedError
+
+    def _expire(self, wm: float) -> None:
+        raise NotImplementedError
+
+    def watermark(self, now_ms: float) -> float:
+        state, spec = self.state, self.spec
+        return watermark(
+            state.max_ts, state.max_ts_seen_at_ms, spec.allowed_lateness_ms, spec.live, now_ms
+        )
+
+    def next_close_at_ms(self) -> float | None:
+        """Input-clock time (ms) at which the live watermark closes the next window."""
+        state, spec = self.state, self.spec
+        return close_at_ms(
+            state.max_ts,
+            state.max_ts_seen_at_ms,
+            spec.allowed_lateness_ms,
+            spec.live,
+            self._next_end(),
+        )
+
+    def _after_batch(self, batch_max: int, now_ms: float, events: EventsT) -> None:
+        """A batch's newest event time moves the watermark: close and expire up to it."""
+        state = self.state
+        if state.max_ts is None or batch_max > state.max_ts:
+            state.max_ts = batch_max
+            state.max_ts_seen_at_ms = now_ms
+        self._close_until(self.watermark(now_ms), events)
+        self._expire(self.watermark(now_ms))
+
+    def on_clock(self, now_ms: float) -> EventsT:
+        """Live only: close the windows that the clock has carried the watermark past."""
+        events = self._events()
+        self._close_until(self.watermark(now_ms), events)
+        self._expire(self.watermark(now_ms))
+        return events
+
+    def on_end(self) -> EventsT:
+        """The input ended: every open window closes."""
+        events = self._events()
+        self._close_until(math.inf, events)
+        return events
+
+    def snapshot(self) -> Any:
+        return self.state.copy()
+
+    def _close_until(self, wm: float, events: EventsT) -> None:
+        """Close every window with `end <= wm`, base first so roll-ups are complete."""
+        if self._next_end() > wm:
+            return
+        self._close_base(wm, events)
+        for res in self.spec.resolutions[1:]:
+            self._close_coarse(res, wm, events)

@@ -34,7 +34,7 @@ import polars as pl
 from candlewax.records import QUOTE_BAR_ROW, FlaggedQuotes, QuoteBarBatch, QuoteDriftRecord
 from operators.candles import CandleSpec
 from operators.drift import quote_drift_record
-from operators.event_time import arrivals, close_at_ms, watermark
+from operators.event_time import WindowEngine, arrivals
 from operators.quote_bars import base_bars, rolled_up
 
 # One quote as the engine keeps it: event time, arrival sequence, bid and ask.
@@ -143,7 +143,7 @@ class QuoteEvents:
             self.restated_counts[res_name] = self.restated_counts.get(res_name, 0) + restated
 
 
-class SymbolQuoteBars:
+class SymbolQuoteBars(WindowEngine[QuoteEvents]):
     """The quote bar state machine of one symbol."""
 
     def __init__(self, spec: CandleSpec, state: QuoteBarState | None = None):
@@ -157,12 +157,6 @@ class SymbolQuoteBars:
                 self.state.rolled.setdefault(res, -math.inf)
 
     # --- the watermark -----------------------------------------------------------------
-    def watermark(self, now_ms: float) -> float:
-        state, spec = self.state, self.spec
-        return watermark(
-            state.max_ts, state.max_ts_seen_at_ms, spec.allowed_lateness_ms, spec.live, now_ms
-        )
-
     def _next_end(self) -> float:
         """The end of the earliest window still to close (inf when none)."""
         state, base = self.state, self.spec.base
@@ -175,16 +169,6 @@ class SymbolQuoteBars:
             if first_open is not None:
                 ends.append(first_open - first_open % res + res)
         return min(ends, default=math.inf)
-
-    def next_close_at_ms(self) -> float | None:
-        state, spec = self.state, self.spec
-        return close_at_ms(
-            state.max_ts,
-            state.max_ts_seen_at_ms,
-            spec.allowed_lateness_ms,
-            spec.live,
-            self._next_end(),
-        )
 
     # --- input -------------------------------------------------------------------------
     def _events(self) -> QuoteEvents:
@@ -221,39 +205,11 @@ class SymbolQuoteBars:
             self._close_until(wm, events)
             self._take_late(rows[i : i + 1], int(arrived.newest_before[i]), wm, events)
 
-        batch_max = int(rows["ts"].max())
-        if state.max_ts is None or batch_max > state.max_ts:
-            state.max_ts = batch_max
-            state.max_ts_seen_at_ms = now_ms
-        self._close_until(self.watermark(now_ms), events)
-        self._expire(self.watermark(now_ms))
+        self._after_batch(int(rows["ts"].max()), now_ms, events)
         events.quotes = FlaggedQuotes(quotes, late, rows["seq"])
         return events
 
-    def on_clock(self, now_ms: float) -> QuoteEvents:
-        """Live only: close the windows that the clock has carried the watermark past."""
-        events = self._events()
-        self._close_until(self.watermark(now_ms), events)
-        self._expire(self.watermark(now_ms))
-        return events
-
-    def on_end(self) -> QuoteEvents:
-        """The input ended: every open window closes."""
-        events = self._events()
-        self._close_until(math.inf, events)
-        return events
-
-    def snapshot(self) -> QuoteBarState:
-        return self.state.copy()
-
     # --- closing windows ---------------------------------------------------------------
-    def _close_until(self, wm: float, events: QuoteEvents) -> None:
-        if self._next_end() > wm:
-            return
-        self._close_base(wm, events)
-        for res in self.spec.resolutions[1:]:
-            self._close_coarse(res, wm, events)
-
     def _close_base(self, wm: float, events: QuoteEvents) -> None:
         state, spec = self.state, self.spec
         base = spec.base

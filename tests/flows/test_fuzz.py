@@ -12,7 +12,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from candlewax.records import RawBatch
+from candlewax.records import QUOTE, RawBatch
 from operators.decode import ValidationRules, decode_batch
 from tests import factories
 from tests.factories import T0
@@ -34,16 +34,31 @@ json_values = st.recursive(
 )
 
 
+QUOTE_FIELDS = ["symbol", "bid", "ask", "bid_size", "ask_size", "ts", "quote_id", "type"]
+PRICES = [1.5, 60000, 0, -1, 1e308, "1.5", None, True]
+
+
 @st.composite
 def trade_like(draw: st.DrawFn) -> bytes:
     """A trade, then mangled: fields dropped, repeated, retyped; bytes spliced in."""
+    return draw(mangled([("price", PRICES), ("size", [1, 0.25, 0, 1e-400, [1]])], FIELDS))
+
+
+@st.composite
+def quote_like(draw: st.DrawFn) -> bytes:
+    """A quote (crossed, locked or sound), then mangled the same ways."""
+    prices = [("bid", [*PRICES, 60001]), ("ask", [*PRICES, 60001, 59999])]
+    return draw(mangled([*prices, ("bid_size", [0, 2, -1, "x"])], QUOTE_FIELDS))
+
+
+@st.composite
+def mangled(draw: st.DrawFn, numbers: list[tuple[str, list]], names: list[str]) -> bytes:
     fields: list[tuple[str, object]] = [
         ("symbol", draw(st.sampled_from(["BTC-USD", "ETH-USD", "x y", "", "S" * 40]))),
-        ("price", draw(st.sampled_from([1.5, 60000, 0, -1, 1e308, "1.5", None, True]))),
-        ("size", draw(st.sampled_from([1, 0.25, 0, 1e-400, [1]]))),
+        *[(name, draw(st.sampled_from(values))) for name, values in numbers],
         ("ts", draw(st.sampled_from([T0, T0 + 999, T0 // 1000, float(T0), str(T0), 2**64]))),
     ]
-    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=3)):
+    for name in draw(st.lists(st.sampled_from(names), max_size=3)):
         fields.append((name, draw(json_values)))  # extra or repeated contract fields
     fields = draw(st.permutations(fields))
     fields = fields[: draw(st.integers(min_value=max(0, len(fields) - 2), max_value=len(fields)))]
@@ -66,13 +81,14 @@ def trade_like(draw: st.DrawFn) -> bytes:
     return raw
 
 
-messages = st.one_of(
-    trade_like(),
+hostile = st.one_of(
     st.binary(max_size=64),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.just(b""),
     st.sampled_from([b"\r", b"   ", b"\xff", b"[" * 3000, b"null"]),
 )
+messages = st.one_of(trade_like(), hostile)
+quote_messages = st.one_of(quote_like(), trade_like(), hostile)
 
 
 def outcomes(decoded) -> dict[int, object]:
@@ -102,6 +118,28 @@ def test_every_message_gets_one_outcome_whatever_the_batch(batch_of_messages, ba
         rejected.update(outcomes(part))
         filtered += part.filtered
     assert trades == whole.valid.rows()
+    assert rejected == outcomes(whole)
+    assert filtered == whole.filtered
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(quote_messages, max_size=40), st.integers(min_value=1, max_value=40))
+def test_every_quote_gets_one_outcome_whatever_the_batch(batch_of_messages, batch_size):
+    def decode(values: list, start: int):
+        batch = RawBatch("t", values, range(start, start + len(values)))
+        return decode_batch(batch, RULES, origin=False, kind=QUOTE)
+
+    whole = decode(batch_of_messages, 0)
+    assert whole.valid.height + whole.filtered + len(whole.rejections) == len(batch_of_messages)
+    for rejection in whole.rejections:
+        assert rejection.raw == batch_of_messages[int(rejection.source.rsplit("@", 1)[1])]
+    quotes, rejected, filtered = [], {}, 0
+    for start in range(0, len(batch_of_messages), batch_size):
+        part = decode(batch_of_messages[start : start + batch_size], start)
+        quotes += part.valid.rows()
+        rejected.update(outcomes(part))
+        filtered += part.filtered
+    assert quotes == whole.valid.rows()
     assert rejected == outcomes(whole)
     assert filtered == whole.filtered
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 
+import polars as pl
+
 from candlewax.records import Candle, candle_frame
 from operators.candles import CandleSpec, SymbolCandles
 from tests.factories import T0, trades_frame
+from tests.reference import assert_candles_match, candles_of
 
 SPEC = CandleSpec(resolutions=(1_000, 10_000), allowed_lateness_ms=1_000)
 
@@ -24,6 +27,12 @@ def test_a_forming_candle_is_the_candle_the_window_closes_with():
     # Both base windows are open (the watermark is the newest trade minus 1 s lateness),
     # so neither has closed yet, and both are shown.
     assert set(forming) == {f"BTC-USD:1s:{T0}", f"BTC-USD:1s:{T0 + 1_000}"}
+    # Against an independent computation straight from the trades (tests/reference.py)...
+    trades = pl.DataFrame(rows, schema=["ts", "price", "size"], orient="row").with_columns(
+        symbol=pl.lit("BTC-USD"), arrival=pl.int_range(pl.len())
+    )
+    assert_candles_match(list(forming.values()), candles_of(trades, 1_000, "1s"))
+    # ...and the candle each window then closes with is the forming one, to the bit.
     closed = {c.bar_id: c for c in rows_of(engine.on_end().candles)}
     for bar_id, candle in forming.items():
         assert candle == closed[bar_id], "same arithmetic, same bits, open or closed"

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_BARS = 5_000
+LAKE_SYMBOLS_TTL_S = 30.0
 QUEUE_SIZE = 2_000  # events a slow page may fall behind before it is told to reload
 
 
@@ -113,6 +115,7 @@ class Dashboard:
             )
         self.poller = HealthPoller(config.metrics_urls, self._on_health)
         self.latest_health: Health | None = None
+        self._lake_symbols_at: tuple[float, set[str]] = (-math.inf, set())
         self.app = Starlette(
             routes=[
                 Route("/", self.index),
@@ -156,8 +159,7 @@ class Dashboard:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def api_config(self, request: Request) -> Response:
-        lake_known = await asyncio.to_thread(lake_symbols, self.config.lake)
-        symbols = sorted(lake_known | self.recent.symbols())
+        symbols = sorted(await self._lake_symbols() | self.recent.symbols())
         return JSONResponse(
             {
                 "symbols": symbols,
@@ -182,6 +184,15 @@ class Dashboard:
         if not 1 <= limit <= MAX_BARS:
             raise _BadRequest(f"limit: expected 1 to {MAX_BARS}")
         return symbol, resolution, limit
+
+    async def _lake_symbols(self) -> set[str]:
+        """The lake's symbols, read at most every `LAKE_SYMBOLS_TTL_S`: every open page
+        asks every 10 s, and the query reads every candle file's symbol column."""
+        at, symbols = self._lake_symbols_at
+        if time.monotonic() - at > LAKE_SYMBOLS_TTL_S:
+            symbols = await asyncio.to_thread(lake_symbols, self.config.lake)
+            self._lake_symbols_at = (time.monotonic(), symbols)
+        return symbols
 
     async def api_bars(self, request: Request) -> Response:
         try:
