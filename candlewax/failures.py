@@ -120,9 +120,11 @@ def redact(text: str) -> str:
     """`text` with every registered secret, and any `password=`/`secret` value, masked."""
     for secret in sorted(_policy.secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return _PASSWORD_VALUE.sub(r"\1***", text)
+    return _URL_PASSWORD.sub(r"\1***@", _PASSWORD_VALUE.sub(r"\1***", text))
 
 
+# The password of a URL: `postgresql://user:PASSWORD@host`, `redis://:PASSWORD@host`.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 _PASSWORD_VALUE = re.compile(
     r"""((?:password|secret|sasl\.jaas\.config)["']?\s*[:=]\s*["']?)[^"',}\s]+""", re.I
 )

@@ -17,6 +17,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     start_http_server,
 )
@@ -27,6 +28,24 @@ DRIFT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 LATENESS_BUCKETS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 3600.0)
 DELAY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 log = logging.getLogger("candlewax")
+
+# The serving stores (`sinks.postgres`, `sinks.redis`), in the process's default registry.
+SERVING_ROWS = Counter(
+    "candlewax_serving_rows",
+    "Records committed to a serving store (PostgreSQL: rows of committed transactions, "
+    "whether or not they changed a row; Redis: records sent to the projection).",
+    ["store", "table"],
+)
+SERVING_RETRIES = Counter(
+    "candlewax_serving_retries",
+    "Writes to a serving store retried after the store was unreachable or failed.",
+    ["store", "table"],
+)
+SERVING_PENDING = Gauge(
+    "candlewax_serving_pending_rows",
+    "Records handed to a serving store's writer and not committed yet.",
+    ["store", "table"],
+)
 
 
 @dataclass(frozen=True)

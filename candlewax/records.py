@@ -242,11 +242,17 @@ class _Record:
         """The JSON form of every row, encoded in one call for the whole frame."""
         if frame.height == 0:
             return []
-        text = frame.with_columns(*_finite_or_null(frame)).write_ndjson()
+        text = finite(frame).write_ndjson()
         return text.encode().split(b"\n")[: frame.height]
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def finite(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with every float that is not finite made null: no output (JSON, the lake,
+    the serving stores) ever holds inf or NaN."""
+    return frame.with_columns(*_finite_or_null(frame))
 
 
 def _finite_or_null(frame: pl.DataFrame) -> list[pl.Expr]:

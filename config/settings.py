@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -31,7 +32,14 @@ DurationMs = Annotated[int, NoDecode]
 
 
 # Settings whose values may hold a secret: errors never echo them.
-SECRET_FIELDS = {"kafka_sasl_password", "kafka_consumer_config", "kafka_producer_config"}
+SECRET_FIELDS = {
+    "kafka_sasl_password",
+    "kafka_consumer_config",
+    "kafka_producer_config",
+    "postgres_dsn",
+    "postgres_password",
+    "redis_url",
+}
 # Variables with the prefix that are read by other parts, not the settings: the pods'
 # start-up script (`candlewax recovery-init --partitions`, k8s/).
 NOT_SETTINGS = {"CANDLEWAX_RECOVERY_PARTITIONS"}
@@ -94,6 +102,12 @@ class Settings(BaseSettings):
     lake_flush_rows: int = Field(default=250_000, ge=1)
     lake_flush_interval: DurationMs = 30_000
 
+    # --- serving stores (off when empty) ----------------------------------------------
+    postgres_dsn: SecretStr = SecretStr("")
+    postgres_password: SecretStr | None = None
+    redis_url: SecretStr = SecretStr("")
+    serving_retry_timeout: DurationMs = 300_000
+
     # --- candles, lateness, dedupe, drift --------------------------------------------
     resolutions: Annotated[list[int], NoDecode] = Field(default=[1_000, 10_000, 60_000])
     allowed_lateness: DurationMs = 1_000
@@ -146,6 +160,7 @@ class Settings(BaseSettings):
         "live_interval",
         "sim_duration",
         "ts_max_future",
+        "serving_retry_timeout",
         mode="before",
     )
     @classmethod
@@ -268,9 +283,21 @@ class Settings(BaseSettings):
         found = []
         if self.kafka_sasl_password is not None:
             found.append(self.kafka_sasl_password.get_secret_value())
+        if self.postgres_password is not None:
+            found.append(self.postgres_password.get_secret_value())
+        found += [p for p in (url_password(self.postgres_dsn), url_password(self.redis_url)) if p]
         for extra in (self.kafka_consumer_config, self.kafka_producer_config):
             found += [str(v) for k, v in extra.items() if _SECRET_KEY.search(k)]
         return found
+
+
+def url_password(secret: SecretStr) -> str | None:
+    """The password inside a connection URI or libpq `key=value` string, if any."""
+    value = secret.get_secret_value()
+    if "://" in value:
+        return urlsplit(value).password
+    match = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", value)
+    return match.group(1).strip("'") if match else None
 
 
 def parse_epoch_ms(value: Any) -> int:

@@ -42,7 +42,7 @@ from operators.candles import CandleSpec
 from operators.decode import ValidationRules
 from operators.drift import DriftPolicy
 from operators.price_guard import OutlierRule
-from sinks import lake
+from sinks import lake, postgres, redis
 from sinks.kafka import (
     DEFAULT_MESSAGE_MAX_BYTES,
     KafkaRecordSink,
@@ -300,7 +300,33 @@ def default_sinks(settings: Settings) -> FlowSinks:
                 kafka_sink(settings.kafka_quote_drift_topic, quote_drift_messages)
             )
             sinks.quote_dlq.append(kafka_sink(settings.kafka_quotes_dlq_topic, to_dlq))
+    _add_serving_sinks(settings, sinks)
     return sinks
+
+
+def _add_serving_sinks(settings: Settings, sinks: FlowSinks) -> None:
+    """PostgreSQL tables and the Redis projection, each when its setting is not empty."""
+    dsn = settings.postgres_dsn.get_secret_value()
+    if dsn:
+        password = settings.postgres_password
+        target = postgres.PostgresTarget(
+            dsn,
+            password.get_secret_value() if password is not None else None,
+            settings.serving_retry_timeout,
+        )
+        sinks.candles.append(postgres.PostgresSink(target, postgres.CANDLES))
+        sinks.drift.append(postgres.PostgresSink(target, postgres.DRIFT))
+        if settings.quotes_source:
+            sinks.quote_bars.append(postgres.PostgresSink(target, postgres.QUOTE_BARS))
+            sinks.quote_drift.append(postgres.PostgresSink(target, postgres.QUOTE_DRIFT))
+    url = settings.redis_url.get_secret_value()
+    if url:
+        store = redis.RedisTarget(url, settings.serving_retry_timeout)
+        sinks.candles.append(redis.RedisSink(store, redis.CANDLES))
+        if settings.live_interval and not settings.bounded_input:
+            sinks.forming.append(redis.RedisSink(store, redis.FORMING))
+        if settings.quotes_source:
+            sinks.quote_bars.append(redis.RedisSink(store, redis.QUOTE_BARS))
 
 
 def configure_logging(level: str) -> None:
@@ -371,13 +397,16 @@ def flow_from_environment() -> Dataflow:
     sys.excepthook = outcome.on_exception
     atexit.register(outcome.log_at_exit)
     log.info(
-        "candle flow: source=%s quotes=%s resolutions=%s lateness=%sms lake=%s kafka=%s",
+        "candle flow: source=%s quotes=%s resolutions=%s lateness=%sms lake=%s kafka=%s "
+        "postgres=%s redis=%s",
         settings.source,
         settings.quotes_source or "off",
         settings.resolutions,
         settings.allowed_lateness,
         settings.lake_dir,
         settings.kafka_brokers or "off",
+        "on" if settings.postgres_dsn.get_secret_value() else "off",
+        "on" if settings.redis_url.get_secret_value() else "off",
     )
     try:
         flow = build_flow(settings, metrics=metrics)

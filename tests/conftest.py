@@ -38,3 +38,51 @@ def trades_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[by
     path = tmp_path_factory.mktemp("input") / "trades.ndjson"
     path.write_bytes(b"\n".join(m.replace(b"\n", b" ") for m in messages) + b"\n")
     return path, messages
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster (Debian's `postgresql`) on a free loopback port."""
+    from tools.stores import LocalPostgres, postgres_available
+
+    missing = postgres_available()
+    if missing:
+        pytest.skip(missing)
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: Any, request: pytest.FixtureRequest) -> str:
+    """A new, empty database on the session's PostgreSQL server, for one test."""
+    import re
+
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    with psycopg.connect(postgres_server.admin_dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    return postgres_server.admin_dsn(name)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A throwaway `redis-server` on a free loopback port, no persistence."""
+    from tools.stores import LocalRedis, redis_available
+
+    missing = redis_available()
+    if missing:
+        pytest.skip(missing)
+    with LocalRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """The session's Redis, emptied for one test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return str(redis_server.url)

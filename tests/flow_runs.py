@@ -67,14 +67,18 @@ def run_flow(
     workers: int = 1,
     batch_size: int = 1_000,
     quotes: Sequence[bytes | None] | None = None,
+    more_sinks: dict[str, list[Any]] | None = None,
 ) -> FlowResult:
     """Run `flows.ohlcv` over in-memory messages with 1 or more workers in this process;
     `messages` None: the trade source the settings name; `quotes`: with the quotes
-    branch, over these quote messages."""
+    branch, over these quote messages; `more_sinks`: sinks by output name (`FlowSinks`)
+    beside the testing ones, such as the serving stores."""
     settings = settings or factories.settings()
     names = ["candles", "trades", "drift", "dlq", "quote_bars", "quotes", "quote_drift"]
     out: dict[str, list[Any]] = {name: [] for name in [*names, "quote_dlq"]}
     sinks = FlowSinks(**{name: [TestingSink(items)] for name, items in out.items()})
+    for name, extra in (more_sinks or {}).items():
+        getattr(sinks, name).extend(extra)
     metrics = FlowMetrics()
     source = None if messages is None else TestingSource(list(raw_batches(messages, batch_size)))
     quote_source = None
