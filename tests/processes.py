@@ -94,6 +94,18 @@ def lake_table(lake_dir: Path, dataset: str) -> pl.DataFrame:
     return duckdb.sql(f"select * from read_parquet('{glob}', hive_partitioning = true)").pl()
 
 
+def postgres_table(dsn: str, table: str, order: str = "bar_id") -> pl.DataFrame:
+    """A serving table as the flow's frames have it (timestamps back in epoch ms)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as connection:
+        cursor = connection.execute(f"SELECT * FROM {table} ORDER BY {order}")
+        names = [c.name for c in cursor.description or []]
+        rows = cursor.fetchall()
+    frame = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+    return frame.with_columns(pl.col(pl.Datetime).dt.epoch("ms"))
+
+
 def lake_candles(lake_dir: Path) -> list[tuple]:
     frame = lake_table(lake_dir, "candles")
     return sorted(

@@ -9,7 +9,7 @@ import sys
 
 from candlewax.failures import redact
 from config.settings import SettingsError, load_settings, unknown_variables
-from tools import dashboard, demo, drift, profile, reconcile, recovery_init, replay, simulate
+from tools import dashboard, demo, dlq, drift, profile, reconcile, recovery_init, replay, simulate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         ("profile", profile, "report the data quality of a trade file or the lake"),
         ("reconcile", reconcile, "compare the lake's candles with candles recomputed from trades"),
         ("drift", drift, "show the recent drift records and alerts from the lake"),
+        ("dlq", dlq, "dead-lettered messages: stats, show, and redrive once fixed"),
         ("dashboard", dashboard, "a live candle chart and the pipeline's health in a browser"),
         ("recovery-init", recovery_init, "create this process's Bytewax recovery partitions"),
     ):

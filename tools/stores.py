@@ -2,8 +2,9 @@
 
 `LocalPostgres` makes a new cluster with `initdb` in a temporary directory and runs its
 `postgres` on a free loopback port; `LocalRedis` runs `redis-server` the same way, with
-no persistence. Both are child processes that end with the program that started them
-(`tools.children.stop_with_parent`), and `stop()` removes their directory.
+no persistence and a random password. Both are child processes that end with the
+program (more exactly, the thread) that started them (`tools.children.stop_with_parent`),
+and `stop()` removes their directory.
 
 PostgreSQL refuses to run as root, so as root the server (and `initdb`) run as the
 `postgres` user that Debian's package creates; the cluster's superuser is `candlewax`
@@ -291,9 +292,14 @@ class LocalRedis(_LocalServer):
 
     name = "redis"
 
+    def __init__(self, port: int | None = None):
+        super().__init__(port)
+        self.password = secrets.token_urlsafe(16)
+
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """A Redis URL with the password (a secret: never log it)."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def _command(self) -> list[str]:
         return [
@@ -310,6 +316,8 @@ class LocalRedis(_LocalServer):
             str(self.directory),
             "--daemonize",
             "no",
+            "--requirepass",
+            self.password,
         ]
 
     def start(self, timeout_s: float = 30.0) -> LocalRedis:

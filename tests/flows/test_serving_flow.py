@@ -18,7 +18,7 @@ from tests import factories
 from tests.factories import T0
 from tests.flow_runs import run_flow
 from tests.operators.test_quote_windows import quote_stream
-from tests.sinks.test_postgres import stored
+from tests.processes import postgres_table as stored
 
 
 @pytest.fixture(scope="module")

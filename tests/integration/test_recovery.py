@@ -18,7 +18,7 @@ import pytest
 from candlewax.records import Candle
 from tests.factories import RESOLUTIONS, T0, simulated
 from tests.kafka_helpers import produce, read_topic
-from tests.processes import ROOT, flow_topics, kafka_env, lake_table
+from tests.processes import ROOT, flow_topics, kafka_env, lake_table, postgres_table
 from tests.reference import assert_candles_match, reference_candles, reference_trades, valid_trade
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -34,7 +34,7 @@ def start_flow(env: dict[str, str], recovery: str) -> subprocess.Popen[bytes]:
     )
 
 
-def test_sigkill_and_resume_loses_and_doubles_nothing(broker, tmp_path):
+def test_sigkill_and_resume_loses_and_doubles_nothing(broker, tmp_path, postgres_dsn):
     topics = flow_topics(broker, trades_partitions=3)
     messages = simulated(
         400_000,
@@ -55,6 +55,7 @@ def test_sigkill_and_resume_loses_and_doubles_nothing(broker, tmp_path):
         "PYTHONPATH": str(ROOT),
         "CANDLEWAX_METRICS_PORT": "0",
         "CANDLEWAX_BATCH_SIZE": "500",  # small batches: a run of ~10 s, long enough to kill
+        "CANDLEWAX_POSTGRES_DSN": postgres_dsn,
         **kafka_env(broker.bootstrap, topics, lake),
     }
     rng = random.Random(5)
@@ -111,6 +112,11 @@ def test_sigkill_and_resume_loses_and_doubles_nothing(broker, tmp_path):
         by_bar.setdefault(candle.bar_id, set()).add(msgspec.json.encode(candle))
     assert all(len(v) == 1 for v in by_bar.values()), "a bar_id with two different values"
     assert_candles_match(list({c.bar_id: c for c in on_topic}.values()), expected)
+
+    # The PostgreSQL table: one row per bar, each equal to the batch truth.
+    table = postgres_table(postgres_dsn, "candles")
+    assert table.height == expected.height
+    assert_candles_match(Candle.rows(table.select(list(Candle.frame_schema()))), expected)
 
     # The DLQ: every rejected message, by its position, in the lake and on the topic.
     invalid = {

@@ -19,6 +19,7 @@ from candlewax.records import CANDLE_ROW, Candle, CandleBatch, DriftRecord, cand
 from sinks import postgres
 from sinks.postgres import CANDLES, DRIFT, PostgresTarget, PostgresWriter, schema_ddl
 from tests.factories import T0
+from tests.processes import postgres_table as stored
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,18 +32,6 @@ def candle_batch(symbol: str, starts: list[int], revision: int = 0, price: float
     rows["count"], rows["volume"], rows["notional"] = 3, 0.7, price * 0.7 + 1e-9
     rows["revision"] = revision
     return CandleBatch(symbol, rows, ((1_000, "1s"),))
-
-
-def stored(dsn: str, table: str, order: str = "bar_id") -> pl.DataFrame:
-    """A table as the flow's frames have it (timestamps back in epoch ms)."""
-    with psycopg.connect(dsn) as connection:
-        cursor = connection.execute(f"SELECT * FROM {table} ORDER BY {order}")
-        names = [c.name for c in cursor.description or []]
-        rows = cursor.fetchall()
-    frame = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
-    return frame.with_columns(
-        pl.col(pl.Datetime).dt.epoch("ms"),
-    )
 
 
 def written(dsn: str, *batches: list, table=CANDLES, **options) -> PostgresWriter:
