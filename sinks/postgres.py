@@ -130,8 +130,7 @@ class ServingTable:
             for name, kind, _ in self.columns
         )
         return (
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.staging} "
-            f"({columns}, _row bigserial) ON COMMIT DELETE ROWS"
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.staging} ({columns}) ON COMMIT DELETE ROWS"
         )
 
     def copy_sql(self) -> str:
@@ -139,8 +138,8 @@ class ServingTable:
         return f"COPY {self.staging} ({names}) FROM STDIN (FORMAT csv, NULL '{_NULL}')"
 
     def upsert_sql(self) -> str:
-        """One statement: the newest row of each key in the batch, inserted, or replacing
-        the stored one (a bar: only by a higher revision)."""
+        """One statement: each row of the staged batch (one per key, see `csv`) inserted,
+        or replacing the stored one (a bar: only by a higher revision)."""
         names = [name for name, _, _ in self.columns]
         selected = ", ".join(
             f"timestamptz 'epoch' + {name} * interval '1 millisecond'"
@@ -149,14 +148,10 @@ class ServingTable:
             for name in names
         )
         key = ", ".join(self.key)
-        # A bar: the highest revision, and of equal ones the first, as if written one by
-        # one. A drift record: the same key is the same record; keep the last.
-        order = f"{key}, revision DESC, _row" if self.revisioned else f"{key}, _row DESC"
         updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in names if name not in self.key)
         statement = (
             f"INSERT INTO {self.name} AS stored ({', '.join(names)})\n"
-            f"SELECT DISTINCT ON ({key}) {selected}\n"
-            f"FROM {self.staging} ORDER BY {order}\n"
+            f"SELECT {selected} FROM {self.staging}\n"
             f"ON CONFLICT ({key}) "
         )
         if self.revisioned:
@@ -164,11 +159,17 @@ class ServingTable:
         return statement + "DO NOTHING"
 
     def csv(self, frame: pl.DataFrame) -> bytes:
-        """A frame of the record's columns as the COPY data, in one call."""
+        """A frame of the record's columns as the COPY data, in one call, one row per key:
+        a bar at its highest revision (of equal ones the first, as if written one by one),
+        a drift record the first time (the same key is the same record). Done here, in
+        polars on the writer's thread, the server's upsert needs no sort."""
         names = [name for name, _, _ in self.columns]
-        return (
-            finite(frame.select(names)).write_csv(include_header=False, null_value=_NULL).encode()
-        )
+        rows = finite(frame.select(names))
+        if rows.select(pl.struct(self.key).n_unique()).item() < rows.height:
+            if self.revisioned:
+                rows = rows.sort("revision", descending=True, maintain_order=True)
+            rows = rows.unique(list(self.key), keep="first", maintain_order=True)
+        return rows.write_csv(include_header=False, null_value=_NULL).encode()
 
 
 _BAR_INDEXES = (

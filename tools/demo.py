@@ -42,6 +42,7 @@ from tools.broker import FLOW_TOPICS, QUOTE_TOPICS, EmbeddedBroker, free_port
 from tools.children import stop_with_parent
 from tools.dashboard import dashboard_topics
 from tools.dashboard.app import Dashboard, DashboardConfig
+from tools.stores import LocalPostgres, LocalRedis, postgres_available, redis_available
 from tools.topics import produce, read_topic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
         type=Path,
         default=Path("demo-output"),
         help="directory for the lake and logs, emptied first (default ./demo-output)",
+    )
+    parser.add_argument(
+        "--no-stores",
+        action="store_true",
+        help="without the serving stores (by default a throwaway PostgreSQL and Redis run "
+        "when installed, or yours from CANDLEWAX_POSTGRES_DSN / CANDLEWAX_REDIS_URL)",
+    )
+    parser.set_defaults(
+        postgres_dsn=settings.postgres_dsn.get_secret_value(),
+        redis_url=settings.redis_url.get_secret_value(),
     )
     live = parser.add_argument_group("the live demo")
     live.add_argument(
@@ -86,20 +97,147 @@ def run(args: argparse.Namespace) -> int:
     if args.live:
         return run_live(args, output, lake)
 
-    with EmbeddedBroker(log_path=output / "tansu.log") as broker:
+    with EmbeddedBroker(log_path=output / "tansu.log") as broker, DemoStores(args) as stores:
         say(f"embedded Kafka broker (Tansu) on {broker.bootstrap}")
         topics = {**FLOW_TOPICS, **QUOTE_TOPICS}
         broker.create_topics(topics)
         say("topics: " + ", ".join(f"{t} ({n} partitions)" for t, n in topics.items()))
 
         produced = produce_trades(broker.bootstrap, args)
-        flow_seconds = run_flow(broker.bootstrap, lake, output, args.workers)
+        flow_seconds = run_flow(broker.bootstrap, lake, output, args.workers, stores.settings())
         say(
             f"flow consumed {produced:,} messages in {flow_seconds:.1f} s "
             f"({produced / flow_seconds:,.0f} messages/s, including start-up)"
         )
         report(broker.bootstrap, lake, output)
+        stores.report()
     return 0
+
+
+# The serving stores' view of the run: the newest 1-minute candles.
+NEWEST_CANDLES_SQL = (
+    "select symbol, to_char(window_start at time zone 'UTC', 'HH24:MI') as minute, open, high, "
+    "low, close, round(volume::numeric, 4) as volume, trade_count as trades, revision "
+    "from candles where resolution = '1m' and window_start = "
+    "(select max(window_start) from candles where resolution = '1m') order by symbol limit 8"
+)
+TABLE_COUNTS_SQL = (
+    "select 'candles' as tbl, resolution, count(*) as rows, max(revision) as max_revision "
+    "from candles group by resolution union all "
+    "select 'quote_bars', resolution, count(*), max(revision) from quote_bars group by resolution "
+    "union all select 'drift', resolution, count(*), null from drift group by resolution "
+    "order by 1, 2"
+)
+
+
+class DemoStores:
+    """The serving stores of the demo: yours (CANDLEWAX_POSTGRES_DSN, CANDLEWAX_REDIS_URL),
+    else a throwaway PostgreSQL and Redis when installed (stopped with the demo), else
+    none, with a word on how to switch them on."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.off = bool(args.no_stores)
+        self.dsn: str = "" if self.off else args.postgres_dsn
+        self.redis_url: str = "" if self.off else args.redis_url
+        self.postgres: LocalPostgres | None = None
+        self.redis: LocalRedis | None = None
+
+    def __enter__(self) -> DemoStores:
+        if self.off:
+            return self
+        # Started from the main thread before any other: they live as long as the demo.
+        if not self.dsn:
+            missing = postgres_available()
+            if missing:
+                say(f"no PostgreSQL tables: {missing}; or set CANDLEWAX_POSTGRES_DSN")
+            else:
+                self.postgres = LocalPostgres().start()
+                self.dsn = self.postgres.dsn
+                say(f"throwaway PostgreSQL on {self.postgres.dsn_without_password}")
+        if not self.redis_url:
+            missing = redis_available()
+            if missing:
+                say(f"no Redis projection: {missing}; or set CANDLEWAX_REDIS_URL")
+            else:
+                self.redis = LocalRedis().start()
+                self.redis_url = self.redis.url
+                say(f"throwaway Redis on 127.0.0.1:{self.redis.port}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in (self.postgres, self.redis):
+            if server is not None:
+                server.stop()
+
+    def settings(self) -> dict[str, str]:
+        """The flow's settings for the stores that are on."""
+        chosen = {"postgres_dsn": self.dsn, "redis_url": self.redis_url}
+        return {name: value for name, value in chosen.items() if value}
+
+    def write_env(self, path: Path) -> None:
+        """The stores' addresses, passwords included, in a file only you can read (a
+        password is never printed): `source` it, then `psql "$CANDLEWAX_POSTGRES_DSN"`."""
+        chosen = {"CANDLEWAX_POSTGRES_DSN": self.dsn, "CANDLEWAX_REDIS_URL": self.redis_url}
+        lines = [f"export {name}='{value}'" for name, value in chosen.items() if value]
+        if not lines:
+            return
+        path.touch(mode=0o600)
+        path.write_text("\n".join(lines) + "\n")
+        say(
+            f'serving stores: source {path}; then psql "$CANDLEWAX_POSTGRES_DSN" or '
+            'redis-cli -u "$CANDLEWAX_REDIS_URL" hgetall candlewax:candle:BTC-USD:1m'
+        )
+
+    def report(self) -> None:
+        if self.dsn:
+            self._report_postgres()
+        if self.redis_url:
+            self._report_redis()
+        if self.postgres is not None or self.redis is not None:
+            say("(the demo's PostgreSQL and Redis are throwaway: they stop with it)")
+
+    def _report_postgres(self) -> None:
+        psql = shutil.which("psql")
+        env = tool_env()
+        target = self.dsn
+        if self.postgres is not None:  # the password in the environment, not on display
+            target = self.postgres.dsn_without_password
+            env["PGPASSWORD"] = self.postgres.password
+        say("PostgreSQL: rows per table, and the newest 1-minute candles")
+        if psql is None:
+            import psycopg
+
+            with psycopg.connect(self.dsn) as connection:
+                for query in (TABLE_COUNTS_SQL, NEWEST_CANDLES_SQL):
+                    cursor = connection.execute(query.encode())
+                    print(" | ".join(c.name for c in cursor.description or []))
+                    for row in cursor.fetchall():
+                        print(" | ".join(str(v) for v in row))
+            return
+        shown = target if self.postgres is not None else "$CANDLEWAX_POSTGRES_DSN"
+        say(f'  psql {shown} -c "{NEWEST_CANDLES_SQL}"')
+        subprocess.run(
+            [psql, target, "-X", "-c", TABLE_COUNTS_SQL, "-c", NEWEST_CANDLES_SQL],
+            env=env,
+            check=False,
+        )
+
+    def _report_redis(self) -> None:
+        import redis
+
+        with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
+            keys = sorted(client.scan_iter("candlewax:candle:*:1m", count=1_000))[:8]
+            say(
+                f"Redis: {sum(1 for _ in client.scan_iter('candlewax:*', count=1_000)):,} hashes; "
+                "the newest 1-minute candle of each symbol (candlewax:candle:{symbol}:1m):"
+            )
+            for key in keys:
+                candle = client.hgetall(key)
+                minute = time.strftime("%H:%M", time.gmtime(int(candle["window_start"]) / 1000))
+                print(
+                    f"  {key:<32} {minute}  close={candle['close']:<12} "
+                    f"trades={candle['trade_count']:<5} revision={candle['revision']}"
+                )
 
 
 def produce_trades(bootstrap: str, args: argparse.Namespace) -> int:
@@ -164,8 +302,10 @@ def flow_command(workers: int) -> list[str]:
     return [sys.executable, "-m", "bytewax.run", "flows.ohlcv", "-w", str(workers)]
 
 
-def run_flow(bootstrap: str, lake: Path, output: Path, workers: int) -> float:
-    env = flow_env(bootstrap, lake, kafka_tail="false", metrics_port="0")
+def run_flow(
+    bootstrap: str, lake: Path, output: Path, workers: int, stores: dict[str, str]
+) -> float:
+    env = flow_env(bootstrap, lake, kafka_tail="false", metrics_port="0", **stores)
     command = flow_command(workers)
     say(
         "running: CANDLEWAX_SOURCE=kafka CANDLEWAX_QUOTES_SOURCE=kafka CANDLEWAX_KAFKA_TAIL=false "
@@ -260,9 +400,10 @@ def run_live(args: argparse.Namespace, output: Path, lake: Path) -> int:
     """Broker, the live flow with its endless real-time simulators, and the dashboard,
     until Ctrl-C (or SIGTERM)."""
     signal.signal(signal.SIGTERM, _interrupt)  # a `kill` stops it as cleanly as Ctrl-C
-    with EmbeddedBroker(log_path=output / "tansu.log") as broker:
+    with EmbeddedBroker(log_path=output / "tansu.log") as broker, DemoStores(args) as stores:
         say(f"embedded Kafka broker (Tansu) on {broker.bootstrap}")
         broker.create_topics({**FLOW_TOPICS, **QUOTE_TOPICS})
+        stores.write_env(output / "stores.env")
         metrics_port = free_port()
         children = LiveProcesses(output)
         try:
@@ -289,6 +430,7 @@ def run_live(args: argparse.Namespace, output: Path, lake: Path) -> int:
                 metrics_port=str(metrics_port),
                 lake_flush_interval="5s",
                 live_interval="200ms",
+                **stores.settings(),
             )
             children.start("flow", flow_command(args.workers), env)
             say(

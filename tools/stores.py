@@ -86,8 +86,9 @@ class _LocalServer:
 
     name = "server"
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, nice: int = 0):
         self.port = port or free_port()
+        self.nice = nice  # > 0: the server yields the CPU to the programs using it
         self.directory = Path(tempfile.mkdtemp(prefix=f"candlewax-{self.name}-"))
         self.log_path = self.directory / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -107,7 +108,7 @@ class _LocalServer:
                 stdin=subprocess.DEVNULL,
                 cwd=self.directory,
                 start_new_session=True,  # Ctrl-C stops the demo's flow first, not this
-                preexec_fn=stop_with_parent,
+                preexec_fn=self._in_child,
                 **self._run_as(),
             )
         deadline = time.monotonic() + timeout_s
@@ -121,6 +122,11 @@ class _LocalServer:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not start within {timeout_s:.0f} s")
             time.sleep(0.05)
+
+    def _in_child(self) -> None:
+        stop_with_parent()
+        if self.nice:
+            os.nice(self.nice)
 
     def _ready(self) -> bool:
         return _accepts(self.port)
@@ -158,8 +164,8 @@ class LocalPostgres(_LocalServer):
 
     name = "postgres"
 
-    def __init__(self, port: int | None = None):
-        super().__init__(port)
+    def __init__(self, port: int | None = None, nice: int = 0):
+        super().__init__(port, nice)
         self.password = secrets.token_urlsafe(16)
         self.data = self.directory / "data"
         self._initialized = False
