@@ -61,6 +61,7 @@ from candlewax.records import (
     finite,
     quote_bar_frame,
 )
+from sinks.retrying import Retrying
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +335,6 @@ class PostgresWriter:
         self.max_write_rows = max_write_rows
         self.rows_written = 0  # committed
         self._on_error = on_error
-        self._sleep = sleep
         self._state = threading.Condition()
         self._queued: list[Any] = []
         self._queued_rows = 0
@@ -344,6 +344,14 @@ class PostgresWriter:
         self._error: PipelineError | None = None
         self._connection: psycopg.Connection[Any] | None = None
         self._what = f"PostgreSQL table {table.name!r}"
+        self._retrying = Retrying(
+            self._what,
+            retryable,
+            target.retry_timeout_ms / 1000,
+            after_failure=self._disconnect,
+            on_retry=SERVING_RETRIES.labels("postgres", table.name).inc,
+            sleep=sleep,
+        )
         self._pending_gauge = SERVING_PENDING.labels("postgres", table.name)
         self._thread = threading.Thread(
             target=self._run, name=f"postgres-{table.name}", daemon=True
@@ -430,37 +438,10 @@ class PostgresWriter:
 
     def _write(self, records: list[Any], rows: int) -> None:
         data = self.table.csv(self.table.to_frame(records))
-        outage_since: float | None = None
-        delay = 0.1
-        while True:
-            if self._abandoned:
-                return
-            try:
-                self._commit(data)
-                break
-            except Exception as error:
-                self._disconnect()
-                cause = redact(f"{type(error).__name__}: {error}".strip())
-                if not retryable(error):
-                    raise OutputError(self._what, cause) from None
-                now = time.monotonic()
-                if outage_since is None:
-                    outage_since = now
-                    log.warning(
-                        "%s: %s; retrying the batch of %s rows (for up to %.0f s)",
-                        self._what, cause, rows, self.target.retry_timeout_ms / 1000,
-                    )  # fmt: skip
-                elif now - outage_since > self.target.retry_timeout_ms / 1000:
-                    raise OutputError(
-                        self._what, f"still failing after {now - outage_since:.0f} s: {cause}"
-                    ) from None
-                SERVING_RETRIES.labels("postgres", self.table.name).inc()
-                self._sleep(delay)
-                delay = min(delay * 2, 5.0)
-        if outage_since is not None:
-            log.warning(
-                "%s: written again after %.1f s", self._what, time.monotonic() - outage_since
-            )
+        if not self._retrying.run(
+            lambda: self._commit(data), f"the batch of {rows} rows", lambda: self._abandoned
+        ):
+            return
         self.rows_written += rows
         SERVING_ROWS.labels("postgres", self.table.name).inc(rows)
 

@@ -42,6 +42,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from candlewax.failures import OutputError, fail, failure, redact
 from candlewax.metrics import SERVING_RETRIES, SERVING_ROWS
 from candlewax.records import Candle, QuoteBar, candle_frame, finite, quote_bar_frame
+from sinks.retrying import Retrying
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,14 @@ class RedisProjector:
         self.projection = projection
         self.client = target.client()
         self.script = self.client.register_script(_NEWER_WINS)
-        self._sleep = sleep
         self._what = f"Redis projection {projection.name!r} at {redact(target.url)}"
+        self._retrying = Retrying(
+            self._what,
+            _retryable,
+            target.retry_timeout_ms / 1000,
+            on_retry=SERVING_RETRIES.labels("redis", projection.name).inc,
+            sleep=sleep,
+        )
         self.changed = 0  # hashes moved forward
         self.dropped = 0  # view updates not sent
 
@@ -176,7 +183,7 @@ class RedisProjector:
                 if self.dropped == sent or self.dropped % 10_000 < sent:
                     log.warning("%s: %s updates not sent (%s)", self._what, self.dropped, error)
             return
-        self._send_retrying(calls, sent)
+        self._retrying.run(lambda: self._send(calls), f"{sent} updates")
         SERVING_ROWS.labels("redis", self.projection.name).inc(sent)
 
     def _send(self, calls: list[tuple[list[str], list[Any]]]) -> None:
@@ -184,36 +191,6 @@ class RedisProjector:
         for keys, args in calls:
             self.script(keys=keys, args=args, client=pipeline)
         self.changed += sum(int(n) for n in pipeline.execute())
-
-    def _send_retrying(self, calls: list[tuple[list[str], list[Any]]], sent: int) -> None:
-        outage_since: float | None = None
-        delay = 0.1
-        while True:
-            try:
-                self._send(calls)
-                break
-            except redis.RedisError as error:
-                cause = redact(f"{type(error).__name__}: {error}")
-                if not _retryable(error):
-                    raise OutputError(self._what, cause) from None
-                now = time.monotonic()
-                if outage_since is None:
-                    outage_since = now
-                    log.warning(
-                        "%s: %s; retrying %s updates (for up to %.0f s)",
-                        self._what, cause, sent, self.target.retry_timeout_ms / 1000,
-                    )  # fmt: skip
-                elif now - outage_since > self.target.retry_timeout_ms / 1000:
-                    raise OutputError(
-                        self._what, f"still failing after {now - outage_since:.0f} s: {cause}"
-                    ) from None
-                SERVING_RETRIES.labels("redis", self.projection.name).inc()
-                self._sleep(delay)
-                delay = min(delay * 2, 5.0)
-        if outage_since is not None:
-            log.warning(
-                "%s: written again after %.1f s", self._what, time.monotonic() - outage_since
-            )
 
     def close(self) -> None:
         self.client.close()
