@@ -262,7 +262,16 @@ class LocalPostgres(_LocalServer):
     def start(self, timeout_s: float = 60.0) -> LocalPostgres:
         if not self._initialized:
             self._initdb()
-        self._launch(timeout_s)
+        for attempt in range(10):
+            try:
+                self._launch(timeout_s)
+                break
+            except RuntimeError:
+                # Just after a crash (SIGKILL) the old server's backends may still hold
+                # its shared memory for a moment: the new one refuses to start. Again.
+                if attempt == 9 or "shared memory" not in self.log_path.read_text(errors="replace"):
+                    raise
+                time.sleep(0.5)
         import psycopg
 
         with psycopg.connect(self.admin_dsn("postgres"), autocommit=True) as connection:
