@@ -444,7 +444,7 @@ def run_live(args: argparse.Namespace, output: Path, lake: Path) -> int:
             pass
         finally:
             children.stop()
-    say("stopped: flow (lake flushed), dashboard and broker")
+    say("stopped: flow (lake flushed), dashboard, broker and the throwaway stores")
     return 0
 
 

@@ -314,7 +314,7 @@ class LocalRedis(_LocalServer):
     @property
     def url(self) -> str:
         """A Redis URL with the password (a secret: never log it)."""
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"redis://default:{self.password}@127.0.0.1:{self.port}/0"
 
     def _command(self) -> list[str]:
         return [
