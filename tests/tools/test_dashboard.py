@@ -23,6 +23,7 @@ from tools.broker import free_port
 from tools.dashboard.app import Dashboard, DashboardConfig
 from tools.dashboard.bars import CANDLE, FORMING, RecentBars, merged
 from tools.dashboard.health import Scrape, health, histogram_quantile, parse_samples
+from tools.dashboard.history import lake_bars, recent_dates
 
 RESOLUTIONS = {"1s": 1_000, "10s": 10_000}
 
@@ -207,6 +208,19 @@ def test_history_comes_from_the_lake_at_its_highest_revision(tmp_path):
             (T0 + 1_000, 3.0, 0),
         ]
         assert got[0] == candle(T0, 2.0, revision=1), "the contract's record, as the topic has it"
+
+
+def test_history_reads_only_the_newest_days_a_chart_needs(tmp_path):
+    day = 86_400_000
+    write_lake(tmp_path, [candle(T0 - k * day, float(k + 1)) for k in range(6)])
+    oldest = sorted((tmp_path / "candles" / "resolution=1s").iterdir())[0]
+    (next(oldest.glob("*.parquet"))).write_bytes(b"not parquet: never read")
+    got = lake_bars(tmp_path, "candle", "BTC-USD", "1s", limit=500)
+    assert [c["close"] for c in got] == [2.0, 1.0]  # 500 s of bars: today and yesterday
+    assert [d.name for d in recent_dates(tmp_path, "candles", "1s", 300_000)] == [
+        p.name for p in sorted(oldest.parent.iterdir(), reverse=True)[:5]
+    ]  # 300,000 s (3.5 days): the four days they touch and one more
+    assert lake_bars(tmp_path, "candle", "BTC-USD", "10s", limit=10) == []
 
 
 def test_it_is_read_only_says_what_is_wrong_and_sends_security_headers(tmp_path):
