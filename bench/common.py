@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from bytewax.testing import cluster_main, run_main
 
@@ -76,7 +77,7 @@ def _write_lines(path: Path, values: Iterable[bytes]) -> None:
 
 
 def trades_file(
-    count: int, symbols: int = 12, seed: int = 1, rate: float = 5_000, **faults: float
+    count: int, symbols: int = 12, seed: int = 1, rate: float = 5_000, **faults: Any
 ) -> Path:
     """An NDJSON file of `count` simulated trades at `rate` trades/s in all, clean unless
     fault rates are given (made once, then reused). The default is sparse (12 symbols,

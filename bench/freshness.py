@@ -177,9 +177,10 @@ def main() -> None:
                 # consume(n, timeout) returns at n messages or at the timeout: short, so
                 # the broker mode's receive time is not the wait for a full batch.
                 for message in consumer.consume(10_000, 0.005 if args.source == "broker" else 0.2):
-                    if message.error() is not None:
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            print(f"consumer: {message.error()}", file=sys.stderr)
+                    failed = message.error()
+                    if failed is not None:
+                        if failed.code() != KafkaError._PARTITION_EOF:
+                            print(f"consumer: {failed}", file=sys.stderr)
                         continue
                     if time.monotonic() < measured_from:
                         continue
@@ -191,7 +192,7 @@ def main() -> None:
                     if args.source == "broker":
                         delays.append(time.time() * 1000 - message.timestamp()[1])
                         continue
-                    candle = decode.decode(message.value())
+                    candle = decode.decode(message.value() or b"{}")
                     if candle["resolution"] != "1s" or candle["revision"] != 0:
                         continue
                     _, timestamp_ms = message.timestamp()

@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             received, _, _, _, rejected, _ = map(int, summary.groups()[:6])
             checks.append((f"received = {received:,} = lines in the file", received == len(lines)))
             checks.append(("the outcomes add up", summary.group(7) == "they add up"))
-            dlq = duckdb.sql(
-                f"select raw, source from read_parquet('{work}/lake/dlq/**/*.parquet')"
-            ).fetchall()
+            with duckdb.connect() as con:
+                dlq = con.sql(
+                    f"select raw, source from read_parquet('{work}/lake/dlq/**/*.parquet')"
+                ).fetchall()
             checks.append(
                 (f"rejected = {rejected:,} = rows in the lake's dlq/", rejected == len(dlq))
             )

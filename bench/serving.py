@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from pydantic import SecretStr
 
 from bench.common import SHAPES, run_flow, shape_file
 from candlewax.records import CANDLE_ROW, CandleBatch
@@ -93,8 +94,8 @@ def flow_rates(shape: str, trades: int, runs: int, dsn: str, redis_url: str) -> 
                     lake_dir=Path(lake),
                     metrics_port=0,
                     kafka_brokers="",
-                    postgres_dsn=dsn if stores else "",
-                    redis_url=redis_url if stores else "",
+                    postgres_dsn=SecretStr(dsn if stores else ""),
+                    redis_url=SecretStr(redis_url if stores else ""),
                 )
                 began = time.perf_counter()
                 summary = run_flow(settings).summary()

@@ -58,14 +58,14 @@ def bare_consume(bootstrap: str, topic: str, partitions: int) -> int:
         }
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    count, ended = 0, set()
+    count, ended = 0, set[int]()
     while len(ended) < partitions:
         for message in consumer.consume(100_000, 0.05):
             error = message.error()
             if error is None:
                 count += 1
             elif error.code() == KafkaError._PARTITION_EOF:
-                ended.add(message.partition())
+                ended.add(message.partition() or 0)
     consumer.close()
     return count
 

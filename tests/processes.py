@@ -91,7 +91,8 @@ def kafka_env(
 def lake_table(lake_dir: Path, dataset: str) -> pl.DataFrame:
     """A lake dataset as DuckDB reads it (hive partitioning on)."""
     glob = f"{lake_dir}/{dataset}/**/*.parquet"
-    return duckdb.sql(f"select * from read_parquet('{glob}', hive_partitioning = true)").pl()
+    with duckdb.connect() as con:
+        return con.sql(f"select * from read_parquet('{glob}', hive_partitioning = true)").pl()
 
 
 def postgres_table(dsn: str, table: str, order: str = "bar_id") -> pl.DataFrame:
