@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 import polars as pl
@@ -89,7 +90,7 @@ class ServingTable:
     comment: str
     indexes: tuple[tuple[str, str], ...]  # (name suffix, index definition)
 
-    @property
+    @cached_property
     def columns(self) -> list[tuple[str, str, bool]]:
         """(name, PostgreSQL type, not null) of every column, in the record's order."""
         types = {f.name: str(f.type) for f in fields(self.record)}
@@ -98,7 +99,7 @@ class ServingTable:
             for f in self.record.ARROW_SCHEMA
         ]
 
-    @property
+    @cached_property
     def timestamps(self) -> tuple[str, ...]:
         return tuple(self.record.TIMESTAMP_FIELDS)
 
@@ -123,6 +124,7 @@ class ServingTable:
     def staging(self) -> str:
         return f"candlewax_stage_{self.name}"
 
+    @cached_property
     def staging_ddl(self) -> str:
         """A temporary table of the session that a batch is COPYed into: the record's
         columns as the flow has them (timestamps in epoch ms), emptied at every commit."""
@@ -134,10 +136,12 @@ class ServingTable:
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.staging} ({columns}) ON COMMIT DELETE ROWS"
         )
 
+    @cached_property
     def copy_sql(self) -> str:
         names = ", ".join(name for name, _, _ in self.columns)
         return f"COPY {self.staging} ({names}) FROM STDIN (FORMAT csv, NULL '{_NULL}')"
 
+    @cached_property
     def upsert_sql(self) -> str:
         """One statement: each row of the staged batch (one per key, see `csv`) inserted,
         or replacing the stored one (a bar: only by a higher revision)."""
@@ -449,13 +453,13 @@ class PostgresWriter:
         if self._connection is None or self._connection.closed:
             connection = self.target.connect()
             create_tables(connection, [self.table])
-            connection.execute(self.table.staging_ddl())
+            connection.execute(self.table.staging_ddl)
             self._connection = connection
         connection = self._connection
         with connection.transaction(), connection.cursor() as cursor:
-            with cursor.copy(self.table.copy_sql()) as copy:
+            with cursor.copy(self.table.copy_sql) as copy:
                 copy.write(data)
-            cursor.execute(self.table.upsert_sql().encode())
+            cursor.execute(self.table.upsert_sql.encode())
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None

@@ -109,7 +109,7 @@ class EmbeddedBroker:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not _accepts(self.port) and time.monotonic() < deadline:
+        while not accepts(self.port) and time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
                 break
@@ -169,7 +169,8 @@ class EmbeddedBroker:
         self.stop()
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
+    """Whether something listens on the loopback `port`."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -26,7 +26,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from config.settings import Settings, parse_epoch_ms
 from sinks.kafka import ProducerChannel
 from sinks.lake import require_lake, scan, scan_parameters
 from tools.message_outputs import add_lake_argument
+from tools.tables import print_table
 from tools.topics import read_topic
 
 LEDGER = "redriven.ndjson"
@@ -158,15 +158,6 @@ def stats(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _table(headers: list[str], rows: Iterable[list[str]], out: Any) -> None:
-    cells = list(rows)
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)), file=out)
-
-
 def run_stats(args: argparse.Namespace, frame: pl.DataFrame) -> int:
     counts = stats(frame)
     where = f"topic {args.dlq_topic}" if args.dlq_topic else f"{args.lake}/dlq"
@@ -180,7 +171,7 @@ def run_stats(args: argparse.Namespace, frame: pl.DataFrame) -> int:
         [r["reason"], r["input"], f"{r['messages']:,}", _ms(r["first"]), _ms(r["last"])]
         for r in counts.iter_rows(named=True)
     ]
-    _table(["reason", "input", "messages", "first rejected", "last rejected"], rows, sys.stdout)
+    print_table(["reason", "input", "messages", "first rejected", "last rejected"], rows)
     return 0
 
 

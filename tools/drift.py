@@ -18,6 +18,7 @@ from config.durations import parse_duration_ms
 from config.settings import Settings
 from sinks.lake import require_lake, scan, scan_parameters
 from tools.message_outputs import add_lake_argument
+from tools.tables import print_table
 
 COLUMNS = (
     ("detected", "detected"),
@@ -101,13 +102,8 @@ def query(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
 
 
 def render(rows: list[dict[str, Any]], out=sys.stdout) -> None:
-    headers = [title for _, title in COLUMNS]
     cells = [[("-" if row[c] is None else str(row[c])) for c, _ in COLUMNS] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)), file=out)
+    print_table([title for _, title in COLUMNS], cells, out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tools.broker import free_port
+from tools.broker import accepts, free_port
 from tools.children import stop_with_parent
 
 log = logging.getLogger(__name__)
@@ -73,12 +72,6 @@ def redis_available() -> str | None:
     if shutil.which("redis-server") is None:
         return "Redis server not installed (Debian: apt-get install redis-server)"
     return None
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class _LocalServer:
@@ -129,7 +122,7 @@ class _LocalServer:
             os.nice(self.nice)
 
     def _ready(self) -> bool:
-        return _accepts(self.port)
+        return accepts(self.port)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """End the server process now (a crash, for tests); `start()` brings it back on
@@ -246,7 +239,7 @@ class LocalPostgres(_LocalServer):
         ]
 
     def _ready(self) -> bool:
-        if not _accepts(self.port):
+        if not accepts(self.port):
             return False
         import psycopg
 
@@ -282,24 +275,6 @@ class LocalPostgres(_LocalServer):
                 connection.execute(f"CREATE DATABASE {POSTGRES_DATABASE}")
         log.info("local PostgreSQL on 127.0.0.1:%s, data in %s", self.port, self.data)
         return self
-
-    def restart(self, fast: bool = True) -> None:
-        """Stop the server (fast shutdown, or a crash: SIGKILL of the postmaster) and
-        start it again on the same port with the same data."""
-        self.kill(signal.SIGINT if fast else signal.SIGKILL)
-        if not fast:
-            self._wait_backends_gone()
-        self.start()
-
-    def _wait_backends_gone(self, timeout_s: float = 30.0) -> None:
-        # After a SIGKILL of the postmaster its backends notice and exit; a new one
-        # cannot start while they hold the shared memory.
-        pid_file = self.data / "postmaster.pid"
-        deadline = time.monotonic() + timeout_s
-        while _accepts(self.port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with contextlib.suppress(FileNotFoundError):
-            pid_file.unlink()
 
 
 class LocalRedis(_LocalServer):

@@ -149,3 +149,37 @@ def test_trades_rejected_under_one_setting_reach_the_candles_once_after_a_redriv
     assert sorted(skew.get_column("open").to_list()) == sorted(prices[k] for k in range(0, 40, 10))
     btc = candles.filter((pl.col("symbol") == "BTC-USD") & (pl.col("resolution") == "1s"))
     assert btc.get_column("trade_count").sum() == 1_000  # the others untouched
+
+
+@pytest.mark.broker
+def test_hostile_bytes_are_shown_escaped_and_re_driven_byte_for_byte(broker, tmp_path):
+    """Not UTF-8, control characters, a NUL, a tombstone, binary keys: `show` prints them
+    (text and JSON) without failing, and `redrive` sends each back exactly as it came."""
+    topics = flow_topics(broker)
+    hostile = [
+        (b"k\xff\x00", b'{"symbol":"BTC-USD","price":1,"size":1,"ts":1,"side":"\xff"}'),
+        (None, b"\x00\x01\x02\x1b[31mred\r\n"),
+        (b"\xc3\x28", b"\xfe\xff\xfe\xff"),
+        (b"tomb", None),
+        (b"", b"   "),
+        (b"long", b"[" * 3_000),
+    ]
+    produce(broker.bootstrap, topics["trades"], hostile)
+    lake = tmp_path / "lake"
+    code, output = run_flow_command(flow_env(**kafka_env(broker.bootstrap, topics, lake)))
+    assert code == 0, output[-3000:]
+    assert "rejected=6" in output
+
+    text = candlewax("dlq", "show", "--lake", str(lake), "--limit", "0").stdout
+    assert text.count("    bytes:  ") == 6 and "\\xff" in text and "\\x1b" in text
+    shown = candlewax("dlq", "show", "--lake", str(lake), "--limit", "0", "--json").stdout
+    assert len([json.loads(line) for line in shown.splitlines()]) == 6
+
+    broker.create_topics({f"{topics['trades']}.again": 1})
+    sent = candlewax(
+        "dlq", "redrive", "--lake", str(lake), "--brokers", broker.bootstrap,
+        "--topic", f"{topics['trades']}.again",
+    ).stdout  # fmt: skip
+    assert "re-drove 6 messages" in sent
+    again = read_topic(broker.bootstrap, f"{topics['trades']}.again")
+    assert Counter((r.key, r.value) for r in again) == Counter(hostile)
