@@ -61,15 +61,16 @@ class LiveDemo:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def wait_until_serving(self, timeout_s: float = 90.0) -> list[str]:
-        """Until the dashboard knows some symbols (the flow wrote candles)."""
+    def wait_until_serving(self, at_least: int = 1, timeout_s: float = 90.0) -> list[str]:
+        """Until the dashboard knows `at_least` symbols (the flow wrote their candles: the
+        first candles out may be of one symbol only)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.process.poll() is None, "\n".join(self.lines)
             if any("dashboard: http://" in line for line in self.lines):
                 with urllib.request.urlopen(self.url + "api/config", timeout=5) as response:
                     symbols = json.loads(response.read())["symbols"]
-                if symbols:
+                if len(symbols) >= at_least:
                     return symbols
             time.sleep(0.5)
         raise TimeoutError("the live demo never served candles:\n" + "\n".join(self.lines))
@@ -87,7 +88,7 @@ def screenshots() -> Path | None:
 def test_a_newcomer_watches_candles_form_and_switches_resolution(tmp_path):
     demo = LiveDemo(tmp_path / "demo")
     try:
-        symbols = demo.wait_until_serving()
+        symbols = demo.wait_until_serving(at_least=2)
         symbol = sorted(symbols)[1]  # not the one the page would pick by itself
         with Browser() as browser:
             browser.open(f"{demo.url}#symbol={symbol}&resolution=1s")
