@@ -123,14 +123,16 @@ class WindowEngine(Generic[EventsT]):
         if state.max_ts is None or batch_max > state.max_ts:
             state.max_ts = batch_max
             state.max_ts_seen_at_ms = now_ms
-        self._close_until(self.watermark(now_ms), events)
-        self._expire(self.watermark(now_ms))
+        wm = self.watermark(now_ms)
+        self._close_until(wm, events)
+        self._expire(wm)
 
     def on_clock(self, now_ms: float) -> EventsT:
         """Live only: close the windows that the clock has carried the watermark past."""
         events = self._events()
-        self._close_until(self.watermark(now_ms), events)
-        self._expire(self.watermark(now_ms))
+        wm = self.watermark(now_ms)
+        self._close_until(wm, events)
+        self._expire(wm)
         return events
 
     def on_end(self) -> EventsT:

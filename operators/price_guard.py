@@ -124,13 +124,30 @@ def find_outliers(prices: np.ndarray, first: int, rule: OutlierRule) -> Outliers
     mask = np.zeros(checked, dtype=bool)
     if not rule.enabled or checked == 0 or len(prices) <= MIN_REFERENCE_TRADES:
         return Outliers(mask, np.empty(0), np.empty(0))
-    rows = _unvouched_rows(prices, max(first, MIN_REFERENCE_TRADES), rule)
+    first_checked = max(first, MIN_REFERENCE_TRADES)
+    if _all_vouched(prices, first_checked, rule):
+        return Outliers(mask, np.empty(0), np.empty(0))
+    rows = _unvouched_rows(prices, first_checked, rule)
     reference = _references_at(prices, rows, rule.trades)
     deviation = deviations(prices[rows], reference)
     with np.errstate(invalid="ignore"):
         caught = deviation > rule.threshold  # NaN (no reference) is never an outlier
     mask[rows[caught] - first] = True
     return Outliers(mask, reference[caught], deviation[caught])
+
+
+def _all_vouched(prices: np.ndarray, first: int, rule: OutlierRule) -> bool:
+    """Whether no row from `first` on can be an outlier, by one bound over every price
+    their windows reach (`_unvouched_rows`' bound, for the whole batch at once): the
+    usual case, in two reductions, where a live poll brings a trade or two per symbol."""
+    if first >= len(prices):
+        return True
+    if rule.threshold <= _BOUND_MARGIN:
+        return False
+    reached = prices[max(0, first - rule.trades) :]
+    low, high = float(reached.min()), float(reached.max())
+    bound = rule.threshold - _BOUND_MARGIN
+    return high / low - 1.0 <= bound and 1.0 - low / high <= bound
 
 
 def _unvouched_rows(prices: np.ndarray, first: int, rule: OutlierRule) -> np.ndarray:

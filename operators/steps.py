@@ -96,8 +96,35 @@ def _split_by_symbol(
     if valid.height == 0:
         return []
     keyed = with_dedupe_keys(valid, fingerprint, kind)
-    parts = keyed.partition_by("symbol", as_dict=True, maintain_order=True)
-    return [(str(key[0]), frame) for key, frame in parts.items()]
+    if keyed.height > _SMALL_SPLIT_ROWS:
+        parts = keyed.partition_by("symbol", as_dict=True, maintain_order=True)
+        return [(str(key[0]), frame) for key, frame in parts.items()]
+    return _split_small(keyed)
+
+
+# Up to this many rows a batch is split by a stable sort and slices (`_split_small`):
+# `partition_by` builds each part's columns anew, ~25 us a symbol, which is most of
+# what a live poll of a few trades each of hundreds of symbols costs. Past it, on few
+# symbols, `partition_by` is the faster (measured: 100 rows of 78 symbols 2.1 ms by
+# `partition_by`, 0.4 ms sorted; 30 k rows of 4 symbols 1.5 ms and 9 ms).
+_SMALL_SPLIT_ROWS = 4_096
+
+
+def _split_small(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """The frame's rows by symbol, in arrival order within each, the symbols in the
+    order of their first row (as `partition_by(maintain_order=True)`)."""
+    symbols = frame.get_column("symbol").to_numpy()
+    order = np.argsort(symbols, kind="stable")
+    ordered_symbols = symbols[order]
+    cuts = np.flatnonzero(ordered_symbols[1:] != ordered_symbols[:-1]) + 1
+    if len(cuts) == 0:
+        return [(str(symbols[0]), frame)]
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [len(symbols)]))
+    ordered = frame[order]
+    # A stable sort keeps each symbol's first row first: `order[start]` is where it was.
+    parts = sorted(zip(order[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
+    return [(str(symbols[first]), ordered.slice(a, b - a)) for first, a, b in parts]
 
 
 # --- dedupe ------------------------------------------------------------------------------

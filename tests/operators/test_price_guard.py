@@ -116,6 +116,7 @@ def test_the_shortcut_never_hides_an_outlier_near_the_threshold():
         rule = OutlierRule(threshold=threshold, trades=rng.choice((10, 20, 50)))
         expected = [i for i, _ in plain_outliers(prices, rule)]
         assert guarded(prices, [30], rule) == expected
+        assert guarded(prices, list(range(1, len(prices))), rule) == expected  # a live poll
 
 
 def test_a_threshold_of_zero_switches_the_guard_off():
