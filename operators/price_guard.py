@@ -22,6 +22,7 @@ the medians are not computed at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -124,30 +125,15 @@ def find_outliers(prices: np.ndarray, first: int, rule: OutlierRule) -> Outliers
     mask = np.zeros(checked, dtype=bool)
     if not rule.enabled or checked == 0 or len(prices) <= MIN_REFERENCE_TRADES:
         return Outliers(mask, np.empty(0), np.empty(0))
-    first_checked = max(first, MIN_REFERENCE_TRADES)
-    if _all_vouched(prices, first_checked, rule):
+    rows = _unvouched_rows(prices, max(first, MIN_REFERENCE_TRADES), rule)
+    if len(rows) == 0:  # the usual case: no medians to compute
         return Outliers(mask, np.empty(0), np.empty(0))
-    rows = _unvouched_rows(prices, first_checked, rule)
     reference = _references_at(prices, rows, rule.trades)
     deviation = deviations(prices[rows], reference)
     with np.errstate(invalid="ignore"):
         caught = deviation > rule.threshold  # NaN (no reference) is never an outlier
     mask[rows[caught] - first] = True
     return Outliers(mask, reference[caught], deviation[caught])
-
-
-def _all_vouched(prices: np.ndarray, first: int, rule: OutlierRule) -> bool:
-    """Whether no row from `first` on can be an outlier, by one bound over every price
-    their windows reach (`_unvouched_rows`' bound, for the whole batch at once): the
-    usual case, in two reductions, where a live poll brings a trade or two per symbol."""
-    if first >= len(prices):
-        return True
-    if rule.threshold <= _BOUND_MARGIN:
-        return False
-    reached = prices[max(0, first - rule.trades) :]
-    low, high = float(reached.min()), float(reached.max())
-    bound = rule.threshold - _BOUND_MARGIN
-    return high / low - 1.0 <= bound and 1.0 - low / high <= bound
 
 
 def _unvouched_rows(prices: np.ndarray, first: int, rule: OutlierRule) -> np.ndarray:
@@ -157,11 +143,18 @@ def _unvouched_rows(prices: np.ndarray, first: int, rule: OutlierRule) -> np.nda
 
     The bound is taken per block of rows (at least `rule.trades` long, so the windows of
     a block's rows lie within it and the block before): a fat finger makes only the
-    blocks it reaches compute medians.
+    blocks it reaches compute medians. The whole batch is tried first, with one bound over
+    every price the rows' windows reach: where it holds (the usual case, and all a live
+    poll of a trade or two per symbol needs), no block is looked at.
     """
     rows = np.arange(first, len(prices))
     if rule.threshold <= _BOUND_MARGIN or len(rows) == 0:
         return rows
+    bound = rule.threshold - _BOUND_MARGIN
+    reached = prices[max(0, first - rule.trades) :]
+    lowest, highest = reached.min(), reached.max()
+    if _vouched(highest, lowest, lowest, highest, bound):
+        return rows[:0]
     block = max(rule.trades, _BLOCK_ROWS)
     count = -(-len(prices) // block)
     padded = np.full(count * block, np.nan)
@@ -170,9 +163,14 @@ def _unvouched_rows(prices: np.ndarray, first: int, rule: OutlierRule) -> np.nda
     low, high = np.nanmin(blocks, axis=1), np.nanmax(blocks, axis=1)
     window_low = np.minimum(low, np.concatenate(([np.inf], low[:-1])))
     window_high = np.maximum(high, np.concatenate(([-np.inf], high[:-1])))
-    bound = rule.threshold - _BOUND_MARGIN
-    vouched = (high / window_low - 1.0 <= bound) & (1.0 - low / window_high <= bound)
+    vouched = _vouched(high, window_low, low, window_high, bound)
     return rows[~vouched[rows // block]]
+
+
+def _vouched(high: Any, window_low: Any, low: Any, window_high: Any, bound: float) -> Any:
+    """Whether prices from `low` to `high` are within `bound` of any reference from
+    `window_low` to `window_high` (numbers or arrays, elementwise)."""
+    return (high / window_low - 1.0 <= bound) & (1.0 - low / window_high <= bound)
 
 
 @dataclass

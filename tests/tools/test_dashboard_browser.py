@@ -61,7 +61,7 @@ class LiveDemo:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def wait_until_serving(self, at_least: int = 1, timeout_s: float = 90.0) -> list[str]:
+    def wait_until_serving(self, at_least: int, timeout_s: float = 90.0) -> list[str]:
         """Until the dashboard knows `at_least` symbols (the flow wrote their candles: the
         first candles out may be of one symbol only)."""
         deadline = time.monotonic() + timeout_s
