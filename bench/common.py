@@ -13,6 +13,7 @@ from typing import Any
 
 from bytewax.testing import cluster_main, run_main
 
+from candlewax.heap import freeze_startup
 from candlewax.metrics import FlowMetrics
 from config.settings import Settings
 from flows.ohlcv import build_flow
@@ -125,6 +126,7 @@ def run_flow_processes(env: dict[str, str], processes: int, workers: int) -> Non
 def run_flow(settings: Settings, workers: int = 1) -> FlowMetrics:
     metrics = FlowMetrics()
     flow = build_flow(settings, metrics=metrics)
+    freeze_startup()  # as `python -m bytewax.run flows.ohlcv` does
     if workers == 1:
         run_main(flow)
     else:

@@ -39,6 +39,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import Gauge
 
 from candlewax.failures import EXIT_STOPPED, EXIT_USAGE, InputError, fail
+from candlewax.heap import collection_paused
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.kafka_health import KafkaHealth
 from candlewax.records import RawBatch
@@ -63,6 +64,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "max.partition.fetch.bytes": 16 * 1024 * 1024,
     # 0 makes every consumer spin when its queue is full; 4 consumers then eat a core.
     "fetch.queue.backoff.ms": 100,
+    # A resumed offset the topic no longer holds (retention went past it): read from the
+    # oldest message still there, not (librdkafka's default) skip to the newest.
+    "auto.offset.reset": "earliest",
 }
 # How often an idle live partition asks the broker where the partition ends (one round
 # trip), and how long it waits between asks while the broker does not answer.
@@ -91,7 +95,6 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
     ):
         self._topic = topic
         self._partition = partition
-        self._offset = OFFSET_BEGINNING if resume_offset is None else resume_offset
         self._batch_size = batch_size
         self._idle_wait = timedelta(seconds=poll_timeout_s)
         self._awake: datetime | None = None
@@ -101,9 +104,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._source = f"kafka:{topic}/{partition}"
         self._health = KafkaHealth("consumer", str(config.get("bootstrap.servers")))
         self._consumer = Consumer({**config, **self._health.client_config()})
+        self._topic_partition = TopicPartition(topic, partition)
+        self._offset = self._first_offset() if resume_offset is None else resume_offset
         # assign(), not subscribe(): Bytewax places partitions and recovery keeps offsets.
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])
-        self._topic_partition = TopicPartition(topic, partition)
         self._lag = CONSUMER_LAG.labels(topic, str(partition))
         self._next_end_check = 0.0
         self._at_end = False  # the last answer of the broker: nothing more to read
@@ -111,15 +115,49 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         if tail:
             INPUT_CLOCK.behind(self._source)
 
+    def _first_offset(self) -> int:
+        """Where a run with nothing to resume starts: the partition's oldest offset, asked
+        for (one round trip). Assigned `OFFSET_BEGINNING`, librdkafka finds it with an
+        offset query it first retries on a 500 ms timer: every fresh start read nothing
+        for half a second. Without an answer, `OFFSET_BEGINNING` all the same."""
+        try:
+            low, _ = self._consumer.get_watermark_offsets(
+                self._topic_partition, timeout=_END_CHECK_BACKOFF_S, cached=False
+            )
+        except KafkaException:
+            return OFFSET_BEGINNING
+        return low if low is not None and low >= 0 else OFFSET_BEGINNING
+
     def next_batch(self) -> list[RawBatch]:
         if stop_requested():
             raise StopIteration
         if self._health.fatal is not None:
             fail(InputError(f"Kafka topic {self._topic!r}", self._health.fatal.str()))
-        # Never block the worker: take what librdkafka has fetched in the background, and
-        # when there was nothing, come back after the idle wait instead of spinning.
+        # A poll makes (and frees) one tracked `Message` object per message: no collection
+        # while it does (`candlewax.heap`).
+        with collection_paused():
+            polled = self._poll()
+        self._awake = None if polled else datetime.now(timezone.utc) + self._idle_wait
+        if polled is None:
+            self._when_idle()
+            return []
+        self._health.reachable()
+        batch, newest_timestamp_ms = polled
+        high = self._report_lag()
+        if self._tail:
+            self._newest_timestamp_ms = newest_timestamp_ms
+            self._at_end = high is not None and at_head(
+                high - self._offset, len(batch.values), newest_timestamp_ms, time.time() * 1000
+            )
+            self._tell_clock()
+        return [batch]
+
+    def _poll(self) -> tuple[RawBatch, int] | None:
+        """What librdkafka has fetched in the background, without waiting (the worker is
+        never blocked; when there was nothing it comes back after the idle wait), as a
+        batch and the Kafka timestamp of its newest message. The `Message` objects are
+        freed on return."""
         messages = self._consumer.consume(self._batch_size, 0)
-        self._awake = None if messages else datetime.now(timezone.utc) + self._idle_wait
         end_before = self._end_seen_at
         if messages:
             # Per-message work is the cost here: one C-level pass per field (map over the
@@ -128,11 +166,9 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             if any(errors):
                 messages = self._without_errors(messages, errors)
         if not messages:
-            self._when_idle()
-            return []
+            return None
         if self._end_seen_at is end_before:  # new messages after the end: not the end
             self._end_seen_at = None
-        self._health.reachable()
         values = list(map(Message.value, messages))
         keys = list(map(Message.key, messages))
         first, last = messages[0].offset(), messages[-1].offset()
@@ -143,14 +179,8 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         else:
             positions = list(map(Message.offset, messages))  # type: ignore[arg-type]
         self._offset = last + 1
-        high = self._report_lag()
-        if self._tail:
-            self._newest_timestamp_ms = messages[-1].timestamp()[1]
-            self._at_end = high is not None and at_head(
-                high - self._offset, len(messages), self._newest_timestamp_ms, time.time() * 1000
-            )
-            self._tell_clock()
-        return [RawBatch(self._source, values, positions, keys)]
+        newest_timestamp_ms = messages[-1].timestamp()[1]
+        return RawBatch(self._source, values, positions, keys), newest_timestamp_ms
 
     def _when_idle(self) -> None:
         if not self._tail:

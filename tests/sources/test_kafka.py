@@ -1,8 +1,15 @@
-"""When a live Kafka partition counts as caught up (it lets the input clock run)."""
+"""Where a Kafka partition starts reading, and when a live one counts as caught up (it
+lets the input clock run)."""
 
 from __future__ import annotations
 
-from sources.kafka import at_head
+import time
+from typing import Any
+
+import pytest
+
+from sources.kafka import KafkaBatchPartition, KafkaBatchSource, at_head
+from tests.kafka_helpers import produce
 
 NOW = 1_800_000_000_000.0
 
@@ -27,3 +34,34 @@ def test_a_backlog_keeps_the_partition_behind():
     # No timestamp to tell by, something left: not known to be caught up.
     assert not at_head(10, 10, 0, NOW)
     assert not at_head(10, 10, -1, NOW)
+
+
+# --- where a partition starts --------------------------------------------------------
+def _partition(broker: Any, topic: str, resume_offset: int | None) -> KafkaBatchPartition:
+    source = KafkaBatchSource({"bootstrap.servers": broker.bootstrap}, topic, tail=False)
+    (part,) = source.list_parts()
+    return source.build_part("trades_in", part, resume_offset)
+
+
+def _read_all(partition: KafkaBatchPartition) -> list[tuple[int, bytes]]:
+    read: list[tuple[int, bytes]] = []
+    try:
+        while True:
+            for batch in partition.next_batch():
+                read += zip(batch.positions, batch.values, strict=True)
+            time.sleep(0.01)
+    except StopIteration:
+        return read
+    finally:
+        partition.close()
+
+
+@pytest.mark.broker
+def test_a_fresh_start_snapshots_the_oldest_offset_and_reads_every_message(broker):
+    broker.create_topics({"start.fresh": 1})
+    produce(broker.bootstrap, "start.fresh", [(b"k", b"m%d" % i) for i in range(5)])
+    partition = _partition(broker, "start.fresh", None)
+    # The start is a real offset (asked of the broker), so a snapshot taken before the
+    # first message resumes where this run began.
+    assert partition.snapshot() == 0
+    assert _read_all(partition) == [(i, b"m%d" % i) for i in range(5)]
