@@ -198,9 +198,10 @@ def test_a_message_has_the_same_outcome_in_any_batch(message):
 
     alone = outcome(decode(message))
     # Next to clean neighbours, and next to a pretty-printed message (which sends the
-    # whole batch down the fallback read).
+    # whole batch down the fallback read); after 300 KB of clean ones, past the first
+    # piece the batch's bytes are scanned in.
     pretty = b'{\n "symbol": "P", "price": 1, "size": 1, "ts": %d\n}' % T0
-    for neighbours in ([GOOD], [pretty], [b"\xff", GOOD]):
+    for neighbours in ([GOOD], [pretty], [b"\xff", GOOD], [GOOD] * 5_000):
         batch = decode(*neighbours, message)
         mine = decode(*neighbours)
         trades = batch.valid.drop("_position").rows()[mine.valid.height :]
@@ -226,7 +227,8 @@ STRICT_READ_GAPS = [
 
 @pytest.mark.parametrize(("message", "reason"), STRICT_READ_GAPS)
 def test_what_the_strict_batch_read_lets_through_is_still_rejected(message, reason):
-    for batch in ([message], [GOOD, message, GOOD], [message, GOOD]):
+    far = [GOOD] * 5_000 + [message] + [GOOD]  # past the first piece of the byte scan
+    for batch in ([message], [GOOD, message, GOOD], [message, GOOD], far):
         decoded = decode(*batch)
         assert [r.reason for r in decoded.rejections] == [reason]
         assert decoded.valid.height == len(batch) - 1
