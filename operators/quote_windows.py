@@ -36,6 +36,7 @@ from operators.candles import CandleSpec
 from operators.drift import quote_drift_record
 from operators.event_time import WindowEngine, arrivals
 from operators.quote_bars import base_bars, rolled_up
+from operators.rows import appended, joined
 
 # One quote as the engine keeps it: event time, arrival sequence, bid and ask.
 QUOTE_IN = np.dtype([("ts", np.int64), ("seq", np.int64), ("bid", np.float64), ("ask", np.float64)])
@@ -129,7 +130,7 @@ class QuoteEvents:
         parts = [part for part in self.bar_parts if len(part)]
         if not parts:
             return None
-        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        rows = joined(parts)
         return QuoteBarBatch(self.symbol, rows, self.names)
 
     @property
@@ -225,7 +226,7 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
         spread_before = None if state.carry is None else state.carry[2]
         bars = base_bars(done["ts"], done["seq"], done["bid"], done["ask"], base, spread_before)
         events.emit(spec.name(base), bars)
-        state.closed[base] = _appended(state.closed[base], bars)
+        state.closed[base] = appended(state.closed[base], bars)
         state.raw.append(done)
         state.raw_starts.append(int(done["ts"][0]))
         if state.carry_full != state.carry:
@@ -276,7 +277,7 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
             before = self._carry_before(int(published["start"][0]), full=False)
             coarse = rolled_up(published, res, before)
             events.emit(spec.name(res), coarse)
-            state.closed[res] = _appended(state.closed[res], coarse)
+            state.closed[res] = appended(state.closed[res], coarse)
         # Coarse windows where a base window's full view is not what was published.
         drifting = sorted(
             {
@@ -346,7 +347,7 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
                 parts.append(chunk[a:b])
         if not parts:
             return _NO_QUOTES
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return joined(parts)
 
     def _full_coarse(
         self, res: int, start: int, emitted: np.ndarray | None
@@ -502,10 +503,6 @@ def _bar_of(quotes: np.ndarray, res: int, before: float | None) -> np.ndarray:
     return base_bars(quotes["ts"], quotes["seq"], quotes["bid"], quotes["ask"], res, before)
 
 
-def _appended(rows: np.ndarray, block: np.ndarray) -> np.ndarray:
-    return block if len(rows) == 0 else np.concatenate((rows, block))
-
-
 def _replaced(rows: np.ndarray, row: np.ndarray) -> np.ndarray:
     """`rows` (ascending start) with `row` in place of the one of its start, or inserted."""
     start = int(row["start"][0])
@@ -514,4 +511,4 @@ def _replaced(rows: np.ndarray, row: np.ndarray) -> np.ndarray:
         rows = rows.copy()
         rows[i] = row[0]
         return rows
-    return np.concatenate((rows[:i], row, rows[i:]))
+    return joined((rows[:i], row, rows[i:]))
