@@ -23,8 +23,8 @@ from contextlib import contextmanager
 
 
 def freeze_startup() -> None:
-    """Out of the collector's generations with everything that exists now; call once,
-    when the flow is built and before it runs."""
+    """Out of the collector's generations with everything that exists now: call when the
+    flow is built, before it runs."""
     gc.collect()
     gc.freeze()
 

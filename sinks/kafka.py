@@ -165,24 +165,22 @@ class ProducerChannel:
         arguments and a callback each: 1.7 us); the delivery callback is the producer's
         default (`on_delivery` in its configuration)."""
         produce, topic = self.producer.produce, self.topic
-        sent = 0
-        for key, value, headers in messages:
-            try:
-                if headers is None:
-                    produce(topic, value, key)
-                else:
-                    produce(topic, value, key, headers=headers)
-            except (BufferError, KafkaException) as exc:
-                self._send_refused(exc, key, value, headers)
-            sent += 1
-            if sent % _POLL_EVERY == 0:  # serve delivery reports (failures) now and then
-                self.producer.poll(0)
-                self.raise_failure()
-        if sent:
-            self.sent += sent
-            if self.sent % _POLL_EVERY < sent:  # per message sends (the tools) poll too
-                self.producer.poll(0)
-                self.raise_failure()
+        sent = self.sent
+        try:
+            for key, value, headers in messages:
+                try:
+                    if headers is None:
+                        produce(topic, value, key)
+                    else:
+                        produce(topic, value, key, headers=headers)
+                except (BufferError, KafkaException) as exc:
+                    self._send_refused(exc, key, value, headers)
+                sent += 1
+                if sent % _POLL_EVERY == 0:  # serve delivery reports (failures) now and then
+                    self.producer.poll(0)
+                    self.raise_failure()
+        finally:
+            self.sent = sent
 
     def _send_refused(
         self, refused: Exception, key: bytes | None, value: bytes | None, headers: Headers | None

@@ -73,6 +73,8 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 _END_CHECK_S = 0.1
 _END_CHECK_BACKOFF_S = 2.0
 _END_CHECK_TIMEOUT_S = 0.5
+# How long a fresh start waits for the broker to say where a partition begins.
+_START_QUERY_TIMEOUT_S = 2.0
 # A live partition is at its head when what is left to read is no more than one poll
 # brought (or this many messages) and the newest message read is this fresh (`at_head`).
 _HEAD_MESSAGES = 1_000
@@ -122,7 +124,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         for half a second. Without an answer, `OFFSET_BEGINNING` all the same."""
         try:
             low, _ = self._consumer.get_watermark_offsets(
-                self._topic_partition, timeout=_END_CHECK_BACKOFF_S, cached=False
+                self._topic_partition, timeout=_START_QUERY_TIMEOUT_S, cached=False
             )
         except KafkaException:
             return OFFSET_BEGINNING
