@@ -157,8 +157,10 @@ class CandleState:
     max_ts_seen_at_ms: float = 0.0  # input-clock time when max_ts last advanced (live)
     next_seq: int = 0
     pending: PendingTrades = field(default_factory=PendingTrades)
-    # Open windows of the coarse resolutions (the base ones are `pending`).
-    open: dict[int, dict[int, Bar]] = field(default_factory=dict)
+    # Open windows of the coarse resolutions (the base ones are `pending`): the rows they
+    # are made of (closed base candles, and late trades rolled up under restatement),
+    # reduced when the window closes (`_coarse_bars`).
+    open: dict[int, np.ndarray] = field(default_factory=dict)
     # Late trades for windows that are still open (coarse ones): drift when they close.
     open_late: dict[int, dict[int, ClosedBar]] = field(default_factory=dict)
     # Closed windows with a candle, by resolution: ascending `start`, kept for late trades.
@@ -176,7 +178,7 @@ class CandleState:
             self.max_ts_seen_at_ms,
             self.next_seq,
             PendingTrades(p.ts, p.seq, p.price, p.size),
-            {res: {s: bar.copy() for s, bar in bars.items()} for res, bars in self.open.items()},
+            dict(self.open),
             {res: {s: c.copy() for s, c in bars.items()} for res, bars in self.open_late.items()},
             dict(self.closed),
             {res: {s: c.copy() for s, c in bars.items()} for res, bars in self.touched.items()},
@@ -229,12 +231,42 @@ class SymbolCandles(WindowEngine[CandleEvents]):
         self.state = state if state is not None else CandleState()
         self._names = tuple((res, spec.name(res)) for res in spec.resolutions)
         self._forming_mark = 0  # trades with `seq` below it are in a published forming candle
+        # Closed candles of the latest steps, by resolution, not yet joined to
+        # `state.closed` (which holds minutes of them: joining at every step would copy
+        # them all); joined when read (`_closed_rows`) and for a snapshot.
+        self._closed_new: dict[int, list[np.ndarray]] = {}
+        # The end of the window `_expire` would drop first: until the watermark is
+        # `keep_closed_ms` past it there is nothing to drop (-inf: to be found).
+        self._expires_at = -math.inf
         for res in spec.resolutions:
             if res != spec.base:
-                self.state.open.setdefault(res, {})
+                self.state.open[res] = _open_rows(self.state.open.get(res))
             self.state.open_late.setdefault(res, {})
             self.state.closed.setdefault(res, _NO_CLOSED)
             self.state.touched.setdefault(res, {})
+            self._closed_new[res] = []
+
+    def snapshot(self) -> CandleState:
+        for res in self.spec.resolutions:
+            self._closed_rows(res)
+        return self.state.copy()
+
+    def _closed_rows(self, res: int) -> np.ndarray:
+        """Every closed candle of `res` still kept, in window order."""
+        new = self._closed_new[res]
+        if new:
+            self.state.closed[res] = joined([self.state.closed[res], *new])
+            new.clear()
+        return self.state.closed[res]
+
+    def _add_closed(self, res: int, rows: np.ndarray) -> None:
+        """Closed candles (in window order, after those kept) for late trades to find."""
+        self._closed_new[res].append(rows)
+        self._expires_at = min(self._expires_at, int(rows["start"][0]) + res)
+
+    def _add_touched(self, res: int, start: int, closed: ClosedBar) -> None:
+        self.state.touched[res][start] = closed
+        self._expires_at = min(self._expires_at, start + res)
 
     @property
     def _symbol(self) -> str:
@@ -242,11 +274,14 @@ class SymbolCandles(WindowEngine[CandleEvents]):
         return self.state.symbol or ""
 
     # --- the watermark -----------------------------------------------------------------
-    def _next_end(self) -> float:
+    def _earliest_end(self) -> float:
         """The end of the earliest open window (inf when none is open)."""
         state, base = self.state, self.spec.base
-        ends = [start + res for res, bars in state.open.items() for start in bars]
-        ends += [start + res for res, bars in state.open_late.items() for start in bars]
+        ends = [start + res for res, bars in state.open_late.items() for start in bars]
+        for res, rows in state.open.items():
+            if len(rows):
+                first = int(rows["start"].min())
+                ends.append(first - first % res + res)
         if len(state.pending):
             first = int(state.pending.ts.min())
             ends.append(first - first % base + base)
@@ -285,8 +320,13 @@ class SymbolCandles(WindowEngine[CandleEvents]):
         if len(late_index):
             on_time = ~late
             state.pending.append(ts[on_time], seq[on_time], price[on_time], size[on_time])
+            on_time_ts = ts[on_time]
         else:
             state.pending.append(ts, seq, price, size)
+            on_time_ts = ts
+        if self._known_end is not None and len(on_time_ts):  # new trades open no earlier
+            first = int(on_time_ts.min())
+            self._known_end = min(self._known_end, first - first % base + base)
         events.late = len(late_index)
         events.accepted = n - events.late
         for i in late_index.tolist():
@@ -294,6 +334,7 @@ class SymbolCandles(WindowEngine[CandleEvents]):
             self._close_until(wm, events)
             trade = Bar.of_trade(int(ts[i]), int(seq[i]), float(price[i]), float(size[i]))
             self._take_late(trade, int(newest_before[i]), wm, events)
+            self._known_end = None  # it may have opened a coarse window's late rows
 
         self._after_batch(int(ts.max()), now_ms, events)
         events.trades = FlaggedTrades(trades, late, seq)
@@ -335,85 +376,51 @@ class SymbolCandles(WindowEngine[CandleEvents]):
         bars = _base_bars(pending.take(closing), base)
         events.candle_parts.append(bars)
         events.count(spec.name(base), len(bars))
-        state.closed[base] = appended(state.closed[base], bars)
+        self._add_closed(base, bars)
         for coarse in spec.resolutions[1:]:
             self._roll_up_closed(coarse, bars)
-        self._drift_on_close(base, bars["start"].tolist(), events)
 
     def _roll_up_closed(self, coarse: int, bars: np.ndarray) -> None:
-        """Fold closed base candles (ascending start) into their coarse windows."""
-        starts = bars["start"]
-        coarse_start = starts - starts % coarse
-        cuts = np.flatnonzero(coarse_start[1:] != coarse_start[:-1]) + 1
-        firsts = np.concatenate(([0], cuts)).tolist()
-        lasts = (np.concatenate((cuts, [len(starts)])) - 1).tolist()
-        highs = np.maximum.reduceat(bars["high"], firsts).tolist()
-        lows = np.minimum.reduceat(bars["low"], firsts).tolist()
-        counts = np.add.reduceat(bars["count"], firsts).tolist()
-        volumes = bars["volume"].tolist()
-        notionals = bars["notional"].tolist()
-        # The first and last bar of each coarse window, as Python numbers column by
-        # column (a row's fields one by one cost ~1 us each).
-        heads = bars[firsts]
-        opens, open_ts, open_seq = (heads[f].tolist() for f in ("open", "open_ts", "open_seq"))
-        tails = bars[lasts]
-        closes, close_ts, close_seq = (
-            tails[f].tolist() for f in ("close", "close_ts", "close_seq")
-        )
-        window_starts = coarse_start[firsts].tolist()
-        open_bars = self.state.open[coarse]
-        for k, (first, last) in enumerate(zip(firsts, lasts, strict=True)):
-            part = Bar(
-                opens[k],
-                (open_ts[k], open_seq[k]),
-                closes[k],
-                (close_ts[k], close_seq[k]),
-                highs[k],
-                lows[k],
-                counts[k],
-                volumes[first : last + 1],
-                notionals[first : last + 1],
-            )
-            start = window_starts[k]
-            current = open_bars.get(start)
-            if current is None:
-                open_bars[start] = part
-            else:
-                current.absorb(part)
+        """Closed base candles wait as rows in their coarse windows until these close: one
+        append per step, not an object per coarse window (what hundreds of symbols, each
+        closing a few candles per step, would pay for)."""
+        self.state.open[coarse] = appended(self.state.open[coarse], bars)
 
     def _close_coarse(self, res: int, watermark: float, events: CandleEvents) -> None:
         state, spec = self.state, self.spec
-        bars = state.open[res]
+        rows = state.open[res]
+        block = _NO_CLOSED
+        if len(rows):
+            starts = rows["start"] - rows["start"] % res
+            closing = starts + res <= watermark
+            taken = int(np.count_nonzero(closing))
+            if taken:
+                # Rows come in window order (but for late ones): the closing ones are
+                # most often a head, which slices (a structured fancy index costs ~3 us).
+                if closing[:taken].all():
+                    done, state.open[res] = rows[:taken], rows[taken:]
+                else:
+                    done, state.open[res] = rows[closing], rows[~closing]
+                block = _coarse_bars(done, starts[closing], res)
         pending = state.open_late[res]
-        ends = sorted(
-            {s for s in bars if s + res <= watermark} | {s for s in pending if s + res <= watermark}
-        )
-        if not ends:
-            return
-        closed_rows: list[tuple[int, Bar]] = []
-        touched = state.touched[res]
-        for start in ends:
-            bar = bars.pop(start, None)
-            late = pending.pop(start, None)
-            if bar is not None:
-                bar = bar.compact()
-                closed_rows.append((start, bar))
-            if late is not None:
-                late.emitted = late.current = bar
-                touched[start] = late
-        if closed_rows:
-            block = _closed_block(res, closed_rows)
+        late_starts = sorted(s for s in pending if s + res <= watermark)
+        if late_starts:
+            closed_at = dict(zip(block["start"].tolist(), range(len(block)), strict=True))
+            for start in late_starts:
+                late = pending.pop(start)
+                i = closed_at.get(start)
+                late.emitted = late.current = None if i is None else _bar_of(block[int(i)])
+                self._add_touched(res, start, late)
+        if len(block):
             events.candle_parts.append(block)
             events.count(spec.name(res), len(block))
-            state.closed[res] = appended(state.closed[res], block)
-        self._drift_on_close(res, ends, events)
+            self._add_closed(res, block)
+        self._drift_on_close(res, late_starts, events)
 
     def _drift_on_close(self, res: int, starts: list[int], events: CandleEvents) -> None:
-        """Late trades reached these windows while they were open: they went out without
-        them, and the drift shows now (coarse windows only; a late base trade always finds
-        its window closed)."""
-        if res == self.spec.base:
-            return
+        """Late trades reached these coarse windows while they were open: they went out
+        without them, and the drift shows now (a late base trade always finds its window
+        closed)."""
         touched = self.state.touched[res]
         for start in starts:
             closed = touched.get(start)
@@ -425,20 +432,20 @@ class SymbolCandles(WindowEngine[CandleEvents]):
     def _closed_bar(self, res: int, start: int, floor: float) -> ClosedBar | None:
         """The closed window `start` as an object late trades can change (made on first
         use), or None when it is gone (beyond the drift and restatement horizon)."""
+        if start + res <= floor:  # gone, whether `_expire` has dropped it yet or not
+            return None
         touched = self.state.touched[res]
         closed = touched.get(start)
         if closed is not None:
             return closed
-        rows = self.state.closed[res]
+        rows = self._closed_rows(res)
         i = int(np.searchsorted(rows["start"], start))
         if i < len(rows) and int(rows["start"][i]) == start:
             bar = _bar_of(rows[i])
             closed = ClosedBar(bar, current=bar)
-        elif start + res <= floor:
-            return None
         else:
             closed = ClosedBar(None)  # closed with no trades
-        touched[start] = closed
+        self._add_touched(res, start, closed)
         return closed
 
     def _take_late(self, trade: Bar, newest: int, watermark: float, events: CandleEvents) -> None:
@@ -458,8 +465,9 @@ class SymbolCandles(WindowEngine[CandleEvents]):
         for res in spec.resolutions:
             start = window_start(ts, res)
             if start + res > watermark:  # a coarse window still open
-                if restate:
-                    self._roll_up(res, start, trade)  # it goes out right, no drift
+                if restate:  # it goes out right, no drift
+                    rows = _rows_of(trade, window_start(ts, spec.base))
+                    state.open[res] = appended(state.open[res], rows)
                 else:
                     pending = state.open_late[res].setdefault(start, ClosedBar(None))
                     pending.add_late(trade, lateness_ms)  # the drift shows when it closes
@@ -476,14 +484,6 @@ class SymbolCandles(WindowEngine[CandleEvents]):
                 events.candle_parts.append(block)
                 events.count(spec.name(res), 1, restated=1)
             events.drift_records.append(self._drift(res, start, closed, newest))
-
-    def _roll_up(self, coarse: int, start: int, bar: Bar) -> None:
-        bars = self.state.open[coarse]
-        current = bars.get(start)
-        if current is None:
-            bars[start] = bar.copy()
-        else:
-            current.absorb(bar)
 
     def _drift(self, res: int, start: int, closed: ClosedBar, detected: int) -> DriftRecord:
         """`detected` is the event time the drift became known (deterministic, not wall time)."""
@@ -502,17 +502,26 @@ class SymbolCandles(WindowEngine[CandleEvents]):
         )
 
     def _expire(self, watermark: float) -> None:
+        """Drop the closed windows that ended `keep_closed_ms` or more before the
+        watermark. When it runs changes no output (`_closed_bar` checks the same horizon),
+        only how much is kept."""
         floor = watermark - self.spec.keep_closed_ms
-        if math.isinf(floor):
+        if math.isinf(floor) or floor < self._expires_at:
             return
         state = self.state
-        for res, rows in state.closed.items():
+        expires_at = math.inf
+        for res in self.spec.resolutions:
+            rows = self._closed_rows(res)
             if len(rows) and rows["start"][0] + res <= floor:
                 gone = int(np.searchsorted(rows["start"] + res, floor, "right"))
-                state.closed[res] = rows[gone:]
-        for res, touched in state.touched.items():
+                rows = state.closed[res] = rows[gone:]
+            if len(rows):
+                expires_at = min(expires_at, int(rows["start"][0]) + res)
+            touched = state.touched[res]
             for start in [s for s in touched if s + res <= floor]:
                 del touched[start]
+            expires_at = min(expires_at, *(start + res for start in touched), math.inf)
+        self._expires_at = expires_at
 
 
 def _base_bars(trades: PendingTrades, base: int) -> np.ndarray:
@@ -538,6 +547,62 @@ def _base_bars(trades: PendingTrades, base: int) -> np.ndarray:
     bars["volume"] = _segment_fsum(size, firsts, lasts)
     bars["notional"] = _segment_fsum(notional, firsts, lasts)
     return bars
+
+
+def _coarse_bars(rows: np.ndarray, starts: np.ndarray, res: int) -> np.ndarray:
+    """The candles of closing coarse windows from their rows (`starts`: each row's coarse
+    window), as `CANDLE_ROW`s in window order: the open and close are the rows with the
+    smallest and largest trade key, the sums are exactly rounded over every row's term
+    (the same bits as folding the rows one by one, `Bar.absorb`). Column by column: a
+    structured array's fancy index costs ~3 us, a column's ~0.1."""
+    by_open = np.lexsort((rows["open_seq"], rows["open_ts"], starts))
+    by_close = np.lexsort((rows["close_seq"], rows["close_ts"], starts))
+    window = starts[by_open]
+    cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
+    firsts = np.concatenate(([0], cuts))
+    lasts = np.concatenate((cuts, [len(window)])) - 1
+    heads, tails = by_open[firsts], by_close[lasts]  # both orders sort by window first
+    bars = np.zeros(len(firsts), dtype=CANDLE_ROW)
+    bars["res"] = res
+    bars["start"] = window[firsts]
+    for field_name in ("open", "open_ts", "open_seq"):
+        bars[field_name] = rows[field_name][heads]
+    for field_name in ("close", "close_ts", "close_seq"):
+        bars[field_name] = rows[field_name][tails]
+    bars["high"] = np.maximum.reduceat(rows["high"][by_open], firsts)
+    bars["low"] = np.minimum.reduceat(rows["low"][by_open], firsts)
+    bars["count"] = np.add.reduceat(rows["count"][by_open], firsts)
+    bars["volume"] = _segment_fsum(rows["volume"][by_open], firsts, lasts)
+    bars["notional"] = _segment_fsum(rows["notional"][by_open], firsts, lasts)
+    return bars
+
+
+def _rows_of(bar: Bar, start: int) -> np.ndarray:
+    """A bar as rows of its window `start` for `_coarse_bars`: one row per term of its
+    sums, so that they are summed with every other term (the first row carries the
+    count; the others repeat its prices and keys, which changes no open, close, high or
+    low)."""
+    terms = max(len(bar.volume_terms), 1)
+    rows = np.zeros(terms, dtype=CANDLE_ROW)
+    rows["start"] = start
+    rows["open"], rows["open_ts"], rows["open_seq"] = bar.open, *bar.open_key
+    rows["close"], rows["close_ts"], rows["close_seq"] = bar.close, *bar.close_key
+    rows["high"], rows["low"] = bar.high, bar.low
+    rows["count"][0] = bar.trade_count
+    rows["volume"][: len(bar.volume_terms)] = bar.volume_terms
+    rows["notional"][: len(bar.notional_terms)] = bar.notional_terms
+    return rows
+
+
+def _open_rows(open_windows: np.ndarray | dict[int, Bar] | None) -> np.ndarray:
+    """A coarse resolution's open windows as rows; a snapshot of an earlier version kept
+    them as `Bar`s by window start (still read)."""
+    if open_windows is None:
+        return _NO_CLOSED
+    if isinstance(open_windows, np.ndarray):
+        return open_windows
+    parts = [_rows_of(bar, start) for start, bar in sorted(open_windows.items())]
+    return joined(parts) if parts else _NO_CLOSED
 
 
 def _segment_fsum(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> list[float]:

@@ -77,19 +77,28 @@ class WindowEngine(Generic[EventsT]):
     (base first, so roll-ups are complete), and the clock, end-of-input and snapshot steps.
 
     A subclass keeps `spec` (a `CandleSpec`) and `state` (with `max_ts`,
-    `max_ts_seen_at_ms` and `copy()`), and does the window work: `_events`, `_next_end`,
-    `_close_base`, `_close_coarse` and `_expire`.
+    `max_ts_seen_at_ms` and `copy()`), and does the window work: `_events`,
+    `_earliest_end`, `_close_base`, `_close_coarse` and `_expire`. When it changes its
+    open windows it keeps `_known_end` right (lowers it, or sets it to None).
     """
 
     spec: Any
     state: Any
+    # The end of the earliest open window, known since the last change (None: to be
+    # found): asked for after every step (`next_close_at_ms`) and before every close.
+    _known_end: float | None = None
 
     def _events(self) -> EventsT:
         raise NotImplementedError
 
-    def _next_end(self) -> float:
+    def _earliest_end(self) -> float:
         """The end of the earliest window still to close (inf when none)."""
         raise NotImplementedError
+
+    def _next_end(self) -> float:
+        if self._known_end is None:
+            self._known_end = self._earliest_end()
+        return self._known_end
 
     def _close_base(self, wm: float, events: EventsT) -> None:
         raise NotImplementedError
@@ -151,3 +160,4 @@ class WindowEngine(Generic[EventsT]):
         self._close_base(wm, events)
         for res in self.spec.resolutions[1:]:
             self._close_coarse(res, wm, events)
+        self._known_end = None

@@ -158,8 +158,7 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
                 self.state.rolled.setdefault(res, -math.inf)
 
     # --- the watermark -----------------------------------------------------------------
-    def _next_end(self) -> float:
-        """The end of the earliest window still to close (inf when none)."""
+    def _earliest_end(self) -> float:
         state, base = self.state, self.spec.base
         ends = []
         if len(state.pending):
@@ -184,6 +183,7 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
         events = self._events()
         if n == 0:
             return events
+        self._known_end = None  # new quotes: open windows change
         rows = np.empty(n, dtype=QUOTE_IN)
         rows["ts"] = quotes.get_column("ts").to_numpy()
         rows["seq"] = np.arange(state.next_seq, state.next_seq + n, dtype=np.int64)
@@ -205,6 +205,7 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
             wm = int(arrived.watermark_before[i])
             self._close_until(wm, events)
             self._take_late(rows[i : i + 1], int(arrived.newest_before[i]), wm, events)
+            self._known_end = None
 
         self._after_batch(int(rows["ts"].max()), now_ms, events)
         events.quotes = FlaggedQuotes(quotes, late, rows["seq"])

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from candlewax.records import Candle, candle_frame
-from operators.candles import CandleSpec, SymbolCandles
+from operators.candles import CandleSpec, SymbolCandles, _bar_of
 from tests.factories import T0, trade, trades_frame
 from tests.reference import assert_candles_match, reference_candles
 
@@ -137,18 +137,36 @@ def test_coarser_candles_are_the_roll_up_and_match_trades_grouped_directly():
         assert coarse.high == max(p.high for p in parts) and coarse.open == parts[0].open
 
 
-def test_output_does_not_depend_on_how_the_input_was_batched():
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SPEC,
+        # Closed windows kept for less time than trades are late: some late trades find
+        # their window gone, whether the batch they came in has dropped it yet or not.
+        CandleSpec(resolutions=(1_000, 10_000, 60_000), drift_retention_ms=2_000),
+        CandleSpec(
+            resolutions=(1_000, 10_000, 60_000),
+            drift_retention_ms=2_000,
+            restatement=True,
+            restatement_horizon_ms=3_000,
+        ),
+    ],
+    ids=["default", "short-retention", "short-restatement-horizon"],
+)
+def test_output_does_not_depend_on_how_the_input_was_batched(spec):
     rng = random.Random(5)
     rows, ts = [], T0
     for _ in range(4_000):
         ts += rng.randint(0, 60)
         jitter = rng.choice([0, 0, 0, -rng.randint(0, 900), -rng.randint(1_000, 6_000)])
         rows.append((ts + jitter, round(rng.uniform(1, 2), 4), round(rng.uniform(0.1, 1), 3)))
-    expected = run(rows)
+    expected = run(rows, spec)
     assert sum(expected[2]) > 50, "the input has late trades"
+    one_by_one = run(rows, spec, splits=list(range(1, len(rows) + 1)))
+    assert one_by_one == expected  # every candle and drift record, bit for bit
     for _ in range(4):
         cuts = [*sorted(rng.sample(range(1, len(rows)), rng.randint(1, 60))), len(rows)]
-        assert run(rows, splits=cuts) == expected  # every candle and drift record, bit for bit
+        assert run(rows, spec, splits=cuts) == expected
 
 
 def test_live_watermark_advances_with_system_time_so_an_idle_symbol_closes():
@@ -251,3 +269,42 @@ def test_a_snapshot_does_not_change_when_the_engine_goes_on():
     assert pickle.dumps(snapshot) == frozen
     resumed = SymbolCandles(spec, pickle.loads(frozen))
     assert resumed.state.max_ts == T0 + 3_000
+
+
+def test_a_snapshot_of_the_earlier_shape_resumes_to_the_same_candles():
+    """Snapshots written before open coarse windows were kept as rows held them as `Bar`s
+    by window start, their sums as lists of terms: resumed, the candles are the same to
+    the last bit as those of an engine that went on."""
+    spec = CandleSpec(resolutions=(1_000, 10_000, 60_000), allowed_lateness_ms=1_000)
+    first = [(T0 + 100 + 450 * i, 1.0 + i / 10, 0.1 * (i % 7 + 1)) for i in range(40)]
+    rest = [(T0 + 18_000 + 300 * i, 2.0 + i / 10, 0.3) for i in range(60)]
+    engine = SymbolCandles(spec)
+    engine.on_trades(trades_frame(first))
+    snapshot = pickle.loads(pickle.dumps(engine.snapshot()))
+    assert any(len(rows) > 1 for rows in snapshot.open.values()), "coarse windows are open"
+    old = pickle.loads(pickle.dumps(snapshot))
+    old.open = {res: _as_bars(rows, res) for res, rows in snapshot.open.items()}
+    assert any(len(bar.volume_terms) > 1 for bars in old.open.values() for bar in bars.values())
+
+    def finish(state):
+        resumed = SymbolCandles(spec, state)
+        events = [resumed.on_trades(trades_frame(rest)), resumed.on_end()]
+        return [c for e in events for c in candles_of(e)]
+
+    expected = finish(snapshot)
+    assert {c.resolution for c in expected} == {"1s", "10s", "1m"}
+    assert finish(old) == expected
+
+
+def _as_bars(rows, res):
+    """Open coarse windows as the earlier snapshots held them: a `Bar` per window whose
+    sums are the list of its base candles' sums."""
+    bars = {}
+    for row in rows:
+        start = int(row["start"]) - int(row["start"]) % res
+        part = _bar_of(row)  # a base candle's sums: one term each
+        if start in bars:
+            bars[start].absorb(part)
+        else:
+            bars[start] = part
+    return bars
