@@ -17,6 +17,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from candlewax.rows import joined
+
 TIMESTAMP_MS = pa.timestamp("ms", tz="UTC")
 
 
@@ -463,7 +465,7 @@ def _bar_frame(
 ) -> pl.DataFrame:
     """Bar batches (any symbols) as one frame: the columns every bar record has (symbol,
     resolution, window, bar_id, revision) and the bar kind's own, `columns(rows)`."""
-    rows = batches[0].rows if len(batches) == 1 else np.concatenate([b.rows for b in batches])
+    rows = joined([b.rows for b in batches])  # by bytes: `candlewax.rows`
     lengths = [len(b.rows) for b in batches]
     symbols = pl.Series([b.symbol for b in batches], dtype=pl.String)
     names = {res: name for b in batches for res, name in b.names}

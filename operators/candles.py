@@ -35,11 +35,11 @@ import numpy as np
 import polars as pl
 
 from candlewax.records import CANDLE_ROW, CandleBatch, DriftRecord, FlaggedTrades
+from candlewax.rows import appended, joined
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
 from operators.event_time import WindowEngine, arrivals
-from operators.rows import appended, joined
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,11 @@ import numpy as np
 import polars as pl
 
 from candlewax.records import QUOTE_BAR_ROW, FlaggedQuotes, QuoteBarBatch, QuoteDriftRecord
+from candlewax.rows import appended, joined
 from operators.candles import CandleSpec
 from operators.drift import quote_drift_record
 from operators.event_time import WindowEngine, arrivals
 from operators.quote_bars import base_bars, rolled_up
-from operators.rows import appended, joined
 
 # One quote as the engine keeps it: event time, arrival sequence, bid and ask.
 QUOTE_IN = np.dtype([("ts", np.int64), ("seq", np.int64), ("bid", np.float64), ("ask", np.float64)])

@@ -291,6 +291,10 @@ class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
         # per symbol.
         self.forming_interval_s = forming_interval_s if engine.spec.live else 0.0
         self._formed_tick = -1  # the grid tick of the last forming candles
+        # Labelled children looked up once (`labels()` costs ~0.75 us a call).
+        names = {res: engine.spec.name(res) for res in engine.spec.resolutions}
+        self._emitted = {name: metrics.candles.labels(name) for name in names.values()}
+        self._delay = {res: metrics.candle_delay.labels(name) for res, name in names.items()}
 
     def _add_forming(self, events: CandleEvents) -> None:
         if not self.forming_interval_s or not self.engine.forming_changed():
@@ -315,9 +319,8 @@ class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
             return
         closed_at = rows["start"] + rows["res"] + self.engine.spec.allowed_lateness_ms
         delays = np.maximum(time.time() * 1000.0 - closed_at, 0.0) / 1000.0
-        names = dict(candles.names)
         for res, delay in zip(rows["res"].tolist(), delays.tolist(), strict=True):
-            self.metrics.candle_delay.labels(names[res]).observe(delay)
+            self._delay[res].observe(delay)
 
     def _counted(self, events: CandleEvents) -> tuple[list[CandleEvents], bool]:
         m = self.metrics
@@ -326,7 +329,7 @@ class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
         if events.late_expired:
             m.late_expired.inc(events.late_expired)
         for resolution, count in events.candle_counts.items():
-            m.candles.labels(resolution).inc(count)
+            self._emitted[resolution].inc(count)
         for resolution, count in events.restated_counts.items():
             m.restated.labels(resolution).inc(count)
         for record in events.drift_records:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from candlewax.records import CANDLE_ROW, QUOTE_BAR_ROW
-from operators.rows import appended, joined
+from candlewax.rows import appended, joined
 
 
 def _rows(dtype: np.dtype, n: int, seed: int) -> np.ndarray:

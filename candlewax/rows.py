@@ -2,9 +2,11 @@
 
 The window engines append closed bars to the rows they keep for late trades and join
 the parts of a step's output at every call, a few rows at a time: with hundreds of
-symbols, hundreds of times per batch. `np.concatenate` promotes structured dtypes field
-by field in Python (~15 us a call, whatever the size); joining the rows' bytes and
-viewing them back as rows gives the same array in ~2 us.
+symbols, hundreds of times per batch; the sinks join every symbol's batch into one frame
+(`candlewax.records`). `np.concatenate` promotes structured dtypes field by field in
+Python (~15 us a call, whatever the size, and more with more parts: 5.3 ms for 500
+one-row parts); joining the rows' bytes and viewing them back as rows gives the same
+array in ~2 us (0.27 ms for the 500).
 """
 
 from __future__ import annotations
