@@ -21,9 +21,10 @@ then every closing window of a batch becomes a candle in a few vectorised operat
 (sorted by `(ts, arrival)`, cut at window boundaries, reduced per segment), and closed
 candles leave as one `CandleBatch` of numpy rows per step (the sinks make one Arrow
 frame of a whole sink batch: a polars frame per symbol per step costs more than the
-candles in it when symbols are many). Closed windows are kept as a structured array for
-late trades; a window becomes a Python object only when a late trade reaches it, and
-coarse windows (a tenth or less of the candles) are `Bar`s.
+candles in it when symbols are many). An open coarse window is the rows of its closed
+base candles, reduced once when it closes. Closed windows are kept as a structured
+array for late trades; a window becomes a Python object only when a late trade reaches
+it.
 """
 
 from __future__ import annotations

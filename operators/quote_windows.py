@@ -478,6 +478,7 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
         floor = wm - self.spec.keep_closed_ms
         if math.isinf(floor):
             return
+        self._known_end = None  # dropped base bars may have been a coarse window's first
         state, base = self.state, self.spec.base
         keep_from = floor
         for res, rows in state.closed.items():
