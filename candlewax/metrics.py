@@ -120,10 +120,18 @@ class BranchMetrics:
         # A labelled child looked up once: `labels()` costs ~0.75 us a call, and the
         # per-symbol steps count a few times per symbol per batch.
         self._outcome = {outcome: self.outcomes.labels(outcome) for outcome in OUTCOMES}
+        self._emitted: dict[str, Any] = {}  # by resolution, made on first use
 
     def count(self, outcome: str, amount: int = 1) -> None:
         if amount:
             self._outcome[outcome].inc(amount)
+
+    def count_bars(self, resolution: str, amount: int) -> None:
+        """Bars (candles, quote bars) emitted at `resolution`."""
+        child = self._emitted.get(resolution)
+        if child is None:
+            child = self._emitted[resolution] = self.bars.labels(resolution)
+        child.inc(amount)
 
     def summary(self) -> dict[str, Any]:
         """Counts so far, as plain numbers (what the end-of-run log shows)."""

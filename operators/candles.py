@@ -320,8 +320,8 @@ class SymbolCandles(WindowEngine[CandleEvents]):
         late_index = np.flatnonzero(late)
         if len(late_index):
             on_time = ~late
-            state.pending.append(ts[on_time], seq[on_time], price[on_time], size[on_time])
             on_time_ts = ts[on_time]
+            state.pending.append(on_time_ts, seq[on_time], price[on_time], size[on_time])
         else:
             state.pending.append(ts, seq, price, size)
             on_time_ts = ts

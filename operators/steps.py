@@ -292,9 +292,8 @@ class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
         self.forming_interval_s = forming_interval_s if engine.spec.live else 0.0
         self._formed_tick = -1  # the grid tick of the last forming candles
         # Labelled children looked up once (`labels()` costs ~0.75 us a call).
-        names = {res: engine.spec.name(res) for res in engine.spec.resolutions}
-        self._emitted = {name: metrics.candles.labels(name) for name in names.values()}
-        self._delay = {res: metrics.candle_delay.labels(name) for res, name in names.items()}
+        spec = engine.spec
+        self._delay = {res: metrics.candle_delay.labels(spec.name(res)) for res in spec.resolutions}
 
     def _add_forming(self, events: CandleEvents) -> None:
         if not self.forming_interval_s or not self.engine.forming_changed():
@@ -329,7 +328,7 @@ class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
         if events.late_expired:
             m.late_expired.inc(events.late_expired)
         for resolution, count in events.candle_counts.items():
-            self._emitted[resolution].inc(count)
+            m.count_bars(resolution, count)
         for resolution, count in events.restated_counts.items():
             m.restated.labels(resolution).inc(count)
         for record in events.drift_records:
@@ -399,7 +398,7 @@ class _QuoteBarLogic(_WindowLogic[QuoteEvents, QuoteBarState]):
         if events.late_expired:
             m.late_expired.inc(events.late_expired)
         for resolution, count in events.bar_counts.items():
-            m.bars.labels(resolution).inc(count)
+            m.count_bars(resolution, count)
         for resolution, count in events.restated_counts.items():
             m.restated.labels(resolution).inc(count)
         for record in events.drift_records:
