@@ -245,7 +245,8 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
         corrected = _bar_of(quotes, base, state.carry_full[2])
         touched = TouchedQuoteBar(first.copy(), corrected)
         state.touched[base][start] = touched
-        events.drift_records.append(self._drift(base, start, touched, state.max_ts or start))
+        closed_at = start + base + self.spec.allowed_lateness_ms  # known as it closes
+        events.drift_records.append(self._drift(base, start, touched, closed_at))
 
     def _first_unrolled(self, res: int) -> int | None:
         """The start of the earliest base window with a bar (either view) in a coarse
@@ -291,8 +292,8 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
         for start in drifting:
             touched = self._full_coarse(res, start, emitted=self._published(res, start))
             if touched is not None:
-                detected = state.max_ts if state.max_ts is not None else start
-                events.drift_records.append(self._drift(res, start, touched, detected))
+                closed_at = start + res + spec.allowed_lateness_ms  # known as it closes
+                events.drift_records.append(self._drift(res, start, touched, closed_at))
 
     # --- the two views -----------------------------------------------------------------
     def _published(self, res: int, start: int) -> np.ndarray | None:
@@ -480,10 +481,16 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
             return
         self._known_end = None  # dropped base bars may have been a coarse window's first
         state, base = self.state, self.spec.base
-        keep_from = floor
+        floors = {res: floor for res in state.closed}
+        # A coarse window rolls up its base bars when it closes, and recomputes its full
+        # view from them when a late quote reaches it: the base bars of every coarse
+        # window still open or kept stay, however short the horizon.
+        for res in self.spec.resolutions[1:]:
+            floors[base] = min(floors[base], state.rolled[res], floor - floor % res)
+        keep_from = floors[base]
         for res, rows in state.closed.items():
-            if len(rows) and rows["start"][0] + res <= floor:
-                gone = int(np.searchsorted(rows["start"] + res, floor, "right"))
+            if len(rows) and rows["start"][0] + res <= floors[res]:
+                gone = int(np.searchsorted(rows["start"] + res, floors[res], "right"))
                 if res == base:  # the last bar before the horizon: the spread in force after it
                     gone = max(gone - 1, 0)
                     keep_from = min(keep_from, float(rows["start"][gone]))
@@ -492,7 +499,7 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
         while len(state.raw) > 1 and state.raw_starts[1] <= keep_from - keep_from % base:
             del state.raw[0], state.raw_starts[0]
         for res, touched in state.touched.items():
-            for start in [s for s in touched if s + res <= floor and s < keep_from]:
+            for start in [s for s in touched if s + res <= floors[res] and s < keep_from]:
                 del touched[start]
 
 

@@ -73,6 +73,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 _END_CHECK_S = 0.1
 _END_CHECK_BACKOFF_S = 2.0
 _END_CHECK_TIMEOUT_S = 0.5
+# An ask that took this long did not time out at the broker: the process was stopped in
+# it (SIGSTOP, a frozen VM, swap). It says nothing about the broker.
+_STALLED_S = 4 * _END_CHECK_TIMEOUT_S
 # How long a fresh start waits for the broker to say where a partition begins.
 _START_QUERY_TIMEOUT_S = 2.0
 # A live partition is at its head when what is left to read is no more than one poll
@@ -112,6 +115,9 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])
         self._lag = CONSUMER_LAG.labels(topic, str(partition))
         self._next_end_check = 0.0
+        # The outage (its `down_since`) first seen by a poll with messages, and the end of
+        # the partition librdkafka had cached then (`outage_over`).
+        self._down_seen = NO_OUTAGE_SEEN
         self._at_end = False  # the last answer of the broker: nothing more to read
         self._newest_timestamp_ms = 0  # of the newest message read (Kafka timestamp)
         if tail:
@@ -143,9 +149,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         if polled is None:
             self._when_idle()
             return []
-        self._health.reachable()
         batch, newest_timestamp_ms = polled
         high = self._report_lag()
+        if self._health.down_since is not None:
+            self._fetched_since_down(high)
         if self._tail:
             self._newest_timestamp_ms = newest_timestamp_ms
             self._at_end = high is not None and at_head(
@@ -191,24 +198,49 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             ):
                 raise StopIteration  # the end, confirmed by a quiet `end_confirm_s`
             return
-        now = time.monotonic()
-        if now >= self._next_end_check:
-            try:
-                low, high = self._consumer.get_watermark_offsets(
-                    self._topic_partition, timeout=_END_CHECK_TIMEOUT_S, cached=False
-                )
-            except KafkaException as exc:
+        if time.monotonic() >= self._next_end_check:
+            offsets = self._ask_broker()
+            if offsets is None:
                 self._at_end = False  # cannot tell: not caught up
-                self._health.unreachable(str(exc.args[0].str() if exc.args else exc))
-                self._next_end_check = now + _END_CHECK_BACKOFF_S
             else:
-                self._health.reachable()
+                low, high = offsets
                 position = self._offset if self._offset >= 0 else low
                 self._at_end = at_head(
                     high - position, 0, self._newest_timestamp_ms, time.time() * 1000
                 )
-                self._next_end_check = now + _END_CHECK_S
         self._tell_clock()
+
+    def _fetched_since_down(self, high: int | None) -> None:
+        """What a poll handed out during an outage may have waited in librdkafka's queue
+        since before it (`outage_over`). No round trip on the worker's thread here: a
+        broker question can outlive its timeout while a connection comes back
+        (librdkafka issue 1869)."""
+        down_since = self._health.down_since
+        assert down_since is not None
+        self._down_seen, over = outage_over(self._down_seen, down_since, high)
+        if over:
+            self._health.reachable()
+
+    def _ask_broker(self) -> tuple[int, int] | None:
+        """Where the partition begins and ends, asked of the broker (one round trip, at
+        most `_END_CHECK_TIMEOUT_S`): the answer also tells whether it is reachable. None
+        without an answer; the next ask waits `_END_CHECK_BACKOFF_S` when it timed out."""
+        asked = time.monotonic()
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                self._topic_partition, timeout=_END_CHECK_TIMEOUT_S, cached=False
+            )
+        except KafkaException as exc:
+            now = time.monotonic()
+            if now - asked < _STALLED_S:
+                self._health.unreachable(str(exc.args[0].str() if exc.args else exc))
+                self._next_end_check = now + _END_CHECK_BACKOFF_S
+            else:  # stopped mid-ask: ask again at once
+                self._next_end_check = now
+            return None
+        self._health.reachable()
+        self._next_end_check = time.monotonic() + _END_CHECK_S
+        return int(low), int(high)
 
     def _tell_clock(self) -> None:
         if self._at_end:
@@ -251,6 +283,21 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
     def close(self) -> None:
         INPUT_CLOCK.forget(self._source)
         self._consumer.close()
+
+
+OutageSeen = tuple[float | None, int | None]
+NO_OUTAGE_SEEN: OutageSeen = (None, None)
+
+
+def outage_over(seen: OutageSeen, down_since: float, high: int | None) -> tuple[OutageSeen, bool]:
+    """Whether a poll that handed out messages during the outage that began at
+    `down_since` shows the broker back. Those messages prove nothing: librdkafka may have
+    fetched them before the outage. The end of the partition it caches from each fetch
+    answer (`high`) does: once it has moved since the outage was first seen, a fetch was
+    answered. `seen` is what the last call returned (the outage and the end then)."""
+    if seen[0] != down_since:
+        return (down_since, high), False
+    return seen, high is not None and seen[1] is not None and high > seen[1]
 
 
 def at_head(left: int, read: int, newest_timestamp_ms: int, now_ms: float) -> bool:

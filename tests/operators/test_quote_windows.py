@@ -54,18 +54,22 @@ def quote_stream(n: int, seed: int, late_share: float = 0.03, symbols: int = 2) 
 
 
 def run(
-    messages: list[bytes], spec: CandleSpec, cut: int | None = None, seed: int = 0
+    messages: list[bytes],
+    spec: CandleSpec,
+    cut: int | None = None,
+    seed: int = 0,
+    sizes: tuple[int, ...] = (1, 2, 7, 50, 400),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Published bars and drift records of the engine over the messages in random batches
-    (one engine per symbol); `cut`: pickle every engine after that many batches, go on
-    from the copies."""
+    """Published bars and drift records of the engine over the messages in batches of
+    random `sizes` (one engine per symbol); `cut`: pickle every engine after that many
+    batches, go on from the copies."""
     rng = random.Random(seed)
     engines: dict[str, SymbolQuoteBars] = {}
     dedupers: dict[str, Deduplicator] = {}
     bars, drift = [], []
     i = batches = 0
     while i < len(messages):
-        size = rng.choice((1, 2, 7, 50, 400))
+        size = rng.choice(sizes)
         batch = RawBatch("q", messages[i : i + size], range(i, i + size))
         i += size
         valid = decode_batch(batch, RULES, origin=False, kind=QUOTE).valid
@@ -98,12 +102,20 @@ def newest(frame: pl.DataFrame, order: str) -> dict[str, dict]:
 
 
 SPEC = CandleSpec(resolutions=tuple(RESOLUTIONS.values()), allowed_lateness_ms=LATENESS)
+# Closed windows kept for less time than a coarse window lasts and than quotes are late.
+SHORT_RETENTION = CandleSpec(
+    resolutions=tuple(RESOLUTIONS.values()), allowed_lateness_ms=LATENESS, drift_retention_ms=2_000
+)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_published_bars_are_the_bars_of_the_quotes_that_came_on_time(seed):
+@pytest.mark.parametrize(
+    ("seed", "spec"),
+    [(0, SPEC), (1, SPEC), (2, SPEC), (0, SHORT_RETENTION), (1, SHORT_RETENTION)],
+    ids=["0", "1", "2", "0-short-retention", "1-short-retention"],
+)
+def test_published_bars_are_the_bars_of_the_quotes_that_came_on_time(seed, spec):
     messages = quote_stream(3_000, seed)
-    bars, _ = run(messages, SPEC, seed=seed)
+    bars, _ = run(messages, spec, seed=seed)
     assert bars.get_column("revision").unique().to_list() == [0]
     assert bars.get_column("bar_id").is_unique().all(), "a bar went out twice"
     expected = reference_quote_bars(messages, LATENESS, RESOLUTIONS)
@@ -150,6 +162,37 @@ def test_with_restatement_the_newest_revision_of_every_bar_is_the_full_view():
     full = reference_quote_bars(messages, LATENESS, RESOLUTIONS, full=True)
     got = {b: {n: r[n] for n in QUOTE_FIELDS} for b, r in newest(bars, "revision").items()}
     assert_quote_bars_match(got, {b: {n: v[n] for n in QUOTE_FIELDS} for b, v in full.items()})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SPEC,
+        SHORT_RETENTION,
+        CandleSpec(
+            resolutions=tuple(RESOLUTIONS.values()),
+            allowed_lateness_ms=LATENESS,
+            drift_retention_ms=2_000,
+            restatement=True,
+            restatement_horizon_ms=3_000,
+        ),
+    ],
+    ids=["default", "short-retention", "short-restatement-horizon"],
+)
+def test_output_does_not_depend_on_how_the_quotes_were_batched(spec):
+    messages = quote_stream(2_000, 11, late_share=0.2)
+
+    def by_bar(frames: tuple[pl.DataFrame, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        # What comes out for each bar, in order; not how bars of a step interleave.
+        bars, drift = frames
+        return bars.sort("bar_id", "revision"), drift.sort("bar_id", maintain_order=True)
+
+    bars, drift = by_bar(run(messages, spec, sizes=(1,)))
+    assert drift.height > 20, "the input has late quotes"
+    for seed, sizes in [(1, (1, 2, 7, 50, 400)), (2, (300, 1_000)), (3, (2_100,))]:
+        other_bars, other_drift = by_bar(run(messages, spec, seed=seed, sizes=sizes))
+        assert other_bars.equals(bars)  # every bar and drift record, bit for bit
+        assert other_drift.equals(drift)
 
 
 @pytest.mark.parametrize("cut", [1, 5, 40])

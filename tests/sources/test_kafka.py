@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from sources.kafka import KafkaBatchPartition, KafkaBatchSource, at_head
+from sources.kafka import (
+    NO_OUTAGE_SEEN,
+    KafkaBatchPartition,
+    KafkaBatchSource,
+    at_head,
+    outage_over,
+)
 from tests.kafka_helpers import produce
 
 NOW = 1_800_000_000_000.0
@@ -34,6 +40,23 @@ def test_a_backlog_keeps_the_partition_behind():
     # No timestamp to tell by, something left: not known to be caught up.
     assert not at_head(10, 10, 0, NOW)
     assert not at_head(10, 10, -1, NOW)
+
+
+def test_messages_handed_out_in_an_outage_do_not_end_it_until_a_fetch_is_answered():
+    # librdkafka hands out what it fetched before the outage; the partition's end it
+    # caches moves only with a fetch answered since.
+    seen, over = outage_over(NO_OUTAGE_SEEN, 5.0, 1_000)
+    assert not over  # the outage first seen, with messages from the queue
+    seen, over = outage_over(seen, 5.0, 1_000)
+    assert not over  # more from the queue
+    seen, over = outage_over(seen, 5.0, None)
+    assert not over  # no end cached: cannot tell
+    seen, over = outage_over(seen, 5.0, 1_250)
+    assert over  # the end moved: the broker answered
+    seen, over = outage_over(seen, 9.0, 1_250)
+    assert not over  # a new outage starts from its own end
+    _, over = outage_over(seen, 9.0, 1_300)
+    assert over
 
 
 # --- where a partition starts --------------------------------------------------------
