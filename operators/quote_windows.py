@@ -16,7 +16,9 @@ A late quote changes the full view of its own window and, when it is the last qu
 that window, the start of the next window that has quotes (the quote in force there).
 So that a late quote can be folded in exactly, the on-time quotes of closed base windows
 are kept for the drift horizon (32 bytes a quote): the full-view bar of a touched window
-is computed again from its quotes, by the same `base_bars` as every other bar.
+is computed again from its quotes, by the same `base_bars` as every other bar. Base bars
+(and their quotes) also stay while a coarse window that holds them is open or within the
+horizon, however short the horizon: coarse bars are rolled up from them.
 
 Coarse bars are rolled up at close from the published base bars, so all resolutions
 agree, and their sums do not depend on how the quotes were batched.
