@@ -481,12 +481,12 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
         floor = wm - self.spec.keep_closed_ms
         if math.isinf(floor):
             return
-        self._known_end = None  # dropped base bars may have been a coarse window's first
         state, base = self.state, self.spec.base
         floors = {res: floor for res in state.closed}
         # A coarse window rolls up its base bars when it closes, and recomputes its full
         # view from them when a late quote reaches it: the base bars of every coarse
-        # window still open or kept stay, however short the horizon.
+        # window still open or kept stay, however short the horizon. So what goes is
+        # before every open coarse window, and `_known_end` stays right.
         for res in self.spec.resolutions[1:]:
             floors[base] = min(floors[base], state.rolled[res], floor - floor % res)
         keep_from = floors[base]

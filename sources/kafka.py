@@ -151,8 +151,13 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             return []
         batch, newest_timestamp_ms = polled
         high = self._report_lag()
-        if self._health.down_since is not None:
-            self._fetched_since_down(high)
+        down_since = self._health.down_since
+        if down_since is not None:
+            # No broker question here (`outage_over`): one can outlive its timeout while
+            # a connection comes back (librdkafka issue 1869), on the worker's thread.
+            self._down_seen, over = outage_over(self._down_seen, down_since, high)
+            if over:
+                self._health.reachable()
         if self._tail:
             self._newest_timestamp_ms = newest_timestamp_ms
             self._at_end = high is not None and at_head(
@@ -209,17 +214,6 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
                     high - position, 0, self._newest_timestamp_ms, time.time() * 1000
                 )
         self._tell_clock()
-
-    def _fetched_since_down(self, high: int | None) -> None:
-        """What a poll handed out during an outage may have waited in librdkafka's queue
-        since before it (`outage_over`). No round trip on the worker's thread here: a
-        broker question can outlive its timeout while a connection comes back
-        (librdkafka issue 1869)."""
-        down_since = self._health.down_since
-        assert down_since is not None
-        self._down_seen, over = outage_over(self._down_seen, down_since, high)
-        if over:
-            self._health.reachable()
 
     def _ask_broker(self) -> tuple[int, int] | None:
         """Where the partition begins and ends, asked of the broker (one round trip, at
@@ -295,9 +289,9 @@ def outage_over(seen: OutageSeen, down_since: float, high: int | None) -> tuple[
     fetched them before the outage. The end of the partition it caches from each fetch
     answer (`high`) does: once it has moved since the outage was first seen, a fetch was
     answered. `seen` is what the last call returned (the outage and the end then)."""
-    if seen[0] != down_since:
+    if seen[0] != down_since or seen[1] is None:
         return (down_since, high), False
-    return seen, high is not None and seen[1] is not None and high > seen[1]
+    return seen, high is not None and high > seen[1]
 
 
 def at_head(left: int, read: int, newest_timestamp_ms: int, now_ms: float) -> bool:

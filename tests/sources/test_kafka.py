@@ -57,6 +57,13 @@ def test_messages_handed_out_in_an_outage_do_not_end_it_until_a_fetch_is_answere
     assert not over  # a new outage starts from its own end
     _, over = outage_over(seen, 9.0, 1_300)
     assert over
+    # First seen before librdkafka cached an end: the first end it caches is the mark.
+    seen, over = outage_over(seen, 12.0, None)
+    assert not over
+    seen, over = outage_over(seen, 12.0, 1_300)
+    assert not over  # maybe fetched before the outage
+    _, over = outage_over(seen, 12.0, 1_301)
+    assert over
 
 
 # --- where a partition starts --------------------------------------------------------
