@@ -15,14 +15,18 @@ surfaced instead of swallowed. Beyond them:
   message for `end_confirm_s` after librdkafka's end-of-partition event (Tansu can send
   it before everything written by several producers is readable);
 - live, each partition tells the input clock (`candlewax.input_clock`) whether it has
-  read everything there is, so the watermark never runs ahead of unread trades.
+  read everything there is, so the watermark never runs ahead of unread trades. An idle
+  partition asks the broker where it ends on a thread of its own (`EndQuestions`): the
+  worker's thread never waits on the network.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -115,6 +119,9 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])
         self._lag = CONSUMER_LAG.labels(topic, str(partition))
         self._next_end_check = 0.0
+        self._end_questions = EndQuestions(
+            {**config, **self._health.client_config()}, self._topic_partition
+        )
         # The outage (its `down_since`) first seen by a poll with messages, and the end of
         # the partition librdkafka had cached then (`outage_over`).
         self._down_seen = NO_OUTAGE_SEEN
@@ -203,38 +210,34 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             ):
                 raise StopIteration  # the end, confirmed by a quiet `end_confirm_s`
             return
-        if time.monotonic() >= self._next_end_check:
-            offsets = self._ask_broker()
-            if offsets is None:
-                self._at_end = False  # cannot tell: not caught up
-            else:
-                low, high = offsets
-                position = self._offset if self._offset >= 0 else low
-                self._at_end = at_head(
-                    high - position, 0, self._newest_timestamp_ms, time.time() * 1000
-                )
+        answer = self._end_questions.answer()
+        now = time.monotonic()
+        if answer is not None:
+            self._on_end_answer(answer)
+        elif self._end_questions.waited_s(now) > _END_CHECK_TIMEOUT_S:
+            self._at_end = False  # a question outlived its timeout: cannot tell
+        if now >= self._next_end_check:
+            self._end_questions.ask()
         self._tell_clock()
 
-    def _ask_broker(self) -> tuple[int, int] | None:
-        """Where the partition begins and ends, asked of the broker (one round trip, at
-        most `_END_CHECK_TIMEOUT_S`): the answer also tells whether it is reachable. None
-        without an answer; the next ask waits `_END_CHECK_BACKOFF_S` when it timed out."""
-        asked = time.monotonic()
-        try:
-            low, high = self._consumer.get_watermark_offsets(
-                self._topic_partition, timeout=_END_CHECK_TIMEOUT_S, cached=False
+    def _on_end_answer(self, answer: EndAnswer) -> None:
+        """What the broker said about where the partition ends: whether everything is
+        read, and whether it is reachable. Without an answer the next question waits
+        `_END_CHECK_BACKOFF_S`."""
+        self._next_end_check = answer.answered_at + _END_CHECK_S
+        if answer.offsets is not None:
+            self._health.reachable()
+            low, high = answer.offsets
+            position = self._offset if self._offset >= 0 else low
+            self._at_end = at_head(
+                high - position, 0, self._newest_timestamp_ms, time.time() * 1000
             )
-        except KafkaException as exc:
-            now = time.monotonic()
-            if now - asked < _STALLED_S:
-                self._health.unreachable(str(exc.args[0].str() if exc.args else exc))
-                self._next_end_check = now + _END_CHECK_BACKOFF_S
-            else:  # stopped mid-ask: ask again at once
-                self._next_end_check = now
-            return None
-        self._health.reachable()
-        self._next_end_check = time.monotonic() + _END_CHECK_S
-        return int(low), int(high)
+            return
+        self._at_end = False  # cannot tell: not caught up
+        if answer.answered_at - answer.asked_at < _STALLED_S:
+            self._health.unreachable(answer.error or "no answer")
+            self._next_end_check = answer.answered_at + _END_CHECK_BACKOFF_S
+        # else: stopped mid-question (the process, not the broker): ask again at once
 
     def _tell_clock(self) -> None:
         if self._at_end:
@@ -276,7 +279,98 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
 
     def close(self) -> None:
         INPUT_CLOCK.forget(self._source)
+        self._end_questions.close()
         self._consumer.close()
+
+
+@dataclass(frozen=True)
+class EndAnswer:
+    """The broker's answer to "where does the partition begin and end" (`offsets`), or
+    why there is none (`error`), with when it was asked and answered (monotonic s)."""
+
+    offsets: tuple[int, int] | None
+    error: str | None
+    asked_at: float
+    answered_at: float
+
+
+class EndQuestions:
+    """Asks the broker where a partition begins and ends, on a thread and a client of
+    their own, one question at a time; the worker reads the newest answer without waiting.
+
+    On the worker's thread a question took up to its timeout (0.5 s) while the broker did
+    not answer, and librdkafka can block in one far longer as a cut connection comes back
+    (librdkafka issue 1869; seen here: over 45 s): the whole worker stood still, every
+    symbol's candles with it. A client of their own, because a question in flight on the
+    partition's consumer holds up its `consume` as long (measured: 0.49 s, timeout 0). The
+    thread and its client start with the first question (only idle live partitions ask)
+    and end with `close`; a client stuck in a question is left to its thread."""
+
+    def __init__(self, config: dict[str, Any], partition: TopicPartition):
+        self._config = config
+        self._partition = partition
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._asked_at: float | None = None  # of the question in flight
+        self._answer: EndAnswer | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def ask(self) -> None:
+        """Ask, unless a question is in flight or an answer waits to be read."""
+        with self._lock:
+            if self._closed or self._asked_at is not None or self._answer is not None:
+                return
+            self._asked_at = time.monotonic()
+        if self._thread is None:
+            name = f"candlewax-end-{self._partition.topic}-{self._partition.partition}"
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
+        self._wanted.set()
+
+    def answer(self) -> EndAnswer | None:
+        """The answer to the last question, once (None: none yet)."""
+        with self._lock:
+            answer, self._answer = self._answer, None
+        return answer
+
+    def waited_s(self, now: float) -> float:
+        """How long the question in flight has waited for its answer (0: none in flight)."""
+        asked_at = self._asked_at
+        return 0.0 if asked_at is None else now - asked_at
+
+    def close(self) -> None:
+        """Stop asking; the thread closes its client once out of its question."""
+        with self._lock:
+            self._closed = True
+        self._wanted.set()
+
+    def _run(self) -> None:
+        client = Consumer(self._config)
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                with self._lock:
+                    if self._closed:
+                        return
+                    asked_at = self._asked_at
+                if asked_at is not None:
+                    answer = self._ask(client, asked_at)
+                    with self._lock:
+                        self._answer, self._asked_at = answer, None
+        finally:
+            client.close()
+
+    def _ask(self, client: Consumer, asked_at: float) -> EndAnswer:
+        try:
+            low, high = client.get_watermark_offsets(
+                self._partition, timeout=_END_CHECK_TIMEOUT_S, cached=False
+            )
+        except KafkaException as exc:
+            error = str(exc.args[0].str() if exc.args else exc)
+            return EndAnswer(None, error, asked_at, time.monotonic())
+        return EndAnswer((int(low), int(high)), None, asked_at, time.monotonic())
 
 
 OutageSeen = tuple[float | None, int | None]

@@ -31,6 +31,21 @@ def broker() -> Iterator[Any]:
         yield running
 
 
+@pytest.fixture
+def broker_behind_proxy() -> Iterator[Any]:
+    """A broker of its own (Tansu) that clients reach through a proxy a test can cut or
+    hold (`tests.tcp_proxy`): `(broker, proxy)`."""
+    from tests.tcp_proxy import TcpProxy
+    from tools.broker import EmbeddedBroker, free_port
+
+    proxy = TcpProxy(upstream_port=free_port())
+    proxy.start()
+    with EmbeddedBroker(port=proxy.upstream_port, advertised_port=proxy.port) as running:
+        yield running, proxy
+    proxy.release()
+    proxy.cut()
+
+
 @pytest.fixture(scope="module")
 def trades_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
     """An NDJSON file of a faulty simulated stream, and its messages."""

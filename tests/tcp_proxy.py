@@ -1,5 +1,7 @@
 """A loopback TCP proxy that a test can cut and restore: a network outage between the
-flow and a broker that keeps running (Tansu's memory storage would not survive a restart)."""
+flow and a broker that keeps running (Tansu's memory storage would not survive a restart).
+It can also hold: connections stay open and nothing goes through (a broker that stops
+answering), until released."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -41,6 +45,14 @@ class TcpProxy:
 
     restore = start
 
+    def hold(self) -> None:
+        """Keep every connection open and forward nothing: requests go unanswered."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        """Forward again, what was held first."""
+        self._flowing.set()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -55,12 +67,16 @@ class TcpProxy:
             with self._lock:
                 self._connections += [client, upstream]
             for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+                pump = threading.Thread(
+                    target=_pump, args=(source, target, self._flowing), daemon=True
+                )
+                pump.start()
 
 
-def _pump(source: socket.socket, target: socket.socket) -> None:
+def _pump(source: socket.socket, target: socket.socket, flowing: threading.Event) -> None:
     try:
         while data := source.recv(65536):
+            flowing.wait()
             target.sendall(data)
     except OSError:
         pass

@@ -23,8 +23,7 @@ from tests.factories import trade
 from tests.kafka_helpers import read_topic
 from tests.processes import ROOT, kafka_env, start_flow_process
 from tests.reference import assert_candles_match, reference_candles
-from tests.tcp_proxy import TcpProxy
-from tools.broker import EmbeddedBroker, create_topics, free_port
+from tools.broker import create_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -56,15 +55,6 @@ class RealTimeProducer(threading.Thread):
             self.producer.poll(0)
             time.sleep(0.04)
         assert self.producer.flush(120) == 0
-
-
-@pytest.fixture
-def broker_behind_proxy():
-    proxy = TcpProxy(upstream_port=free_port())
-    proxy.start()
-    with EmbeddedBroker(port=proxy.upstream_port, advertised_port=proxy.port) as broker:
-        yield broker, proxy
-    proxy.cut()
 
 
 def test_a_pause_and_an_outage_make_no_trade_late(broker_behind_proxy, tmp_path):

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from candlewax.input_clock import INPUT_CLOCK
 from sources.kafka import (
     NO_OUTAGE_SEEN,
     KafkaBatchPartition,
@@ -16,6 +17,7 @@ from sources.kafka import (
     outage_over,
 )
 from tests.kafka_helpers import produce
+from tools.broker import create_topics
 
 NOW = 1_800_000_000_000.0
 
@@ -95,3 +97,62 @@ def test_a_fresh_start_snapshots_the_oldest_offset_and_reads_every_message(broke
     # first message resumes where this run began.
     assert partition.snapshot() == 0
     assert _read_all(partition) == [(i, b"m%d" % i) for i in range(5)]
+
+
+# --- a live partition and the broker's answers ------------------------------------------
+def _clock_runs(partition: KafkaBatchPartition, seconds: float) -> float:
+    """How far the input clock moved while the partition was polled for `seconds` (as the
+    worker does: every 10 ms), in seconds."""
+    before, until = INPUT_CLOCK.now_ms(), time.monotonic() + seconds
+    while time.monotonic() < until:
+        partition.next_batch()
+        time.sleep(0.01)
+    return (INPUT_CLOCK.now_ms() - before) / 1000.0
+
+
+@pytest.mark.broker
+def test_an_idle_live_partition_never_waits_on_an_unanswering_broker(broker_behind_proxy):
+    broker, proxy = broker_behind_proxy
+    create_topics(broker.bootstrap, {"idle.live": 1})
+    client = {"bootstrap.servers": f"127.0.0.1:{proxy.port}"}
+    produce(client["bootstrap.servers"], "idle.live", [(b"k", b"m%d" % i) for i in range(3)])
+    source = KafkaBatchSource(client, "idle.live", tail=True, poll_timeout_ms=10)
+    (part,) = source.list_parts()
+    partition = source.build_part("trades_in", part, None)
+    try:
+        read: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(read) < 3 and time.monotonic() < deadline:
+            read += [v for batch in partition.next_batch() for v in batch.values]
+            time.sleep(0.01)
+        assert read == [b"m0", b"m1", b"m2"]
+        # Everything read and the broker says so: the clock runs with wall time.
+        _clock_runs(partition, 0.5)
+        assert _clock_runs(partition, 1.0) > 0.8
+
+        proxy.hold()  # the broker stops answering; its connections stay open
+        longest = 0.0
+        until = time.monotonic() + 2.5
+        while time.monotonic() < until:
+            started = time.monotonic()
+            partition.next_batch()
+            longest = max(longest, time.monotonic() - started)
+            time.sleep(0.01)
+        # A question to the broker times out after 0.5 s: on the worker's thread, the
+        # worker (every symbol's candles) stood still that long, every 2 s.
+        assert longest < 0.25
+        # Unanswered, the partition cannot tell that it is caught up: the clock stops, so
+        # trades waiting at the broker are not overtaken by the watermark.
+        assert _clock_runs(partition, 1.0) < 0.1
+
+        proxy.release()
+        produce(client["bootstrap.servers"], "idle.live", [(b"k", b"m3")])
+        deadline = time.monotonic() + 30
+        while b"m3" not in read and time.monotonic() < deadline:
+            read += [v for batch in partition.next_batch() for v in batch.values]
+            time.sleep(0.01)
+        assert read[-1] == b"m3"
+        _clock_runs(partition, 0.5)
+        assert _clock_runs(partition, 1.0) > 0.8  # answered again: the clock runs
+    finally:
+        partition.close()
