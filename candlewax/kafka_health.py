@@ -10,6 +10,7 @@ what is unreachable, once, and when it recovers.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -44,6 +45,7 @@ class KafkaHealth:
         self.role = role
         self.brokers = brokers
         self.down_since: float | None = None
+        self.changed_at = -math.inf  # monotonic time it last went down or came back
         self.fatal: KafkaError | None = None
         self._lock = threading.Lock()
 
@@ -62,7 +64,7 @@ class KafkaHealth:
         with self._lock:
             if self.down_since is not None:
                 return
-            self.down_since = time.monotonic()
+            self.down_since = self.changed_at = time.monotonic()
         log.warning(
             "Kafka at %s is unreachable for the %s (%s); retrying quietly",
             self.brokers,
@@ -73,6 +75,8 @@ class KafkaHealth:
     def reachable(self) -> None:
         with self._lock:
             since, self.down_since = self.down_since, None
+            if since is not None:
+                self.changed_at = time.monotonic()
         if since is not None:
             log.warning(
                 "Kafka at %s is reachable again for the %s, after %.1f s",

@@ -204,18 +204,20 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         return RawBatch(self._source, values, positions, keys), newest_timestamp_ms
 
     def _when_idle(self) -> None:
-        if not self._tail:
-            if self._end_seen_at is not None and (
-                time.monotonic() - self._end_seen_at >= self._end_confirm_s
-            ):
-                raise StopIteration  # the end, confirmed by a quiet `end_confirm_s`
-            return
         answer = self._end_questions.answer()
         now = time.monotonic()
         if answer is not None:
             self._on_end_answer(answer)
         elif self._end_questions.waited_s(now) > _END_CHECK_TIMEOUT_S:
             self._at_end = False  # a question outlived its timeout: cannot tell
+        if not self._tail:
+            if self._end_seen_at is not None and (now - self._end_seen_at >= self._end_confirm_s):
+                raise StopIteration  # the end, confirmed by a quiet `end_confirm_s`
+            # Bounded, nothing hangs on the answer but the log's "reachable again" line:
+            # asked only during an outage (new messages may never come to show it over).
+            if self._health.down_since is not None and now >= self._next_end_check:
+                self._end_questions.ask()
+            return
         if now >= self._next_end_check:
             self._end_questions.ask()
         self._tell_clock()
@@ -223,10 +225,17 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
     def _on_end_answer(self, answer: EndAnswer) -> None:
         """What the broker said about where the partition ends: whether everything is
         read, and whether it is reachable. Without an answer the next question waits
-        `_END_CHECK_BACKOFF_S`."""
+        `_END_CHECK_BACKOFF_S`.
+
+        An answer is read a poll after it came, and a question can be under way while
+        the broker goes or comes back: it tells reachability only when nothing changed
+        it since the question was asked (else an answer from just before a cut says
+        "reachable again" just after it)."""
         self._next_end_check = answer.answered_at + _END_CHECK_S
+        current = answer.asked_at > self._health.changed_at
         if answer.offsets is not None:
-            self._health.reachable()
+            if current:
+                self._health.reachable()
             low, high = answer.offsets
             position = self._offset if self._offset >= 0 else low
             self._at_end = at_head(
@@ -235,12 +244,14 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             return
         self._at_end = False  # cannot tell: not caught up
         if answer.answered_at - answer.asked_at < _STALLED_S:
-            self._health.unreachable(answer.error or "no answer")
+            if current:
+                self._health.unreachable(answer.error or "no answer")
             self._next_end_check = answer.answered_at + _END_CHECK_BACKOFF_S
         # else: stopped mid-question (the process, not the broker): ask again at once
 
     def _tell_clock(self) -> None:
-        if self._at_end:
+        # While the broker is unreachable nothing read can say it is all there is.
+        if self._at_end and self._health.down_since is None:
             INPUT_CLOCK.caught_up(self._source)
         else:
             INPUT_CLOCK.behind(self._source)

@@ -152,7 +152,48 @@ def test_an_idle_live_partition_never_waits_on_an_unanswering_broker(broker_behi
             read += [v for batch in partition.next_batch() for v in batch.values]
             time.sleep(0.01)
         assert read[-1] == b"m3"
-        _clock_runs(partition, 0.5)
-        assert _clock_runs(partition, 1.0) > 0.8  # answered again: the clock runs
+        # Answered again (the next question, after the 2 s backoff): the clock runs.
+        deadline = time.monotonic() + 10
+        while _clock_runs(partition, 0.5) < 0.45 and time.monotonic() < deadline:
+            pass
+        assert _clock_runs(partition, 1.0) > 0.8
+    finally:
+        partition.close()
+
+
+@pytest.mark.broker
+def test_a_bounded_partition_says_when_the_broker_is_back_with_nothing_new_to_read(
+    broker_behind_proxy, caplog
+):
+    broker, proxy = broker_behind_proxy
+    create_topics(broker.bootstrap, {"backfill.outage": 1})
+    client = {"bootstrap.servers": f"127.0.0.1:{proxy.port}"}
+    produce(client["bootstrap.servers"], "backfill.outage", [(b"k", b"m0"), (b"k", b"m1")])
+    # A long end confirmation keeps the partition reading through the outage.
+    source = KafkaBatchSource(client, "backfill.outage", tail=False, end_confirm_ms=60_000)
+    (part,) = source.list_parts()
+    partition = source.build_part("trades_in", part, None)
+
+    def poll_until(seconds: float, done: Any) -> list[bytes]:
+        read: list[bytes] = []
+        deadline = time.monotonic() + seconds
+        while not done(read) and time.monotonic() < deadline:
+            read += [v for batch in partition.next_batch() for v in batch.values]
+            time.sleep(0.01)
+        return read
+
+    def lines(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+    try:
+        assert poll_until(30, lambda read: len(read) == 2) == [b"m0", b"m1"]
+        proxy.cut()
+        poll_until(15, lambda _: lines("unreachable for the consumer"))
+        assert len(lines("unreachable for the consumer")) == 1
+        proxy.restore()
+        # Nothing new is produced: no fetch moves the partition's end to show the
+        # broker back; the partition's question does.
+        poll_until(15, lambda _: lines("reachable again for the consumer"))
+        assert len(lines("reachable again for the consumer")) == 1
     finally:
         partition.close()
