@@ -52,6 +52,18 @@ class KafkaHealth:
     def client_config(self) -> dict[str, Any]:
         return {"error_cb": self.on_error, "logger": _QuietLogger()}
 
+    def helper_config(self) -> dict[str, Any]:
+        """For a helper client whose answers the caller judges itself (a partition's
+        question client, idle between questions): its errors at DEBUG only. An idle
+        connection the broker closes (`connections.max.idle.ms`) says nothing about the
+        flow's reading, and would log an outage that is not there."""
+        return {"error_cb": self._helper_error, "logger": _QuietLogger()}
+
+    def _helper_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal = error
+        log.debug("Kafka %s (helper client): %s", self.role, redact(error.str()))
+
     def on_error(self, error: KafkaError) -> None:
         if error.fatal():
             self.fatal = error

@@ -120,7 +120,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._lag = CONSUMER_LAG.labels(topic, str(partition))
         self._next_end_check = 0.0
         self._end_questions = EndQuestions(
-            {**config, **self._health.client_config()}, self._topic_partition
+            {**config, **self._health.helper_config()}, self._topic_partition
         )
         # The outage (its `down_since`) first seen by a poll with messages, and the end of
         # the partition librdkafka had cached then (`outage_over`).
