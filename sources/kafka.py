@@ -314,8 +314,10 @@ class EndQuestions:
     (librdkafka issue 1869; seen here: over 45 s): the whole worker stood still, every
     symbol's candles with it. A client of their own, because a question in flight on the
     partition's consumer holds up its `consume` as long (measured: 0.49 s, timeout 0). The
-    thread and its client start with the first question (only idle live partitions ask)
-    and end with `close`; a client stuck in a question is left to its thread."""
+    client (made on the caller's thread: a bad configuration fails there, not unseen) and
+    the thread start with the first question (idle live partitions ask; bounded ones only
+    during an outage) and end with `close`; a client stuck in a question is left to its
+    thread."""
 
     def __init__(self, config: dict[str, Any], partition: TopicPartition):
         self._config = config
@@ -334,8 +336,11 @@ class EndQuestions:
                 return
             self._asked_at = time.monotonic()
         if self._thread is None:
+            client = Consumer(self._config)
             name = f"candlewax-end-{self._partition.topic}-{self._partition.partition}"
-            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(client,), name=name, daemon=True
+            )
             self._thread.start()
         self._wanted.set()
 
@@ -356,8 +361,7 @@ class EndQuestions:
             self._closed = True
         self._wanted.set()
 
-    def _run(self) -> None:
-        client = Consumer(self._config)
+    def _run(self, client: Consumer) -> None:
         try:
             while True:
                 self._wanted.wait()
