@@ -100,6 +100,19 @@ def test_a_fresh_start_snapshots_the_oldest_offset_and_reads_every_message(broke
 
 
 # --- a live partition and the broker's answers ------------------------------------------
+def _read_until(
+    partition: KafkaBatchPartition, done: Any, seconds: float, read: list[bytes] | None = None
+) -> list[bytes]:
+    """Poll as the worker does (every 10 ms) until `done(read)` or `seconds` have passed;
+    the values read, appended to `read`."""
+    read = [] if read is None else read
+    deadline = time.monotonic() + seconds
+    while not done(read) and time.monotonic() < deadline:
+        read += [v for batch in partition.next_batch() for v in batch.values]
+        time.sleep(0.01)
+    return read
+
+
 def _clock_runs(partition: KafkaBatchPartition, seconds: float) -> float:
     """How far the input clock moved while the partition was polled for `seconds` (as the
     worker does: every 10 ms), in seconds."""
@@ -120,11 +133,7 @@ def test_an_idle_live_partition_never_waits_on_an_unanswering_broker(broker_behi
     (part,) = source.list_parts()
     partition = source.build_part("trades_in", part, None)
     try:
-        read: list[bytes] = []
-        deadline = time.monotonic() + 30
-        while len(read) < 3 and time.monotonic() < deadline:
-            read += [v for batch in partition.next_batch() for v in batch.values]
-            time.sleep(0.01)
+        read = _read_until(partition, lambda read: len(read) == 3, 30)
         assert read == [b"m0", b"m1", b"m2"]
         # Everything read and the broker says so: the clock runs with wall time.
         _clock_runs(partition, 0.5)
@@ -147,10 +156,7 @@ def test_an_idle_live_partition_never_waits_on_an_unanswering_broker(broker_behi
 
         proxy.release()
         produce(client["bootstrap.servers"], "idle.live", [(b"k", b"m3")])
-        deadline = time.monotonic() + 30
-        while b"m3" not in read and time.monotonic() < deadline:
-            read += [v for batch in partition.next_batch() for v in batch.values]
-            time.sleep(0.01)
+        _read_until(partition, lambda read: b"m3" in read, 30, read)
         assert read[-1] == b"m3"
         # Answered again (the next question, after the 2 s backoff): the clock runs.
         deadline = time.monotonic() + 10
@@ -174,26 +180,18 @@ def test_a_bounded_partition_says_when_the_broker_is_back_with_nothing_new_to_re
     (part,) = source.list_parts()
     partition = source.build_part("trades_in", part, None)
 
-    def poll_until(seconds: float, done: Any) -> list[bytes]:
-        read: list[bytes] = []
-        deadline = time.monotonic() + seconds
-        while not done(read) and time.monotonic() < deadline:
-            read += [v for batch in partition.next_batch() for v in batch.values]
-            time.sleep(0.01)
-        return read
-
     def lines(text: str) -> list[str]:
         return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
     try:
-        assert poll_until(30, lambda read: len(read) == 2) == [b"m0", b"m1"]
+        assert _read_until(partition, lambda read: len(read) == 2, 30) == [b"m0", b"m1"]
         proxy.cut()
-        poll_until(15, lambda _: lines("unreachable for the consumer"))
+        _read_until(partition, lambda _: lines("unreachable for the consumer"), 15)
         assert len(lines("unreachable for the consumer")) == 1
         proxy.restore()
         # Nothing new is produced: no fetch moves the partition's end to show the
         # broker back; the partition's question does.
-        poll_until(15, lambda _: lines("reachable again for the consumer"))
+        _read_until(partition, lambda _: lines("reachable again for the consumer"), 15)
         assert len(lines("reachable again for the consumer")) == 1
     finally:
         partition.close()
