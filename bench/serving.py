@@ -52,7 +52,7 @@ def candle_steps(
             rows["open"] = rows["close"] = rows["high"] = rows["low"] = prices
             rows["count"], rows["volume"] = 7, 1.5
             rows["notional"], rows["revision"] = prices * 1.5, revision
-            step.append(CandleBatch(f"SYM{s:04d}", rows, ((1_000, "1s"),)))
+            step.append(CandleBatch.of_symbol(f"SYM{s:04d}", rows, ((1_000, "1s"),)))
         steps.append(step)
     return steps
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import SHAPES, shape_file
-from operators.candles import CandleSpec, SymbolCandles
+from operators.candles import CandleSpec, ShardCandles
 from operators.decode import ValidationRules, decode_batch
 from operators.dedupe import Deduplicator
 from operators.price_guard import OutlierRule, PriceGuard
@@ -48,7 +48,7 @@ def main() -> None:
     rules = ValidationRules(now_ms=lambda: 2**62)
     spec = CandleSpec()
     dedupers: dict[str, Deduplicator] = {}
-    engines: dict[str, SymbolCandles] = {}
+    engines: dict[str, ShardCandles] = {}
     guards: dict[str, PriceGuard] = {}
     source = NdjsonFileSource(path, args.batch_size)
     reader = source.build_part("bench", source.list_parts()[0], None)
@@ -66,7 +66,7 @@ def main() -> None:
                 kept, _ = timed("dedupe", dedupe.filter, frame)
                 guard = guards.setdefault(symbol, PriceGuard(OutlierRule()))
                 timed("fat-finger guard", guard.check, kept.get_column("price").to_numpy())
-                engine = engines.setdefault(symbol, SymbolCandles(spec))
+                engine = engines.setdefault(symbol, ShardCandles(spec))
                 events = timed("candle engine", engine.on_trades, kept)
                 flagged.append(events.trades)
                 if events.candles is not None:

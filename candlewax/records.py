@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
@@ -395,18 +395,35 @@ QUOTE_LAKE_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class CandleBatch:
-    """Closed candles of one symbol from one step of the candle engine (`CANDLE_ROW`s)."""
+    """Closed candles from one step of the candle engine (`CANDLE_ROW`s) and each one's
+    symbol: its index in `symbols`, the engine's symbol table (shared, never reordered)."""
 
-    symbol: str
+    symbols: Sequence[str]
+    sym: Any  # numpy int64 array: each row's symbol, an index into `symbols`
     rows: Any  # numpy array of CANDLE_ROW
     names: tuple[tuple[int, str], ...]  # resolution ms -> its name ("1s")
+
+    @classmethod
+    def of_symbol(cls, symbol: str, rows: Any, names: tuple[tuple[int, str], ...]) -> Self:
+        """The bars of one symbol."""
+        return cls((symbol,), np.zeros(len(rows), dtype=np.int64), rows, names)
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def symbol(self) -> str:
+        """The symbol of the first row (of every row, for a batch of one symbol)."""
+        return self.symbols[int(self.sym[0])] if len(self.sym) else ""
+
+    def row_symbols(self) -> pl.Series:
+        """Each row's symbol."""
+        table = pl.Series(list(self.symbols), dtype=pl.String)
+        return table.gather(self.sym)
+
 
 class QuoteBarBatch(CandleBatch):
-    """Closed quote bars of one symbol from one step of the quote engine (`QUOTE_BAR_ROW`s)."""
+    """Closed quote bars from one step of the quote engine (`QUOTE_BAR_ROW`s)."""
 
 
 @dataclass(frozen=True)
@@ -466,13 +483,11 @@ def _bar_frame(
     """Bar batches (any symbols) as one frame: the columns every bar record has (symbol,
     resolution, window, bar_id, revision) and the bar kind's own, `columns(rows)`."""
     rows = joined([b.rows for b in batches])  # by bytes: `candlewax.rows`
-    lengths = [len(b.rows) for b in batches]
-    symbols = pl.Series([b.symbol for b in batches], dtype=pl.String)
     names = {res: name for b in batches for res, name in b.names}
     start = rows["start"]
     frame = pl.DataFrame(
         {
-            "symbol": symbols.gather(np.repeat(np.arange(len(batches)), lengths)),
+            "symbol": _row_symbols(batches),
             "resolution": pl.Series(rows["res"]).replace_strict(names, return_dtype=pl.String),
             "window_start": start,
             "window_end": start + rows["res"],
@@ -484,6 +499,22 @@ def _bar_frame(
         "symbol", pl.lit(":"), "resolution", pl.lit(":"), pl.col("window_start").cast(pl.String)
     )
     return frame.with_columns(bar_id=bar_ids)
+
+
+def _row_symbols(batches: Sequence[CandleBatch]) -> pl.Series:
+    """Each row's symbol, batch after batch: one gather from the batches' symbol tables
+    (the same table once, however many batches share it)."""
+    tables: dict[int, int] = {}  # id of a table -> where it starts in `symbols`
+    symbols: list[str] = []
+    indices = []
+    for batch in batches:
+        offset = tables.get(id(batch.symbols))
+        if offset is None:
+            offset = tables[id(batch.symbols)] = len(symbols)
+            symbols.extend(batch.symbols)
+        indices.append(batch.sym + offset if offset else batch.sym)
+    every = indices[0] if len(indices) == 1 else np.concatenate(indices)
+    return pl.Series(symbols, dtype=pl.String).gather(every)
 
 
 def _candle_columns(rows: np.ndarray) -> dict[str, Any]:

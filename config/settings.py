@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     live_interval: DurationMs = 200
     outlier_threshold: float = Field(default=0.1, ge=0)
     outlier_trades: int = Field(default=50, ge=10, le=100_000)
+    shards: int = Field(default=4, ge=1, le=4_096)
     ts_min: Annotated[int, NoDecode] = 946_684_800_000  # 2000-01-01T00:00:00Z
     ts_max_future: DurationMs = 3_600_000
 

@@ -35,6 +35,7 @@ from candlewax.failures import RedactingFilter, add_secret, exit_on_failure, red
 from candlewax.heap import freeze_startup
 from candlewax.metrics import FlowMetrics, serve_metrics
 from candlewax.records import QUOTE, record_symbol
+from candlewax.shards import shard_key
 from candlewax.stopping import stop_on_signals, stopped_by
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from operators import steps
@@ -113,13 +114,15 @@ def build_flow(
         unique = guarded.trades
         rejections = op.merge("rejections", rejections, guarded.outliers)
     forming_s = settings.live_interval / 1000.0 if sinks.forming else 0.0
-    windows = steps.candles("candles", unique, candle_spec(settings), metrics, forming_s)
+    spec, shards = candle_spec(settings), settings.shards
+    windows = steps.candles("candles", unique, spec, metrics, forming_s, shards)
+    by_shard = functools.partial(_by_shard, shards=shards)
     outputs: list[tuple[str, Stream[Any], list[Sink[Any]], Any]] = [
-        ("candles", windows.candles, sinks.candles, _by_symbol),
-        ("trades", windows.trades, sinks.trades, _by_symbol),
-        ("drift", windows.drift, sinks.drift, _by_symbol),
+        ("candles", windows.candles, sinks.candles, by_shard),
+        ("trades", windows.trades, sinks.trades, by_shard),
+        ("drift", windows.drift, sinks.drift, by_shard),
         ("dlq", rejections, sinks.dlq, _by_source),
-        ("forming", windows.forming, sinks.forming, _by_symbol),
+        ("forming", windows.forming, sinks.forming, by_shard),
     ]
     if quote_source is not None:
         outputs += _quote_branch(flow, quote_source, settings, sinks, metrics)
@@ -168,6 +171,11 @@ def _connect(outputs: list[tuple[str, Stream[Any], list[Sink[Any]], Any]]) -> No
 
 def _by_symbol(batch: Any) -> str:
     return record_symbol(batch)
+
+
+def _by_shard(batch: Any, shards: int) -> str:
+    """The key of a shard's batch (all its rows are of the shard's symbols)."""
+    return shard_key(record_symbol(batch), shards)
 
 
 def _by_source(rejections: Any) -> str:

@@ -96,7 +96,7 @@ def drift_record(
 
 def quote_bar_fields(row: np.ndarray) -> dict[str, float | int]:
     """The drift-measured fields of one quote bar row (`QUOTE_BAR_ROW`, one row)."""
-    frame = quote_bar_frame([QuoteBarBatch("", row, ((int(row["res"][0]), ""),))])
+    frame = quote_bar_frame([QuoteBarBatch.of_symbol("", row, ((int(row["res"][0]), ""),))])
     return {name: frame.get_column(name)[0] for name in QUOTE_DRIFT_FIELDS}
 
 

@@ -72,7 +72,7 @@ def arrivals(
 
 
 class WindowEngine(Generic[EventsT]):
-    """The shell both per-symbol window engines share (`SymbolCandles`, `SymbolQuoteBars`):
+    """The shell both per-symbol window engines share (`ShardCandles`, `SymbolQuoteBars`):
     the watermark, when the next window closes, closing every window up to a watermark
     (base first, so roll-ups are complete), and the clock, end-of-input and snapshot steps.
 

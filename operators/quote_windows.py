@@ -133,7 +133,7 @@ class QuoteEvents:
         if not parts:
             return None
         rows = joined(parts)
-        return QuoteBarBatch(self.symbol, rows, self.names)
+        return QuoteBarBatch.of_symbol(self.symbol, rows, self.names)
 
     @property
     def drift(self) -> pl.DataFrame | None:

@@ -17,6 +17,7 @@ import polars as pl
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
+from candlewax.failures import EXIT_USAGE, PipelineError, fail
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.metrics import FlowMetrics, QuoteMetrics
 from candlewax.records import (
@@ -31,8 +32,9 @@ from candlewax.records import (
     RejectReason,
     without_origin,
 )
+from candlewax.shards import shard_key
 from candlewax.stopping import stop_requested
-from operators.candles import CandleEvents, CandleSpec, CandleState, SymbolCandles
+from operators.candles import CandleEvents, CandleSpec, CandleState, ShardCandles
 from operators.decode import DecodedBatch, ValidationRules, decode_batch
 from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
 from operators.price_guard import GuardState, OutlierRule, PriceGuard, outlier_rejections
@@ -214,7 +216,7 @@ def price_guard(
 
 # --- the window steps (candles, quote bars) ------------------------------------------------
 class _Engine(Protocol[_E_co, _S_co]):
-    """What a per-symbol window engine offers its step (`SymbolCandles`, `SymbolQuoteBars`)."""
+    """What a per-symbol window engine offers its step (`ShardCandles`, `SymbolQuoteBars`)."""
 
     def on_clock(self, now_ms: float) -> _E_co: ...
     def on_end(self) -> _E_co: ...
@@ -258,7 +260,7 @@ class _WindowLogic(StatefulBatchLogic[pl.DataFrame, _E, _S]):
         return self.engine.snapshot()
 
 
-def _resumed_now(state: CandleState | QuoteBarState | None) -> None:
+def _resumed_now(state: QuoteBarState | None) -> None:
     """Idle time is not carried over a restart: the time the flow was down is not time
     the input was known to be caught up."""
     if state is not None:
@@ -269,20 +271,20 @@ def _resumed_now(state: CandleState | QuoteBarState | None) -> None:
 @dataclass(frozen=True)
 class CandlesOut:
     candles: Stream[CandleBatch]
-    """Closed candles of every resolution: a batch per symbol per step."""
+    """Closed candles of every resolution: a batch per shard per step."""
     drift: Stream[pl.DataFrame]
-    """Drift records of late trades: a `DriftRecord` frame per symbol per step."""
+    """Drift records of late trades: a `DriftRecord` frame per shard per step."""
     trades: Stream[FlaggedTrades]
     """The deduplicated trades, flagged late or not (the lake's truth)."""
     forming: Stream[CandleBatch]
     """Live, with a forming interval: the open base windows that took trades, as they
-    stand, at most once per interval per symbol (`SymbolCandles.forming`)."""
+    stand, at most once per interval per shard (`ShardCandles.forming`)."""
 
 
 class _CandleLogic(_WindowLogic[CandleEvents, CandleState]):
-    engine: SymbolCandles
+    engine: ShardCandles
 
-    def __init__(self, engine: SymbolCandles, metrics: FlowMetrics, forming_interval_s: float):
+    def __init__(self, engine: ShardCandles, metrics: FlowMetrics, forming_interval_s: float):
         self.engine = engine
         self.metrics = metrics
         # Wall-clock pacing of the forming candles: a view for people, live runs only.
@@ -355,15 +357,23 @@ def candles(
     spec: CandleSpec,
     metrics: FlowMetrics,
     forming_interval_s: float = 0.0,
+    shards: int = 1,
 ) -> CandlesOut:
-    """Fold trades into event-time candles per symbol; late trades become drift records.
-    Live, with `forming_interval_s` > 0, also the forming candles of the open windows."""
+    """Fold trades (keyed by symbol) into event-time candles per symbol, in `shards`
+    shards of symbols (`candlewax.shards`); late trades become drift records. Live, with
+    `forming_interval_s` > 0, also the forming candles of the open windows."""
 
     def build(resume: CandleState | None) -> _CandleLogic:
-        _resumed_now(resume)
-        return _CandleLogic(SymbolCandles(spec, resume), metrics, forming_interval_s)
+        if resume is not None:
+            resume.resumed_at(INPUT_CLOCK.now_ms())
+        try:
+            engine = ShardCandles(spec, resume, shards)
+        except ValueError as error:  # a recovery store this flow cannot resume
+            fail(PipelineError("the recovery store", str(error), EXIT_USAGE))
+        return _CandleLogic(engine, metrics, forming_interval_s)
 
-    events = op.stateful_batch("windows", up, build)
+    by_shard = op.map("by_shard", up, lambda kv: (shard_key(kv[0], shards), kv[1]))
+    events = op.stateful_batch("windows", by_shard, build)
     values = op.map("events", events, lambda kv: kv[1])
     return CandlesOut(
         candles=op.filter_map("closed_candles", values, lambda e: e.candles),

@@ -123,5 +123,5 @@ def candle_batches(candles: list[Candle]) -> list[CandleBatch]:
             row.update(low=c.low, count=c.trade_count, volume=c.volume, notional=notional)
             row.update(revision=c.revision)
             array[i] = tuple(row.values())
-        batches.append(CandleBatch(symbol, array, tuple(names.items())))
+        batches.append(CandleBatch.of_symbol(symbol, array, tuple(names.items())))
     return batches

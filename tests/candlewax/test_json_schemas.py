@@ -17,7 +17,7 @@ from candlewax.records import (
     QuoteDriftRecord,
     RejectReason,
 )
-from operators.candles import CandleSpec, SymbolCandles
+from operators.candles import CandleSpec, ShardCandles
 from sinks.kafka import dlq_messages, forming_candle_messages
 from tests import factories
 from tests.factories import T0, quote, trades_frame
@@ -82,7 +82,7 @@ def test_every_dead_letter_reason_is_one_the_schema_names(flow_output):
 
 
 def test_forming_candles_validate_and_closed_candles_do_not_pass_for_forming():
-    engine = SymbolCandles(CandleSpec(resolutions=(1_000, 10_000)))
+    engine = ShardCandles(CandleSpec(resolutions=(1_000, 10_000)))
     engine.on_trades(trades_frame([(T0 + 10 * i, 100.0 + i % 7, 1.0) for i in range(300)]))
     lines = [value for _, value, _ in forming_candle_messages([engine.forming()])]
     assert lines

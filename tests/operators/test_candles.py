@@ -5,10 +5,11 @@ from __future__ import annotations
 import pickle
 import random
 
+import polars as pl
 import pytest
 
 from candlewax.records import Candle, candle_frame
-from operators.candles import CandleSpec, SymbolCandles, _bar_of
+from operators.candles import CandleSpec, CandleState, ShardCandles
 from tests.factories import T0, trade, trades_frame
 from tests.reference import assert_candles_match, reference_candles
 
@@ -26,7 +27,7 @@ def drift_of(events):
 
 def run(rows, spec=SPEC, splits=None):
     """Feed rows (ts, price, size) in batches; return (candles, drift, late flags)."""
-    engine = SymbolCandles(spec)
+    engine = ShardCandles(spec)
     candles, drift, late = [], [], []
     bounds = splits or [len(rows)]
     start = 0
@@ -72,7 +73,7 @@ def test_windows_are_epoch_aligned_and_empty_windows_make_no_candle():
 
 
 def test_a_window_closes_when_the_watermark_reaches_its_end():
-    engine = SymbolCandles(SPEC)
+    engine = ShardCandles(SPEC)
     assert candles_of(engine.on_trades(trades_frame([(T0 + 100, 1.0, 1.0)]))) == []
     # newest event time T0+1999: watermark T0+999 < end T0+1000
     assert candles_of(engine.on_trades(trades_frame([(T0 + 1_999, 1.0, 1.0)]))) == []
@@ -169,8 +170,85 @@ def test_output_does_not_depend_on_how_the_input_was_batched(spec):
         assert run(rows, spec, splits=cuts) == expected
 
 
+def _multi_symbol_frame(rows):
+    frame = trades_frame([(ts, price, size) for _, ts, price, size in rows])
+    return frame.with_columns(symbol=pl.Series([symbol for symbol, *_ in rows]))
+
+
+def _per_symbol(rows, spec, splits):
+    """Candles and drift records of every symbol, by bar, each bar's in their order, and
+    (late, seq) of every trade of every symbol in arrival order."""
+    engine = ShardCandles(spec)
+    candles, drift, flags = {}, {}, {}
+
+    def keep(events):
+        for candle in candles_of(events):
+            candles.setdefault(candle.symbol, []).append(candle)
+        for record in drift_of(events):
+            drift.setdefault(record.symbol, []).append(record)
+        if events.trades is not None:
+            symbols = events.trades.trades.get_column("symbol").to_list()
+            pairs = zip(events.trades.late.tolist(), events.trades.seq.tolist(), strict=True)
+            for symbol, pair in zip(symbols, pairs, strict=True):
+                flags.setdefault(symbol, []).append(pair)
+
+    start = 0
+    for end in splits:
+        if end > start:
+            keep(engine.on_trades(_multi_symbol_frame(rows[start:end])))
+        start = end
+    keep(engine.on_end())
+    # Bars of different windows close in an order that depends on the batching (a batch
+    # that moves the watermark far closes base windows first); those of one bar, its
+    # revisions and drift records, keep their order.
+    by_bar = {s: sorted(bars, key=lambda b: b.bar_id) for s, bars in candles.items()}
+    drift_by_bar = {s: sorted(records, key=lambda r: r.bar_id) for s, records in drift.items()}
+    return by_bar, drift_by_bar, flags
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SPEC,
+        CandleSpec(resolutions=(1_000, 5_000, 20_000), drift_retention_ms=4_000),
+        RESTATING_SHORT := CandleSpec(
+            resolutions=(1_000, 10_000, 60_000), restatement=True, restatement_horizon_ms=3_000
+        ),
+    ],
+    ids=["default", "short-retention", "restating"],
+)
+def test_each_symbol_of_a_shard_gets_what_an_engine_of_its_own_gives(spec):
+    """Symbols that share an engine never touch each other: whatever the batching, each
+    gets the candles, drift records, late flags and arrival numbers, in the same order,
+    that it gets alone."""
+    rng = random.Random(11)
+    symbols = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+    rows, ts = [], T0
+    for i in range(3_000):
+        ts += rng.randint(0, 25)
+        symbol = "NEW" if i > 2_000 and rng.random() < 0.1 else rng.choice(symbols)
+        jitter = rng.choice([0, 0, 0, -rng.randint(0, 900), -rng.randint(1_000, 6_000)])
+        price, size = round(rng.uniform(1, 2), 4), round(rng.uniform(0.1, 1), 3)
+        rows.append((symbol, ts + jitter + (400 if symbol == "BBB" else 0), price, size))
+    alone = {}
+    for symbol in [*symbols, "NEW"]:
+        own = [row for row in rows if row[0] == symbol]
+        candles, drift, flags = _per_symbol(own, spec, [len(own)])
+        alone[symbol] = (candles[symbol], drift.get(symbol, []), flags[symbol])
+    assert sum(late for *_, flags in alone.values() for late, _ in flags) > 100, "late trades"
+    assert sum(len(drift) for _, drift, _ in alone.values()) > 100, "drift records"
+    for splits in (
+        [len(rows)],
+        list(range(1, len(rows) + 1)),
+        [*sorted(rng.sample(range(1, len(rows)), 40)), len(rows)],
+    ):
+        candles, drift, flags = _per_symbol(rows, spec, splits)
+        together = {s: (candles[s], drift.get(s, []), flags[s]) for s in alone}
+        assert together == alone
+
+
 def test_live_watermark_advances_with_system_time_so_an_idle_symbol_closes():
-    engine = SymbolCandles(
+    engine = ShardCandles(
         CandleSpec(resolutions=(1_000, 10_000), allowed_lateness_ms=1_000, live=True)
     )
     assert candles_of(engine.on_trades(trades_frame([(T0 + 200, 1.0, 1.0)]), now_ms=50_000.0)) == []
@@ -183,7 +261,7 @@ def test_live_watermark_advances_with_system_time_so_an_idle_symbol_closes():
 
 
 def test_bounded_input_ignores_system_time_and_closes_everything_at_the_end():
-    engine = SymbolCandles(SPEC)
+    engine = ShardCandles(SPEC)
     engine.on_trades(trades_frame([(T0 + 200, 1.0, 1.0)]), now_ms=0.0)
     assert candles_of(engine.on_clock(10**12)) == []
     assert sorted(c.resolution for c in candles_of(engine.on_end())) == ["10s", "1m", "1s"]
@@ -257,7 +335,7 @@ def test_beyond_the_horizon_a_late_trade_is_only_drift():
 def test_a_snapshot_does_not_change_when_the_engine_goes_on():
     """Bytewax may write a snapshot after the step has moved on: it must be a copy."""
     spec = CandleSpec(resolutions=(1_000, 10_000), allowed_lateness_ms=1_000, restatement=True)
-    engine = SymbolCandles(spec)
+    engine = ShardCandles(spec)
     engine.on_trades(trades_frame([(T0 + 100, 10.0, 1.0), (T0 + 1_500, 11.0, 2.0)]))
     engine.on_trades(trades_frame([(T0 + 3_000, 12.0, 1.0)]))  # closes the first window
     snapshot = engine.snapshot()
@@ -267,44 +345,25 @@ def test_a_snapshot_does_not_change_when_the_engine_goes_on():
     engine.on_trades(trades_frame([(T0 + 200, 8.0, 1.0), (T0 + 12_000, 14.0, 1.0)]))
     engine.on_end()
     assert pickle.dumps(snapshot) == frozen
-    resumed = SymbolCandles(spec, pickle.loads(frozen))
+    resumed = ShardCandles(spec, pickle.loads(frozen))
     assert resumed.state.max_ts == T0 + 3_000
 
 
-def test_a_snapshot_of_the_earlier_shape_resumes_to_the_same_candles():
-    """Snapshots written before open coarse windows were kept as rows held them as `Bar`s
-    by window start, their sums as lists of terms: resumed, the candles are the same to
-    the last bit as those of an engine that went on."""
-    spec = CandleSpec(resolutions=(1_000, 10_000, 60_000), allowed_lateness_ms=1_000)
-    first = [(T0 + 100 + 450 * i, 1.0 + i / 10, 0.1 * (i % 7 + 1)) for i in range(40)]
-    rest = [(T0 + 18_000 + 300 * i, 2.0 + i / 10, 0.3) for i in range(60)]
-    engine = SymbolCandles(spec)
-    engine.on_trades(trades_frame(first))
+def test_a_snapshot_of_one_symbol_from_an_earlier_version_is_refused_with_a_clear_error():
+    """Earlier versions kept one symbol per snapshot; such a state, unpickled, has a
+    scalar `max_ts`. Resuming it would mix its open windows with the shard's."""
+    old = CandleState.__new__(CandleState)
+    old.__dict__.update(symbol="BTC-USD", max_ts=T0, max_ts_seen_at_ms=0.0, next_seq=3)
+    with pytest.raises(ValueError, match=r"one symbol.*new recovery store"):
+        ShardCandles(SPEC, old)
+
+
+def test_a_snapshot_resumes_only_with_the_number_of_shards_it_was_written_with():
+    """Its symbols are one shard's of that many: with another number they belong to
+    other shards, whose states know nothing of them."""
+    engine = ShardCandles(SPEC, shards=4)
+    engine.on_trades(trades_frame([(T0 + 100, 10.0, 1.0)]))
     snapshot = pickle.loads(pickle.dumps(engine.snapshot()))
-    assert any(len(rows) > 1 for rows in snapshot.open.values()), "coarse windows are open"
-    old = pickle.loads(pickle.dumps(snapshot))
-    old.open = {res: _as_bars(rows, res) for res, rows in snapshot.open.items()}
-    assert any(len(bar.volume_terms) > 1 for bars in old.open.values() for bar in bars.values())
-
-    def finish(state):
-        resumed = SymbolCandles(spec, state)
-        events = [resumed.on_trades(trades_frame(rest)), resumed.on_end()]
-        return [c for e in events for c in candles_of(e)]
-
-    expected = finish(snapshot)
-    assert {c.resolution for c in expected} == {"1s", "10s", "1m"}
-    assert finish(old) == expected
-
-
-def _as_bars(rows, res):
-    """Open coarse windows as the earlier snapshots held them: a `Bar` per window whose
-    sums are the list of its base candles' sums."""
-    bars = {}
-    for row in rows:
-        start = int(row["start"]) - int(row["start"]) % res
-        part = _bar_of(row)  # a base candle's sums: one term each
-        if start in bars:
-            bars[start].absorb(part)
-        else:
-            bars[start] = part
-    return bars
+    assert ShardCandles(SPEC, snapshot, shards=4).state.symbols == ["BTC-USD"]
+    with pytest.raises(ValueError, match=r"over 4 shards.*CANDLEWAX_SHARDS=4"):
+        ShardCandles(SPEC, snapshot, shards=8)

@@ -7,7 +7,7 @@ import random
 import polars as pl
 
 from candlewax.records import Candle, candle_frame
-from operators.candles import CandleSpec, SymbolCandles
+from operators.candles import CandleSpec, ShardCandles
 from tests.factories import T0, trades_frame
 from tests.reference import assert_candles_match, candles_of
 
@@ -21,7 +21,7 @@ def rows_of(batch):
 def test_a_forming_candle_is_the_candle_the_window_closes_with():
     rng = random.Random(3)
     rows = [(T0 + rng.randrange(2_000), 100 + rng.random(), 1 + rng.random()) for _ in range(400)]
-    engine = SymbolCandles(SPEC)
+    engine = ShardCandles(SPEC)
     engine.on_trades(trades_frame(rows))
     forming = {c.bar_id: c for c in rows_of(engine.forming())}
     # Both base windows are open (the watermark is the newest trade minus 1 s lateness),
@@ -39,7 +39,7 @@ def test_a_forming_candle_is_the_candle_the_window_closes_with():
 
 
 def test_only_windows_that_took_trades_since_the_last_look_are_shown():
-    engine = SymbolCandles(SPEC)
+    engine = ShardCandles(SPEC)
     engine.on_trades(trades_frame([(T0 + 100, 10.0, 1.0), (T0 + 1_100, 11.0, 1.0)]))
     assert len(rows_of(engine.forming())) == 2
     assert not engine.forming_changed() and engine.forming() is None, "nothing changed"
@@ -58,7 +58,7 @@ def test_only_windows_that_took_trades_since_the_last_look_are_shown():
 
 
 def test_a_closed_window_is_no_longer_forming():
-    engine = SymbolCandles(SPEC)
+    engine = ShardCandles(SPEC)
     engine.on_trades(trades_frame([(T0 + 100, 10.0, 1.0)]))
     engine.forming()
     # A trade 2.5 s later moves the watermark to T0 + 1.5 s: the first window closes.
@@ -68,7 +68,7 @@ def test_a_closed_window_is_no_longer_forming():
 
 
 def test_late_trades_change_no_forming_candle():
-    engine = SymbolCandles(SPEC)
+    engine = ShardCandles(SPEC)
     engine.on_trades(trades_frame([(T0 + 100, 10.0, 1.0), (T0 + 3_100, 10.0, 1.0)]))
     engine.forming()
     engine.on_trades(trades_frame([(T0 + 200, 99.0, 1.0)]))  # its window closed: late

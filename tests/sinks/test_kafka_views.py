@@ -22,7 +22,7 @@ def forming_batch(symbol: str = "BTC-USD") -> CandleBatch:
     rows["res"], rows["start"] = 1_000, T0
     rows["open"] = rows["high"] = rows["low"] = rows["close"] = 100.0
     rows["count"], rows["volume"], rows["notional"] = 1, 2.0, 200.0
-    return CandleBatch(symbol, rows, ((1_000, "1s"),))
+    return CandleBatch.of_symbol(symbol, rows, ((1_000, "1s"),))
 
 
 def test_forming_candles_are_the_candle_record_with_final_false_keyed_by_bar_id(broker):

@@ -31,7 +31,7 @@ def candle_batch(symbol: str, starts: list[int], revision: int = 0, price: float
     rows["close"] = price + 0.1
     rows["count"], rows["volume"], rows["notional"] = 3, 0.7, price * 0.7 + 1e-9
     rows["revision"] = revision
-    return CandleBatch(symbol, rows, ((1_000, "1s"),))
+    return CandleBatch.of_symbol(symbol, rows, ((1_000, "1s"),))
 
 
 def written(dsn: str, *batches: list, table=CANDLES, **options) -> PostgresWriter:

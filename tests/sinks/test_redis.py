@@ -25,7 +25,7 @@ def batch(symbol: str, start: int, revision: int = 0, count: int = 3, close: flo
     rows["open"] = rows["high"] = rows["low"] = 100.0
     rows["close"] = close
     rows["volume"], rows["notional"] = 2.0, 200.0
-    return CandleBatch(symbol, rows, ((1_000, "1s"),))
+    return CandleBatch.of_symbol(symbol, rows, ((1_000, "1s"),))
 
 
 class Channel:

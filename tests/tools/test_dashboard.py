@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from candlewax.records import Candle, candle_frame
-from operators.candles import CandleSpec, SymbolCandles
+from operators.candles import CandleSpec, ShardCandles
 from sinks.lake import CANDLES, LakeRows, LakeWriter
 from tests.factories import T0, trades_frame
 from tests.kafka_helpers import produce
@@ -70,7 +70,7 @@ def test_the_coarse_forming_candle_is_the_roll_up_the_flow_closes_the_window_wit
     # Trades over 7 s of one 10 s window; the engine's 1 s candles feed the dashboard one
     # at a time (the last one still forming), then the engine closes the 10 s candle.
     rows = [(T0 + 130 * i, 100 + (i * 37 % 11), 0.5 + i % 3) for i in range(54)]
-    engine = SymbolCandles(CandleSpec(resolutions=(1_000, 10_000)))
+    engine = ShardCandles(CandleSpec(resolutions=(1_000, 10_000)))
     batches = [engine.on_trades(trades_frame(rows)).candles, engine.on_end().candles]
     final = {c.bar_id: c for c in Candle.rows(candle_frame(batches))}
     bars = RecentBars(RESOLUTIONS)

@@ -1,0 +1,41 @@
+"""Shards of the candle step: every symbol in one, and the shards spread evenly over workers."""
+
+from __future__ import annotations
+
+import threading
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, cluster_main
+
+from candlewax.shards import bytewax_worker, shard_key, shard_keys, shard_of
+
+
+def test_a_symbol_has_one_shard_whatever_asks_and_symbols_spread_over_all():
+    symbols = [f"SYM{i:04d}" for i in range(2_000)]
+    shards = [shard_of(symbol, 8) for symbol in symbols]
+    assert shards == [shard_of(symbol, 8) for symbol in symbols]
+    counts = [shards.count(i) for i in range(8)]
+    assert min(counts) > 180, counts  # ~250 each
+    assert {shard_key(symbol, 8) for symbol in symbols} == set(shard_keys(8))
+    assert len(set(shard_keys(8))) == 8
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_bytewax_puts_shard_i_on_worker_i_mod_w(workers):
+    """Where a real Bytewax cluster runs each shard's state: shards `i` and `j` share a
+    worker exactly when `i % W == j % W`, so 12 shards spread evenly over 2, 3 or 4."""
+    keys = shard_keys(12)
+    flow = Dataflow("shard_routing")
+    stream = op.input("in", flow, TestingSource(list(keys)))
+    keyed = op.key_on("key", stream, lambda key: key)
+    placed = op.stateful_map("where", keyed, lambda s, _: (s, threading.current_thread().name))
+    out: list = []
+    op.output("out", placed, TestingSink(out))
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    thread_of = dict(out)
+    for i, key in enumerate(keys):
+        for j, other in enumerate(keys):
+            assert (thread_of[key] == thread_of[other]) == (i % workers == j % workers)
+        assert bytewax_worker(key, workers) == i % workers
