@@ -5,9 +5,9 @@
 Runs the flow's own functions, stage after stage, on batches of the file (in one thread,
 without Bytewax in between) and prints microseconds per trade for each: reading lines,
 decoding (the strict Arrow read), splitting by symbol with dedupe keys, dedupe, the
-fat-finger guard, the candle engine, the lake's frames and Parquet encoding, and the
-Kafka sink's JSON. The sum is close to what the whole flow costs; the difference is
-Bytewax moving items.
+fat-finger guard, the candle engine (a step per shard of symbols, as in the flow), the
+lake's frames and Parquet encoding, and the Kafka sink's JSON. The sum is close to what
+the whole flow costs; the difference is Bytewax moving items.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import polars as pl
+
 from bench.common import SHAPES, shape_file
+from candlewax.shards import shard_key
+from config.settings import Settings
 from operators.candles import CandleSpec, ShardCandles
 from operators.decode import ValidationRules, decode_batch
 from operators.dedupe import Deduplicator
@@ -48,7 +52,8 @@ def main() -> None:
     rules = ValidationRules(now_ms=lambda: 2**62)
     spec = CandleSpec()
     dedupers: dict[str, Deduplicator] = {}
-    engines: dict[str, ShardCandles] = {}
+    engines: dict[str, ShardCandles] = {}  # by shard, as the flow's candle step
+    shards = Settings.model_fields["shards"].default
     guards: dict[str, PriceGuard] = {}
     source = NdjsonFileSource(path, args.batch_size)
     reader = source.build_part("bench", source.list_parts()[0], None)
@@ -61,13 +66,16 @@ def main() -> None:
             decoded = timed("decode (strict read + value rules)", decode_batch, batch, rules)
             parts = timed("split by symbol + dedupe keys", _split_by_symbol, decoded, False)
             candles, flagged = [], []
+            by_shard: dict[str, list[pl.DataFrame]] = defaultdict(list)
             for symbol, frame in parts:
                 dedupe = dedupers.setdefault(symbol, Deduplicator(300_000))
                 kept, _ = timed("dedupe", dedupe.filter, frame)
                 guard = guards.setdefault(symbol, PriceGuard(OutlierRule()))
                 timed("fat-finger guard", guard.check, kept.get_column("price").to_numpy())
-                engine = engines.setdefault(symbol, ShardCandles(spec))
-                events = timed("candle engine", engine.on_trades, kept)
+                by_shard[shard_key(symbol, shards)].append(kept)
+            for key, frames in by_shard.items():
+                engine = engines.setdefault(key, ShardCandles(spec, shards=shards))
+                events = timed("candle engine", _fold, engine, frames)
                 flagged.append(events.trades)
                 if events.candles is not None:
                     candles.append(events.candles)
@@ -80,6 +88,11 @@ def main() -> None:
     for stage, spent in seconds.items():
         print(f"  {stage:<36} {spent / args.trades * 1e6:6.2f} us/trade  ({spent:5.2f} s)")
     print(f"  {'all stages':<36} {total / args.trades * 1e6:6.2f} us/trade  ({total:5.2f} s)")
+
+
+def _fold(engine: ShardCandles, frames: list[pl.DataFrame]) -> Any:
+    """What the candle step does with a shard's frames of one activation."""
+    return engine.on_trades(frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False))
 
 
 def _parquet(to_frame: Callable[[Any], Any], items: Any) -> None:
