@@ -313,16 +313,18 @@ class ShardCandles:
 
     # --- symbols -----------------------------------------------------------------------
     def _symbol_ids(self, symbols: pl.Series) -> np.ndarray:
-        """Each row's symbol as its index in the state (new symbols are added)."""
-        names = symbols.to_list()
+        """Each row's symbol as its index in the state (new symbols are added). Looked up
+        once per run of equal symbols: the step's batches are runs, one per symbol."""
+        runs = symbols.rle()
+        names = runs.struct.field("value").to_list()
         index = self._index
-        try:
-            return np.fromiter(map(index.__getitem__, names), np.int64, len(names))
-        except KeyError:
-            for name in dict.fromkeys(names):
-                if name not in index:
-                    self._add_symbol(name)
-            return np.fromiter(map(index.__getitem__, names), np.int64, len(names))
+        for name in names:
+            if name not in index:
+                self._add_symbol(name)
+        ids = np.fromiter(map(index.__getitem__, names), np.int64, len(names))
+        if len(names) == len(symbols):
+            return ids
+        return np.repeat(ids, runs.struct.field("len").to_numpy())
 
     def _add_symbol(self, name: str) -> None:
         state = self.state
