@@ -416,11 +416,6 @@ class CandleBatch:
         """The symbol of the first row (of every row, for a batch of one symbol)."""
         return self.symbols[int(self.sym[0])] if len(self.sym) else ""
 
-    def row_symbols(self) -> pl.Series:
-        """Each row's symbol."""
-        table = pl.Series(list(self.symbols), dtype=pl.String)
-        return table.gather(self.sym)
-
 
 class QuoteBarBatch(CandleBatch):
     """Closed quote bars from one step of the quote engine (`QUOTE_BAR_ROW`s)."""

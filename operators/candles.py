@@ -41,6 +41,7 @@ from candlewax.rows import appended, joined
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
+from operators.event_time import NO_TS, arrivals, next_close_at_ms, watermarks
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,6 @@ class ClosedBar:
 _NO_CLOSED = np.empty(0, dtype=CANDLE_ROW)
 _NO_INTS = np.empty(0, dtype=np.int64)
 _NO_FLOATS = np.empty(0, dtype=np.float64)
-NO_TS = np.iinfo(np.int64).min
-"""`max_ts` of a symbol with no trade yet."""
 
 
 @dataclass
@@ -342,27 +341,20 @@ class ShardCandles:
     def watermarks(self, now_ms: float) -> np.ndarray:
         """Each symbol's watermark (-inf for a symbol with no trade yet)."""
         state, spec = self.state, self.spec
-        has = state.max_ts != NO_TS
-        wm = np.full(len(has), -math.inf)
-        event_wm = state.max_ts[has] - spec.allowed_lateness_ms
-        if spec.live:
-            wm[has] = event_wm + np.maximum(0.0, now_ms - state.max_ts_seen_at_ms[has])
-        else:
-            wm[has] = event_wm
-        return wm
+        return watermarks(
+            state.max_ts, state.max_ts_seen_at_ms, spec.allowed_lateness_ms, spec.live, now_ms
+        )
 
     def next_close_at_ms(self) -> float | None:
-        """Input-clock time (ms) at which the live watermark closes the next window."""
+        """Input-clock time (ms) at which a live watermark closes the next window."""
         state, spec = self.state, self.spec
-        if not spec.live:
-            return None
-        ends = self._next_ends()
-        due = np.isfinite(ends) & (state.max_ts != NO_TS)
-        if not due.any():
-            return None
-        event_wm = state.max_ts[due] - spec.allowed_lateness_ms
-        at = state.max_ts_seen_at_ms[due] + np.maximum(0.0, ends[due] - event_wm)
-        return float(at.min())
+        return next_close_at_ms(
+            state.max_ts,
+            state.max_ts_seen_at_ms,
+            spec.allowed_lateness_ms,
+            spec.live,
+            self._next_ends(),
+        )
 
     def _next_ends(self) -> np.ndarray:
         if self._known_end is None:
@@ -403,16 +395,10 @@ class ShardCandles:
         price = trades.get_column("price").to_numpy()
         size = trades.get_column("size").to_numpy()
 
-        arrived = _arrivals(sym, ts, state.max_ts, spec.allowed_lateness_ms, base)
+        live_wm = self.watermarks(now_ms) if spec.live else None
+        arrived = arrivals(sym, ts, state.max_ts, spec.allowed_lateness_ms, base, live_wm)
         seq = state.next_seq[sym] + arrived.rank
         state.next_seq += np.bincount(sym, minlength=len(state.symbols))
-        if spec.live:
-            # A symbol's live watermark judges its trades too (not its first ever).
-            live_wm = self.watermarks(now_ms)[sym]
-            known = state.max_ts[sym] != NO_TS
-            wm_before = arrived.watermark_before
-            wm_before[known] = np.maximum(wm_before[known], live_wm[known].astype(np.int64))
-            arrived.late[known] = (ts - ts % base + base <= wm_before)[known]
         late = arrived.late
         late_index = np.flatnonzero(late)
         on_time = PendingTrades(sym, ts, seq, price, size)
@@ -704,71 +690,6 @@ class ShardCandles:
                 if not touched:
                     del state.touched[res][s]
         self._expires_at[s] = expires_at
-
-
-@dataclass(frozen=True)
-class _Arrived:
-    """Per trade of a batch: late or not, and what was known of its symbol when it came."""
-
-    late: np.ndarray  # bool
-    newest_before: np.ndarray  # the symbol's newest event time before it (int64)
-    watermark_before: np.ndarray  # the event-time watermark it was judged against (int64)
-    rank: np.ndarray  # how many trades of its symbol came before it in the batch
-
-
-def _arrivals(
-    sym: np.ndarray, ts: np.ndarray, max_ts: np.ndarray, lateness_ms: int, base_ms: int
-) -> _Arrived:
-    """Which trades of a batch (arrival order, any symbols) are late by event time: each
-    against its symbol's newest event time before it (`max_ts` before the batch, NO_TS
-    for a symbol's first batch, whose first trade is never late). The live watermark,
-    which only moves it up, is the caller's."""
-    n = len(ts)
-    order = np.argsort(sym, kind="stable")  # each symbol's trades together, in arrival order
-    s_sorted, ts_sorted = sym[order], ts[order]
-    cuts = np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1
-    firsts = np.concatenate(([0], cuts))
-    lengths = np.diff(np.concatenate((firsts, [n])))
-    segment = np.repeat(np.arange(len(firsts)), lengths)
-    before = max_ts[s_sorted[firsts]]
-    new_symbol = before == NO_TS
-    # The newest event time before each trade: the running maximum within its symbol,
-    # shifted by one, started from the symbol's newest before the batch (a new symbol's
-    # first trade: its own time).
-    start = np.where(new_symbol, ts_sorted[firsts], before)
-    running = _segment_running_max(ts_sorted, firsts, segment)
-    newest = np.empty(n, dtype=np.int64)
-    newest[1:] = running[:-1]
-    newest[firsts] = start
-    np.maximum(newest, start[segment], out=newest)
-    wm_before = newest - lateness_ms
-    late_sorted = ts_sorted - ts_sorted % base_ms + base_ms <= wm_before
-    late_sorted[firsts[new_symbol]] = False  # a symbol's first trade is never late
-    rank_sorted = np.arange(n) - firsts[segment]
-    late = np.empty(n, dtype=bool)
-    late[order] = late_sorted
-    newest_before = np.empty(n, dtype=np.int64)
-    newest_before[order] = newest
-    watermark_before = np.empty(n, dtype=np.int64)
-    watermark_before[order] = wm_before
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = rank_sorted
-    return _Arrived(late, newest_before, watermark_before, rank)
-
-
-def _segment_running_max(values: np.ndarray, firsts: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """The running maximum of `values` restarted at every segment (`firsts`: where each
-    starts; `segment`: each value's)."""
-    if len(firsts) == 1:
-        return np.maximum.accumulate(values)
-    # Lift each segment above all before it, so one running maximum never carries over.
-    low = int(values.min())
-    span = int(values.max()) - low + 1
-    if span * len(firsts) < 2**62:
-        lifted = (values - low) + segment * span
-        return np.maximum.accumulate(lifted) - segment * span + low
-    parts = np.split(values, firsts[1:])
-    return np.concatenate([np.maximum.accumulate(part) for part in parts])
 
 
 def _lower(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:

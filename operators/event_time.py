@@ -18,63 +18,122 @@ import numpy as np
 EventsT = TypeVar("EventsT")  # what one step of a window engine produces
 
 
-def watermark(
-    max_ts: int | None, seen_at_ms: float, lateness_ms: int, live: bool, now_ms: float
-) -> float:
-    """The watermark of a symbol whose newest event time is `max_ts`, first seen (input
-    clock) at `seen_at_ms`."""
-    if max_ts is None:
-        return -math.inf
-    event_wm = max_ts - lateness_ms
-    if not live:
-        return event_wm
-    return event_wm + max(0.0, now_ms - seen_at_ms)
+NO_TS = np.iinfo(np.int64).min
+"""The newest event time of a symbol with no message yet."""
 
 
-def close_at_ms(
-    max_ts: int | None, seen_at_ms: float, lateness_ms: int, live: bool, end: float
+def watermarks(
+    max_ts: np.ndarray, seen_at_ms: np.ndarray, lateness_ms: int, live: bool, now_ms: float
+) -> np.ndarray:
+    """The watermark of each symbol whose newest event time is `max_ts` (NO_TS: none
+    yet, watermark -inf), first seen (input clock) at `seen_at_ms`."""
+    has = max_ts != NO_TS
+    wm = np.full(len(max_ts), -math.inf)
+    event_wm = max_ts[has] - lateness_ms
+    if live:
+        wm[has] = event_wm + np.maximum(0.0, now_ms - seen_at_ms[has])
+    else:
+        wm[has] = event_wm
+    return wm
+
+
+def next_close_at_ms(
+    max_ts: np.ndarray, seen_at_ms: np.ndarray, lateness_ms: int, live: bool, ends: np.ndarray
 ) -> float | None:
-    """Input-clock time at which the live watermark reaches `end` (None: never by itself)."""
-    if not live or max_ts is None or math.isinf(end):
+    """Input-clock time at which the first of the symbols' live watermarks reaches its
+    `ends` (None: none does by itself)."""
+    if not live:
         return None
-    return seen_at_ms + max(0, end - (max_ts - lateness_ms))
+    due = np.isfinite(ends) & (max_ts != NO_TS)
+    if not due.any():
+        return None
+    event_wm = max_ts[due] - lateness_ms
+    return float((seen_at_ms[due] + np.maximum(0.0, ends[due] - event_wm)).min())
 
 
 @dataclass(frozen=True)
 class Arrivals:
-    """Per message of a batch: late or not, and what was known when it arrived."""
+    """Per message of a batch: late or not, and what was known of its symbol when it came."""
 
     late: np.ndarray  # bool
     newest_before: np.ndarray  # the symbol's newest event time before it (int64)
     watermark_before: np.ndarray  # the watermark it was judged against (int64)
+    rank: np.ndarray  # how many messages of its symbol came before it in the batch
 
 
 def arrivals(
-    ts: np.ndarray, max_ts: int | None, lateness_ms: int, base_ms: int, live_wm: float | None
+    sym: np.ndarray,
+    ts: np.ndarray,
+    max_ts: np.ndarray,
+    lateness_ms: int,
+    base_ms: int,
+    live_wm: np.ndarray | None,
 ) -> Arrivals:
-    """Which messages of a batch (event times `ts`, arrival order) are late. `max_ts` is
-    the symbol's newest event time before the batch (None: its first batch); `live_wm`
-    the live watermark now (None when not live)."""
+    """Which messages of a batch (arrival order; `sym`: each one's symbol, an index into
+    the per-symbol arrays) are late: each against its symbol's newest event time before
+    it (`max_ts` before the batch, NO_TS for a symbol's first batch, whose first message
+    is never late) and, live, the symbol's live watermark now (`live_wm`; None when not
+    live)."""
     n = len(ts)
-    newest_before = np.empty(n, dtype=np.int64)
-    newest_before[1:] = np.maximum.accumulate(ts)[:-1]
-    newest_before[0] = ts[0] if max_ts is None else max_ts
-    if max_ts is not None:
-        np.maximum(newest_before, max_ts, out=newest_before)
-    wm_before = newest_before - lateness_ms
-    if live_wm is not None and max_ts is not None:
-        np.maximum(wm_before, int(live_wm), out=wm_before)
-    window = ts - ts % base_ms
-    late = window + base_ms <= wm_before
-    if max_ts is None:
-        late[0] = False  # the first message of a symbol is never late
-    return Arrivals(late, newest_before, wm_before)
+    order = None
+    if (sym == sym[0]).all():  # one symbol (a quote engine's every batch): in order already
+        s_sorted, ts_sorted = sym, ts
+        firsts, segment = np.zeros(1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    else:
+        order = np.argsort(sym, kind="stable")  # each symbol's messages together, in order
+        s_sorted, ts_sorted = sym[order], ts[order]
+        cuts = np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1
+        firsts = np.concatenate(([0], cuts))
+        segment = np.repeat(np.arange(len(firsts)), np.diff(np.concatenate((firsts, [n]))))
+    before = max_ts[s_sorted[firsts]]
+    new_symbol = before == NO_TS
+    # The newest event time before each message: the running maximum within its symbol,
+    # shifted by one, started from the symbol's newest before the batch (a new symbol's
+    # first message: its own time).
+    start = np.where(new_symbol, ts_sorted[firsts], before)
+    running = _segment_running_max(ts_sorted, firsts, segment)
+    newest = np.empty(n, dtype=np.int64)
+    newest[1:] = running[:-1]
+    newest[firsts] = start
+    np.maximum(newest, start[segment], out=newest)
+    wm_before = newest - lateness_ms
+    if live_wm is not None:  # it only moves a known symbol's watermark up
+        known = ~new_symbol[segment]
+        live = live_wm[s_sorted[known]].astype(np.int64)
+        wm_before[known] = np.maximum(wm_before[known], live)
+    late_sorted = ts_sorted - ts_sorted % base_ms + base_ms <= wm_before
+    late_sorted[firsts[new_symbol]] = False  # a symbol's first message is never late
+    columns = (late_sorted, newest, wm_before, np.arange(n) - firsts[segment])
+    if order is None:
+        return Arrivals(*columns)
+    unsorted = []
+    for column in columns:
+        values = np.empty_like(column)
+        values[order] = column
+        unsorted.append(values)
+    return Arrivals(*unsorted)
+
+
+def _segment_running_max(values: np.ndarray, firsts: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """The running maximum of `values` restarted at every segment (`firsts`: where each
+    starts; `segment`: each value's)."""
+    if len(firsts) == 1:
+        return np.maximum.accumulate(values)
+    # Lift each segment above all before it, so one running maximum never carries over.
+    low = int(values.min())
+    span = int(values.max()) - low + 1
+    if span * len(firsts) < 2**62:
+        lifted = (values - low) + segment * span
+        return np.maximum.accumulate(lifted) - segment * span + low
+    parts = np.split(values, firsts[1:])
+    return np.concatenate([np.maximum.accumulate(part) for part in parts])
 
 
 class WindowEngine(Generic[EventsT]):
-    """The shell both per-symbol window engines share (`ShardCandles`, `SymbolQuoteBars`):
-    the watermark, when the next window closes, closing every window up to a watermark
-    (base first, so roll-ups are complete), and the clock, end-of-input and snapshot steps.
+    """The shell of a one-symbol window engine (`SymbolQuoteBars`; candles are kept a
+    shard of symbols at a time, `ShardCandles`, on the same rules above): the watermark,
+    when the next window closes, closing every window up to a watermark (base first, so
+    roll-ups are complete), and the clock, end-of-input and snapshot steps.
 
     A subclass keeps `spec` (a `CandleSpec`) and `state` (with `max_ts`,
     `max_ts_seen_at_ms` and `copy()`), and does the window work: `_events`,
@@ -110,21 +169,21 @@ class WindowEngine(Generic[EventsT]):
         raise NotImplementedError
 
     def watermark(self, now_ms: float) -> float:
-        state, spec = self.state, self.spec
-        return watermark(
-            state.max_ts, state.max_ts_seen_at_ms, spec.allowed_lateness_ms, spec.live, now_ms
-        )
+        spec = self.spec
+        wm = watermarks(*self._known(), spec.allowed_lateness_ms, spec.live, now_ms)
+        return float(wm[0])
 
     def next_close_at_ms(self) -> float | None:
         """Input-clock time (ms) at which the live watermark closes the next window."""
-        state, spec = self.state, self.spec
-        return close_at_ms(
-            state.max_ts,
-            state.max_ts_seen_at_ms,
-            spec.allowed_lateness_ms,
-            spec.live,
-            self._next_end(),
-        )
+        spec = self.spec
+        ends = np.array([self._next_end()])
+        return next_close_at_ms(*self._known(), spec.allowed_lateness_ms, spec.live, ends)
+
+    def _known(self) -> tuple[np.ndarray, np.ndarray]:
+        """The symbol's newest event time and when it was seen, as one-symbol arrays."""
+        state = self.state
+        max_ts = NO_TS if state.max_ts is None else state.max_ts
+        return np.array([max_ts], dtype=np.int64), np.array([state.max_ts_seen_at_ms])
 
     def _after_batch(self, batch_max: int, now_ms: float, events: EventsT) -> None:
         """A batch's newest event time moves the watermark: close and expire up to it."""

@@ -193,8 +193,10 @@ class SymbolQuoteBars(WindowEngine[QuoteEvents]):
         rows["ask"] = quotes.get_column("ask").to_numpy()
         state.next_seq += n
 
-        live_wm = self.watermark(now_ms) if spec.live else None
-        arrived = arrivals(rows["ts"], state.max_ts, spec.allowed_lateness_ms, spec.base, live_wm)
+        live_wm = np.array([self.watermark(now_ms)]) if spec.live else None
+        max_ts = self._known()[0]
+        sym = np.zeros(len(rows), dtype=np.int64)
+        arrived = arrivals(sym, rows["ts"], max_ts, spec.allowed_lateness_ms, spec.base, live_wm)
         late = arrived.late
         late_index = np.flatnonzero(late)
         on_time = rows[~late] if len(late_index) else rows

@@ -216,7 +216,7 @@ def price_guard(
 
 # --- the window steps (candles, quote bars) ------------------------------------------------
 class _Engine(Protocol[_E_co, _S_co]):
-    """What a per-symbol window engine offers its step (`ShardCandles`, `SymbolQuoteBars`)."""
+    """What a window engine offers its step (`ShardCandles`, `SymbolQuoteBars`)."""
 
     def on_clock(self, now_ms: float) -> _E_co: ...
     def on_end(self) -> _E_co: ...
@@ -364,12 +364,12 @@ def candles(
     `forming_interval_s` > 0, also the forming candles of the open windows."""
 
     def build(resume: CandleState | None) -> _CandleLogic:
-        if resume is not None:
-            resume.resumed_at(INPUT_CLOCK.now_ms())
         try:
             engine = ShardCandles(spec, resume, shards)
         except ValueError as error:  # a recovery store this flow cannot resume
             fail(PipelineError("the recovery store", str(error), EXIT_USAGE))
+        if resume is not None:  # checked above: a state of this version
+            engine.state.resumed_at(INPUT_CLOCK.now_ms())
         return _CandleLogic(engine, metrics, forming_interval_s)
 
     by_shard = op.map("by_shard", up, lambda kv: (shard_key(kv[0], shards), kv[1]))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 
 import bytewax.operators as op
@@ -11,11 +15,25 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from candlewax.shards import bytewax_worker, shard_key, shard_keys, shard_of
 
+_SHARDS_OF_SYMBOLS = (
+    "import json; from candlewax.shards import shard_of; "
+    "print(json.dumps([shard_of(f'SYM{i:04d}', 8) for i in range(2000)]))"
+)
 
-def test_a_symbol_has_one_shard_whatever_asks_and_symbols_spread_over_all():
+
+def test_a_symbol_has_one_shard_in_every_process_and_symbols_spread_over_all():
+    """Processes of a cluster (and a restart) must agree: Python's own string hash is
+    salted per process, so another process, with another salt, must give the same."""
     symbols = [f"SYM{i:04d}" for i in range(2_000)]
     shards = [shard_of(symbol, 8) for symbol in symbols]
-    assert shards == [shard_of(symbol, 8) for symbol in symbols]
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", _SHARDS_OF_SYMBOLS],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(elsewhere.stdout) == shards
     counts = [shards.count(i) for i in range(8)]
     assert min(counts) > 180, counts  # ~250 each
     assert {shard_key(symbol, 8) for symbol in symbols} == set(shard_keys(8))
