@@ -3,6 +3,7 @@
 
     python -m bench.freshness [--rate 20000] [--symbols 8] [--seconds 60] [--warmup 15]
                               [--source kafka|simulator|broker] [--live-interval 200ms]
+                              [--timeline]
 
 Starts the embedded broker, `candlewax simulate` publishing `--rate` trades/s in real time
 (event time = wall time), and the flow (`python -m bytewax.run flows.ohlcv`, one worker,
@@ -20,7 +21,7 @@ on this machine.
 The flow publishes forming candles to `candles.live` every `--live-interval` (default
 200 ms, the flow's default; `0` = off). The run counts them and prints the flow's CPU
 time over the measured seconds, so two runs (`--live-interval 0` and the default) show
-what the forming candles cost.
+what the forming candles cost. `--timeline` prints each second's candles' delays.
 """
 
 from __future__ import annotations
@@ -94,6 +95,18 @@ def flow_delay_quantiles(port: int) -> str:
     return f"{int(total):,} candles, " + ", ".join(parts)
 
 
+def print_timeline(window_ends: np.ndarray, delays: np.ndarray) -> None:
+    """Per window second: how many 1 s candles, and their least, median and worst delay.
+    Tells a stall (every candle of a second late) from a spread (some late every second)."""
+    print("window (s)  candles  min ms  p50 ms  max ms")
+    for end in np.unique(window_ends):
+        of = delays[window_ends == end]
+        second = (end - window_ends.min()) / 1000
+        print(
+            f"{second:10.0f}  {len(of):7,}  {of.min():6.0f}  {np.median(of):6.0f}  {of.max():6.0f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=20_000)
@@ -102,6 +115,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=15)
     parser.add_argument("--source", choices=["kafka", "simulator", "broker"], default="kafka")
     parser.add_argument("--live-interval", default="200ms", help="CANDLEWAX_LIVE_INTERVAL")
+    parser.add_argument(
+        "--timeline", action="store_true", help="also the delays of each second's candles"
+    )
     args = parser.parse_args()
 
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as lake:
@@ -159,6 +175,7 @@ def main() -> None:
         consumer.subscribe(["trades"] if args.source == "broker" else ["candles", "candles.live"])
         decode = msgspec.json.Decoder()
         delays: list[float] = []
+        window_ends: list[int] = []
         forming = 0
         cpu_at_start: float | None = None
         began = time.monotonic()
@@ -197,6 +214,7 @@ def main() -> None:
                         continue
                     _, timestamp_ms = message.timestamp()
                     delays.append(timestamp_ms - candle["window_end"] - LATENESS_MS)
+                    window_ends.append(candle["window_end"])
             own = "" if args.source == "broker" else flow_delay_quantiles(metrics_port)
             cpu = None
             if cpu_at_start is not None:
@@ -216,6 +234,8 @@ def main() -> None:
             f"max {values.max():.0f} ms"
         )
         return
+    if args.timeline:
+        print_timeline(np.array(window_ends), values)
     print(f"1 s candles on the topic: {len(values):,}")
     print(
         f"delay after the window could close: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "

@@ -4,8 +4,8 @@
 
 Runs the flow's own functions, stage after stage, on batches of the file (in one thread,
 without Bytewax in between) and prints microseconds per trade for each: reading lines,
-decoding (the strict Arrow read), splitting by symbol with dedupe keys, dedupe, the
-fat-finger guard, the candle engine (a step per shard of symbols, as in the flow), the
+decoding (the strict Arrow read), splitting by shard of symbols with dedupe keys, then
+per shard, as in the flow, dedupe, the fat-finger guard and the candle engine; the
 lake's frames and Parquet encoding, and the Kafka sink's JSON. The sum is close to what
 the whole flow costs; the difference is Bytewax moving items.
 """
@@ -22,13 +22,14 @@ from typing import Any
 import polars as pl
 
 from bench.common import SHAPES, shape_file
-from candlewax.shards import shard_key
+from candlewax.records import TRADE, without_origin
+from candlewax.shards import symbol_runs
 from config.settings import Settings
 from operators.candles import CandleSpec, ShardCandles
 from operators.decode import ValidationRules, decode_batch
-from operators.dedupe import Deduplicator
-from operators.price_guard import OutlierRule, PriceGuard
-from operators.steps import _split_by_symbol
+from operators.dedupe import ShardDeduplicator
+from operators.price_guard import OutlierRule, ShardGuard
+from operators.steps import _split
 from sinks.kafka import candle_messages
 from sinks.lake import CANDLES, TRADES
 from sources.file import NdjsonFileSource
@@ -51,10 +52,11 @@ def main() -> None:
 
     rules = ValidationRules(now_ms=lambda: 2**62)
     spec = CandleSpec()
-    dedupers: dict[str, Deduplicator] = {}
-    engines: dict[str, ShardCandles] = {}  # by shard, as the flow's candle step
+    # A step's state per shard of symbols, as in the flow.
+    dedupers: dict[str, ShardDeduplicator] = {}
+    guards: dict[str, ShardGuard] = {}
+    engines: dict[str, ShardCandles] = {}
     shards = Settings.model_fields["shards"].default
-    guards: dict[str, PriceGuard] = {}
     source = NdjsonFileSource(path, args.batch_size)
     reader = source.build_part("bench", source.list_parts()[0], None)
     while True:
@@ -64,18 +66,15 @@ def main() -> None:
             break
         for batch in batches:
             decoded = timed("decode (strict read + value rules)", decode_batch, batch, rules)
-            parts = timed("split by symbol + dedupe keys", _split_by_symbol, decoded, False)
+            parts = timed("split by shard + dedupe keys", _split, decoded, False, TRADE, shards)
             candles, flagged = [], []
-            by_shard: dict[str, list[pl.DataFrame]] = defaultdict(list)
-            for symbol, frame in parts:
-                dedupe = dedupers.setdefault(symbol, Deduplicator(300_000))
+            for key, frame in parts:
+                dedupe = dedupers.setdefault(key, ShardDeduplicator(300_000))
                 kept, _ = timed("dedupe", dedupe.filter, frame)
-                guard = guards.setdefault(symbol, PriceGuard(OutlierRule()))
-                timed("fat-finger guard", guard.check, kept.get_column("price").to_numpy())
-                by_shard[shard_key(symbol, shards)].append(kept)
-            for key, frames in by_shard.items():
+                guard = guards.setdefault(key, ShardGuard(OutlierRule()))
+                timed("fat-finger guard", _guard, guard, kept)
                 engine = engines.setdefault(key, ShardCandles(spec, shards=shards))
-                events = timed("candle engine", _fold, engine, frames)
+                events = timed("candle engine", engine.on_trades, kept)
                 flagged.append(events.trades)
                 if events.candles is not None:
                     candles.append(events.candles)
@@ -90,9 +89,10 @@ def main() -> None:
     print(f"  {'all stages':<36} {total / args.trades * 1e6:6.2f} us/trade  ({total:5.2f} s)")
 
 
-def _fold(engine: ShardCandles, frames: list[pl.DataFrame]) -> Any:
-    """What the candle step does with a shard's frames of one activation."""
-    return engine.on_trades(frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False))
+def _guard(guard: ShardGuard, trades: pl.DataFrame) -> Any:
+    """What the guard step does with a shard's trades, the original bytes dropped after."""
+    outliers = guard.check(symbol_runs(trades))
+    return without_origin(trades if not len(outliers) else trades.filter(~outliers.mask))
 
 
 def _parquet(to_frame: Callable[[Any], Any], items: Any) -> None:

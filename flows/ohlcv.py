@@ -106,6 +106,7 @@ def build_flow(
         settings.dedupe_fingerprint,
         metrics,
         origin=rule.enabled,
+        shards=settings.shards,
     )
     unique = steps.dedupe("dedupe", decoded.valid, settings.dedupe_horizon, metrics)
     rejections = decoded.rejections
@@ -114,8 +115,8 @@ def build_flow(
         unique = guarded.trades
         rejections = op.merge("rejections", rejections, guarded.outliers)
     forming_s = settings.live_interval / 1000.0 if sinks.forming else 0.0
-    spec, shards = candle_spec(settings), settings.shards
-    windows = steps.candles("candles", unique, spec, metrics, forming_s, shards)
+    shards = settings.shards
+    windows = steps.candles("candles", unique, candle_spec(settings), metrics, forming_s, shards)
     by_shard = functools.partial(_by_shard, shards=shards)
     outputs: list[tuple[str, Stream[Any], list[Sink[Any]], Any]] = [
         ("candles", windows.candles, sinks.candles, by_shard),

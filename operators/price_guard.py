@@ -8,8 +8,9 @@ moved. With fewer than `MIN_REFERENCE_TRADES` previous trades there is no refere
 nothing is an outlier.
 
 `reference_prices` is the one implementation of the reference: the flow's guard
-(`PriceGuard`, per symbol, batch by batch) and `candlewax profile` (a whole file) both
-call it, so they find the same outliers. It is exact and independent of batching: the
+(`PriceGuard`, per symbol, batch by batch; `ShardGuard` holds those of a shard of
+symbols) and `candlewax profile` (a whole file) both call it, so they find the same
+outliers. It is exact and independent of batching: the
 median of a window is one of its prices, or the midpoint of two of them computed the same
 way every time.
 
@@ -29,6 +30,7 @@ import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from candlewax.records import RejectReason
+from candlewax.shards import SymbolRuns
 
 MIN_REFERENCE_TRADES = 10
 # What the shortcut leaves to rounding: a batch whose bound is within this of the
@@ -187,25 +189,95 @@ class PriceGuard:
     def __init__(self, rule: OutlierRule, state: GuardState | None = None):
         self.rule = rule
         self.state = state if state is not None else GuardState(np.empty(0))
+        self._range: tuple[float, float] | None = None  # of `state.recent`, when known
 
     def check(self, prices: np.ndarray) -> Outliers:
         """The outliers of a batch; every price, outliers included, joins the history."""
         recent = self.state.recent
         joined = np.concatenate((recent, prices)) if len(recent) else prices
         outliers = find_outliers(joined, len(recent), self.rule)
-        self.state = GuardState(joined[-self.rule.trades :].copy())
+        self._keep(joined)
         return outliers
+
+    def vouches(self, low: float, high: float, count: int) -> bool:
+        """Whether a batch of `count` prices from `low` to `high` has no outlier, told from
+        the bounds alone: the first test `find_outliers` makes (`_unvouched_rows`), on the
+        history and the batch, so where it holds `check` would find none."""
+        rule = self.rule
+        if not rule.enabled or len(self.state.recent) + count <= MIN_REFERENCE_TRADES:
+            return True
+        if rule.threshold <= _BOUND_MARGIN:
+            return False
+        if self._range is None:
+            recent = self.state.recent
+            self._range = (recent.min(), recent.max()) if len(recent) else (np.inf, -np.inf)
+        lowest, highest = min(self._range[0], low), max(self._range[1], high)
+        return bool(_vouched(highest, lowest, lowest, highest, rule.threshold - _BOUND_MARGIN))
+
+    def extend(self, prices: np.ndarray) -> None:
+        """A batch joins the history unchecked (one `vouches` cleared)."""
+        recent = self.state.recent
+        self._keep(np.concatenate((recent, prices)) if len(recent) else prices)
+
+    def _keep(self, joined: np.ndarray) -> None:
+        self.state = GuardState(joined[-self.rule.trades :].copy())
+        self._range = None
 
     def snapshot(self) -> GuardState:
         return self.state
 
 
+class ShardGuard:
+    """The guard of the symbols of a shard (`candlewax.shards`): a `PriceGuard` per
+    symbol, each fed its run of every batch. The usual batch is cleared by the bounds of
+    each run (`PriceGuard.vouches`), taken for all the runs at once; only a run that a
+    fat finger may be in has its medians computed."""
+
+    def __init__(self, rule: OutlierRule, state: dict[str, GuardState] | None = None):
+        self.rule = rule
+        self._symbols = {symbol: PriceGuard(rule, kept) for symbol, kept in (state or {}).items()}
+
+    def check(self, runs: SymbolRuns) -> Outliers:
+        """The outliers among the trades of `runs` (a mask over its frame's rows)."""
+        prices = np.ascontiguousarray(runs.frame.get_column("price").to_numpy(), np.float64)
+        mask = np.zeros(len(prices), dtype=bool)
+        found: list[Outliers] = []
+        if len(prices) == 0:
+            return Outliers(mask, np.empty(0), np.empty(0))
+        firsts = runs.bounds[:-1]
+        lows = np.minimum.reduceat(prices, firsts).tolist()
+        highs = np.maximum.reduceat(prices, firsts).tolist()
+        for (symbol, first, end), low, high in zip(runs, lows, highs, strict=True):
+            guard = self._symbols.get(symbol)
+            if guard is None:
+                guard = self._symbols[symbol] = PriceGuard(self.rule)
+            if guard.vouches(low, high, end - first):
+                guard.extend(prices[first:end])
+                continue
+            outliers = guard.check(prices[first:end])
+            if len(outliers):
+                mask[first:end] = outliers.mask
+                found.append(outliers)
+        if not found:
+            return Outliers(mask, np.empty(0), np.empty(0))
+        return Outliers(
+            mask,
+            np.concatenate([o.reference for o in found]),
+            np.concatenate([o.deviation for o in found]),
+        )
+
+    def snapshot(self) -> dict[str, GuardState]:
+        # Each GuardState is replaced, never changed: the dict may share them.
+        return {symbol: guard.state for symbol, guard in self._symbols.items()}
+
+
 def outlier_rejections(
     trades: pl.DataFrame, outliers: Outliers, rule: OutlierRule, now_ms: int
 ) -> pl.DataFrame:
-    """Dead-letter records (`Rejection` columns) of the outliers among `trades` (a frame of
-    one symbol with the `ORIGIN_SCHEMA` columns): the original bytes and position, reason
-    `price_outlier`, and the reference price and deviation in the detail."""
+    """Dead-letter records (`Rejection` columns) of the outliers among `trades` (a frame
+    with the `ORIGIN_SCHEMA` columns; `outliers` found in its rows' order): the original
+    bytes and position, reason `price_outlier`, and the reference price and deviation in
+    the detail."""
     caught = trades.filter(pl.Series(outliers.mask)).with_columns(
         pl.Series("_reference", outliers.reference),
         pl.Series("_deviation", outliers.deviation),

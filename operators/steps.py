@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import bytewax.operators as op
 import numpy as np
@@ -32,12 +32,12 @@ from candlewax.records import (
     RejectReason,
     without_origin,
 )
-from candlewax.shards import shard_key
+from candlewax.shards import split_by_shard, split_by_symbol, symbol_runs
 from candlewax.stopping import stop_requested
 from operators.candles import CandleEvents, CandleSpec, CandleState, ShardCandles
 from operators.decode import DecodedBatch, ValidationRules, decode_batch
-from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
-from operators.price_guard import GuardState, OutlierRule, PriceGuard, outlier_rejections
+from operators.dedupe import DedupeState, ShardDeduplicator, with_dedupe_keys
+from operators.price_guard import GuardState, OutlierRule, ShardGuard, outlier_rejections
 from operators.quote_windows import QuoteBarState, QuoteEvents, SymbolQuoteBars
 
 # The counters a decode or dedupe step counts in: the trades' or the quotes'.
@@ -52,7 +52,8 @@ _S_co = TypeVar("_S_co", covariant=True)
 @dataclass(frozen=True)
 class DecodeOut:
     valid: KeyedStream[pl.DataFrame]
-    """Valid messages, one frame per symbol per batch, keyed by symbol."""
+    """Valid messages, one frame per shard of symbols (or per symbol) per batch, keyed by
+    the shard's key (or the symbol); each symbol's rows one run, in arrival order."""
     rejections: Stream[pl.DataFrame]
     """Messages that broke the contract, for the dead-letter queue: a `Rejection` frame
     per raw batch that had any."""
@@ -67,9 +68,11 @@ def decode(
     metrics: Counters,
     origin: bool = True,
     kind: MessageKind = TRADE,
+    shards: int | None = None,
 ) -> DecodeOut:
     """Decode and validate each raw batch of messages of `kind`; key them for dedupe;
-    split them by symbol. `origin`: keep each message's original bytes and position
+    split them by shard of symbols (`candlewax.shards`), or by symbol when `shards` is
+    None. `origin`: keep each message's original bytes and position
     (`ORIGIN_SCHEMA`), which the fat-finger guard needs for its dead-letter records."""
 
     def decode_counted(batch: RawBatch) -> DecodedBatch:
@@ -83,7 +86,8 @@ def decode(
 
     decoded = op.map("validate", up, decode_counted)
     rejections = op.filter_map("rejections", decoded, _rejection_frame)
-    valid = op.flat_map("by_symbol", decoded, lambda d: _split_by_symbol(d, fingerprint, kind))
+    name = "by_symbol" if shards is None else "by_shard"
+    valid = op.flat_map(name, decoded, lambda d: _split(d, fingerprint, kind, shards))
     return DecodeOut(valid, rejections)
 
 
@@ -91,47 +95,21 @@ def _rejection_frame(decoded: DecodedBatch) -> pl.DataFrame | None:
     return Rejection.frame(decoded.rejections) if decoded.rejections else None
 
 
-def _split_by_symbol(
-    decoded: DecodedBatch, fingerprint: bool, kind: MessageKind = TRADE
+def _split(
+    decoded: DecodedBatch, fingerprint: bool, kind: MessageKind, shards: int | None
 ) -> list[tuple[str, pl.DataFrame]]:
+    """The valid messages with their dedupe keys, by shard of symbols (`shards`) or, with
+    None, by symbol."""
     valid = decoded.valid
     if valid.height == 0:
         return []
     keyed = with_dedupe_keys(valid, fingerprint, kind)
-    if keyed.height > _SMALL_SPLIT_ROWS:
-        parts = keyed.partition_by("symbol", as_dict=True, maintain_order=True)
-        return [(str(key[0]), frame) for key, frame in parts.items()]
-    return _split_small(keyed)
-
-
-# Up to this many rows a batch is split by a stable sort and slices (`_split_small`):
-# `partition_by` builds each part's columns anew, ~25 us a symbol, which is most of
-# what a live poll of a few trades each of hundreds of symbols costs. Past it, on few
-# symbols, `partition_by` is the faster (measured: 100 rows of 78 symbols 2.1 ms by
-# `partition_by`, 0.4 ms sorted; 30 k rows of 4 symbols 1.5 ms and 9 ms).
-_SMALL_SPLIT_ROWS = 4_096
-
-
-def _split_small(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
-    """The frame's rows by symbol, in arrival order within each, the symbols in the
-    order of their first row (as `partition_by(maintain_order=True)`)."""
-    symbols = frame.get_column("symbol").to_numpy()
-    order = np.argsort(symbols, kind="stable")
-    ordered_symbols = symbols[order]
-    cuts = np.flatnonzero(ordered_symbols[1:] != ordered_symbols[:-1]) + 1
-    if len(cuts) == 0:
-        return [(str(symbols[0]), frame)]
-    starts = np.concatenate(([0], cuts))
-    ends = np.concatenate((cuts, [len(symbols)]))
-    ordered = frame[order]
-    # A stable sort keeps each symbol's first row first: `order[start]` is where it was.
-    parts = sorted(zip(order[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
-    return [(str(symbols[first]), ordered.slice(a, b - a)) for first, a, b in parts]
+    return split_by_symbol(keyed) if shards is None else split_by_shard(keyed, shards)
 
 
 # --- dedupe ------------------------------------------------------------------------------
-class _DedupeLogic(StatefulBatchLogic[pl.DataFrame, pl.DataFrame, DedupeState]):
-    def __init__(self, dedupe: Deduplicator, metrics: Counters):
+class _DedupeLogic(StatefulBatchLogic[pl.DataFrame, pl.DataFrame, dict[str, DedupeState]]):
+    def __init__(self, dedupe: ShardDeduplicator, metrics: Counters):
         self.dedupe = dedupe
         self.metrics = metrics
 
@@ -141,9 +119,9 @@ class _DedupeLogic(StatefulBatchLogic[pl.DataFrame, pl.DataFrame, DedupeState]):
         self.metrics.count("duplicate", duplicates)
         return ([kept] if kept.height else []), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> DedupeState:
-        # Taken in constant time; pickled as the DedupeState the step resumes from.
-        return cast(DedupeState, self.dedupe.snapshot())
+    def snapshot(self) -> dict[str, DedupeState]:
+        # Taken in constant time per symbol; pickled as the DedupeStates resumed from.
+        return cast(dict[str, DedupeState], self.dedupe.snapshot())
 
 
 @operator
@@ -151,21 +129,37 @@ def dedupe(
     step_id: str, up: KeyedStream[pl.DataFrame], horizon_ms: int, metrics: Counters
 ) -> KeyedStream[pl.DataFrame]:
     """Drop messages whose (symbol, key) was seen within the horizon (per symbol); the
-    keys come from the decode step."""
+    keys come from the decode step. Keyed by shard of symbols or by symbol, as `up`."""
 
-    def build(resume: DedupeState | None) -> _DedupeLogic:
-        return _DedupeLogic(Deduplicator(horizon_ms, resume), metrics)
+    def build(resume: dict[str, DedupeState] | None) -> _DedupeLogic:
+        _check_resumed(resume, DedupeState)
+        return _DedupeLogic(ShardDeduplicator(horizon_ms, resume), metrics)
 
     return op.stateful_batch("dedupe_state", up, build)
+
+
+def _check_resumed(resume: Any, kept: type) -> None:
+    """Stop with one line when a recovery store holds what an earlier version kept (a
+    step's state per symbol, not a dict of them per shard)."""
+    if resume is None:
+        return
+    if not isinstance(resume, dict) or not all(isinstance(v, kept) for v in resume.values()):
+        why = (
+            f"this recovery snapshot holds the {kept.__name__} of one symbol, as earlier "
+            "versions of candlewax kept it; it cannot be resumed: finish the run with the "
+            "version that wrote it, then start with a new recovery store (CHANGELOG, "
+            "'Unreleased')"
+        )
+        fail(PipelineError("the recovery store", why, EXIT_USAGE))
 
 
 # --- the fat-finger guard ----------------------------------------------------------------
 @dataclass(frozen=True)
 class GuardOut:
     trades: KeyedStream[pl.DataFrame]
-    """The trades that passed, one frame per symbol per batch, keyed by symbol."""
+    """The trades that passed, one frame per key (shard or symbol) per batch."""
     outliers: Stream[pl.DataFrame]
-    """The price outliers, for the dead-letter queue: a `Rejection` frame per symbol per
+    """The price outliers, for the dead-letter queue: a `Rejection` frame per key per
     batch that had any."""
 
 
@@ -175,14 +169,15 @@ class _Guarded:
     outliers: pl.DataFrame | None
 
 
-class _GuardLogic(StatefulBatchLogic[pl.DataFrame, _Guarded, GuardState]):
-    def __init__(self, guard: PriceGuard, metrics: FlowMetrics):
+class _GuardLogic(StatefulBatchLogic[pl.DataFrame, _Guarded, dict[str, GuardState]]):
+    def __init__(self, guard: ShardGuard, metrics: FlowMetrics):
         self.guard = guard
         self.metrics = metrics
 
     def on_batch(self, values: list[pl.DataFrame]) -> tuple[list[_Guarded], bool]:
-        trades = values[0] if len(values) == 1 else pl.concat(values, rechunk=False)
-        outliers = self.guard.check(trades.get_column("price").to_numpy())
+        runs = symbol_runs(values[0] if len(values) == 1 else pl.concat(values, rechunk=False))
+        trades = runs.frame
+        outliers = self.guard.check(runs)
         # Past the guard nothing needs a trade's original bytes: they are dropped here.
         if not len(outliers):
             return [_Guarded(without_origin(trades), None)], StatefulBatchLogic.RETAIN
@@ -193,7 +188,7 @@ class _GuardLogic(StatefulBatchLogic[pl.DataFrame, _Guarded, GuardState]):
         passed = without_origin(trades.filter(pl.Series(~outliers.mask)))
         return [_Guarded(passed if passed.height else None, rejections)], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> GuardState:
+    def snapshot(self) -> dict[str, GuardState]:
         return self.guard.snapshot()
 
 
@@ -204,8 +199,9 @@ def price_guard(
     """Take out trades whose price strays from the median of the symbol's previous trades
     by more than the rule's threshold (`operators.price_guard`)."""
 
-    def build(resume: GuardState | None) -> _GuardLogic:
-        return _GuardLogic(PriceGuard(rule, resume), metrics)
+    def build(resume: dict[str, GuardState] | None) -> _GuardLogic:
+        _check_resumed(resume, GuardState)
+        return _GuardLogic(ShardGuard(rule, resume), metrics)
 
     guarded = op.stateful_batch("guard_state", up, build)
     return GuardOut(
@@ -359,8 +355,8 @@ def candles(
     forming_interval_s: float = 0.0,
     shards: int = 1,
 ) -> CandlesOut:
-    """Fold trades (keyed by symbol) into event-time candles per symbol, in `shards`
-    shards of symbols (`candlewax.shards`); late trades become drift records. Live, with
+    """Fold trades (keyed by shard of symbols, `shards` of them: `candlewax.shards`) into
+    event-time candles per symbol; late trades become drift records. Live, with
     `forming_interval_s` > 0, also the forming candles of the open windows."""
 
     def build(resume: CandleState | None) -> _CandleLogic:
@@ -372,8 +368,7 @@ def candles(
             engine.state.resumed_at(INPUT_CLOCK.now_ms())
         return _CandleLogic(engine, metrics, forming_interval_s)
 
-    by_shard = op.map("by_shard", up, lambda kv: (shard_key(kv[0], shards), kv[1]))
-    events = op.stateful_batch("windows", by_shard, build)
+    events = op.stateful_batch("windows", up, build)
     values = op.map("events", events, lambda kv: kv[1])
     return CandlesOut(
         candles=op.filter_map("closed_candles", values, lambda e: e.candles),

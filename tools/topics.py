@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,10 @@ def produce(
     return output.sent
 
 
-def read_topic(client_config: dict[str, Any], topic: str) -> list[Record]:
-    """Every record of every partition of a topic, from the beginning to its end."""
+def read_topic(client_config: dict[str, Any], topic: str, stall_s: float = 120.0) -> list[Record]:
+    """Every record of every partition of a topic, from the beginning to its end; an
+    error when nothing comes for `stall_s` seconds and the end is not reached (the broker
+    stopped serving a partition), not a read that waits for ever."""
     metadata = AdminClient(client_config).list_topics(topic, timeout=10).topics[topic]
     partitions = sorted(metadata.partitions)
     consumer = Consumer(
@@ -53,11 +56,23 @@ def read_topic(client_config: dict[str, Any], topic: str) -> list[Record]:
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     records: list[Record] = []
     ended: set[int] = set()
+    progress_at = time.monotonic()
     try:
         while len(ended) < len(partitions):
             messages = consumer.consume(10_000, 1.0)
             if not messages:  # Tansu may not signal the end of a partition: ask for it
-                ended |= _at_end(consumer, topic, set(partitions) - ended)
+                more = _at_end(consumer, topic, set(partitions) - ended)
+                if more:
+                    ended |= more
+                    progress_at = time.monotonic()
+                elif time.monotonic() - progress_at > stall_s:
+                    left = sorted(set(partitions) - ended)
+                    raise RuntimeError(
+                        f"reading {topic!r}: nothing came for {stall_s:.0f} s and partitions "
+                        f"{left} are not at their end ({len(records)} records read)"
+                    )
+            else:
+                progress_at = time.monotonic()
             for message in messages:
                 error = message.error()
                 if error is not None:

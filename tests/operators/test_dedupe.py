@@ -5,13 +5,15 @@ from __future__ import annotations
 import pickle
 import random
 
-from operators.dedupe import DedupeState, Deduplicator, with_dedupe_keys
+import polars as pl
+
+from operators.dedupe import DedupeState, Deduplicator, ShardDeduplicator, with_dedupe_keys
 from tests.factories import T0
 from tests.factories import trades_frame as plain_frame
 
 
-def trades_frame(rows, ids=None, fingerprint=False):
-    return with_dedupe_keys(plain_frame(rows, ids=ids), fingerprint)
+def trades_frame(rows, ids=None, fingerprint=False, symbol="BTC-USD"):
+    return with_dedupe_keys(plain_frame(rows, symbol=symbol, ids=ids), fingerprint)
 
 
 def kept_ids(dedupe: Deduplicator, rows, ids):
@@ -122,3 +124,45 @@ def test_a_resumed_filter_decides_as_the_one_that_never_stopped():
         # the step goes on with the snapshot's pickle, as after a restart at this epoch
         dedupe = Deduplicator(2_000, pickle.loads(pickle.dumps(dedupe.snapshot())))
     assert got == expected
+
+
+def test_a_shard_keeps_what_each_symbols_own_filter_keeps():
+    # Four symbols sharing ids (an id is a trade only within its symbol), each with
+    # repeats and disorder; interleaved, cut at random, sometimes two frames in one step.
+    rng = random.Random(11)
+    streams = {}
+    for symbol in ("AAA", "BBB", "CCC", "DDD"):
+        rows, ids = [], []
+        for i in range(800):
+            rows.append((T0 + i * 10 + rng.randint(-300, 300), 1.0, 1.0))
+            ids.append(rng.randint(0, 200) if rng.random() < 0.5 else f"x{rng.randint(0, 40)}")
+        streams[symbol] = (rows, ids)
+    expected = {
+        symbol: kept_ids(Deduplicator(2_000), rows, ids) for symbol, (rows, ids) in streams.items()
+    }
+    order = [s for s, (rows, _) in streams.items() for _ in rows]
+    rng.shuffle(order)  # which symbol's next trade comes next
+    taken = dict.fromkeys(streams, 0)
+    arrivals = []
+    for symbol in order:
+        arrivals.append((symbol, taken[symbol]))
+        taken[symbol] += 1
+    dedupe, got, start = ShardDeduplicator(2_000), {s: [] for s in streams}, 0
+    while start < len(arrivals):
+        end = start + rng.randint(1, 200)
+        frames = [
+            trades_frame([streams[s][0][i]], symbol=s, ids=[streams[s][1][i]])
+            for s, i in arrivals[start:end]
+        ]
+        batch = pl.concat(frames)
+        if rng.random() < 0.5:  # runs, as the split makes them
+            batch = batch.sort("symbol", maintain_order=True)
+        kept, duplicates = dedupe.filter(batch)
+        assert kept.height + duplicates == batch.height
+        for symbol, trade_id in kept.select("symbol", "trade_id").iter_rows():
+            got[symbol].append(trade_id)
+        if rng.random() < 0.1:  # resumed from the snapshot's pickle
+            dedupe = ShardDeduplicator(2_000, pickle.loads(pickle.dumps(dedupe.snapshot())))
+        start = end
+    assert got == expected
+    assert sum(len(ids) for _, ids in streams.values()) - sum(map(len, got.values())) > 500

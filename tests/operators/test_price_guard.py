@@ -9,14 +9,17 @@ import statistics
 from collections import deque
 
 import numpy as np
+import polars as pl
 import pytest
 
 from candlewax.records import RawBatch, Rejection
+from candlewax.shards import symbol_runs
 from operators.decode import ValidationRules, decode_batch
 from operators.price_guard import (
     MIN_REFERENCE_TRADES,
     OutlierRule,
     PriceGuard,
+    ShardGuard,
     find_outliers,
     outlier_rejections,
     reference_prices,
@@ -155,3 +158,50 @@ def test_an_outlier_goes_to_the_dlq_as_it_came_with_its_reference_and_deviation(
     assert rejection.source == "kafka:trades/3@530"
     assert rejection.key == b"BTC-USD" and rejection.received_at == T0 + 99
     assert "reference price 101.0" in rejection.detail and "deviates 9.0" in rejection.detail
+
+
+def shard_batches(streams: dict[str, list[float]], seed: int) -> list[pl.DataFrame]:
+    """The symbols' prices interleaved at random, cut at random into batches; a batch is
+    sometimes two frames put together, as a step gets them (a symbol in two runs)."""
+    rng = random.Random(seed)
+    order = [s for s, prices in streams.items() for _ in prices]
+    rng.shuffle(order)
+    taken = dict.fromkeys(streams, 0)
+    rows = []
+    for symbol in order:
+        rows.append((symbol, streams[symbol][taken[symbol]], taken[symbol]))
+        taken[symbol] += 1
+    cuts = sorted(rng.sample(range(1, len(rows)), 60))
+    batches = []
+    for start, end in itertools.pairwise([0, *cuts, len(rows)]):
+        frame = pl.DataFrame(rows[start:end], schema=["symbol", "price", "index"], orient="row")
+        frame = frame.sort("symbol", maintain_order=True)  # runs, as the split makes them
+        if rng.random() < 0.3 and frame.height > 1:  # two splits' frames, concatenated
+            half = frame.height // 2
+            frame = pl.concat([frame[half:], frame[:half]]).sort("index", maintain_order=True)
+        batches.append(frame)
+    return batches
+
+
+@pytest.mark.parametrize("rule", [RULE, OutlierRule(threshold=0.0), OutlierRule(1e-12, 10)])
+def test_a_shard_finds_the_outliers_each_symbols_own_guard_finds(rule):
+    streams = {f"S{i}": market(600, seed=i, fat_fingers=0.03) for i in range(6)}
+    streams["NEW"] = market(15, seed=99)  # a symbol short of a reference for a while
+    expected = {  # a threshold of 0 switches the guard off
+        symbol: plain_outliers(prices, rule) if rule.enabled else []
+        for symbol, prices in streams.items()
+    }
+    guard, found = ShardGuard(rule), {symbol: [] for symbol in streams}
+    for n, batch in enumerate(shard_batches(streams, seed=7)):
+        if n == 30:  # resumed from a snapshot halfway
+            guard = ShardGuard(rule, pickle.loads(pickle.dumps(guard.snapshot())))
+        runs = symbol_runs(batch)
+        outliers = guard.check(runs)
+        caught = runs.frame.filter(pl.Series(outliers.mask))
+        for (symbol, index), reference in zip(
+            caught.select("symbol", "index").iter_rows(), outliers.reference.tolist(), strict=True
+        ):
+            found[symbol].append((index, reference))
+    assert found == expected
+    if rule == RULE:
+        assert sum(map(len, expected.values())) > 60, "the streams have fat fingers"
