@@ -68,15 +68,28 @@ class SymbolRuns:
 def symbol_runs(frame: pl.DataFrame) -> SymbolRuns:
     """`frame` as runs of one symbol each. A frame split by `split_by_shard` is runs
     already; a step that took several of them at once gets them sorted stably by symbol."""
-    runs = frame.get_column("symbol").rle()
-    symbols = runs.struct.field("value").to_list()
+    symbols, lengths = run_lengths(frame.get_column("symbol"))
     if len(set(symbols)) < len(symbols):  # a symbol in two runs: its rows brought together
         frame = frame.sort("symbol", maintain_order=True)
-        runs = frame.get_column("symbol").rle()
-        symbols = runs.struct.field("value").to_list()
+        symbols, lengths = run_lengths(frame.get_column("symbol"))
     bounds = np.zeros(len(symbols) + 1, dtype=np.int64)
-    np.cumsum(runs.struct.field("len").to_numpy(), out=bounds[1:])
+    np.cumsum(lengths, out=bounds[1:])
     return SymbolRuns(frame, symbols, bounds)
+
+
+def run_lengths(symbols: pl.Series) -> tuple[list[str], np.ndarray]:
+    """The runs of equal symbols, in order: each one's symbol and length. A live poll's
+    few hundred rows by comparing neighbours in numpy: `Series.rle` costs ~125 us a call
+    whatever the size (a lazy query), ~10 us this way; past `_SMALL_SPLIT_ROWS`, `rle`."""
+    n = len(symbols)
+    if n > _SMALL_SPLIT_ROWS:
+        runs = symbols.rle()
+        return runs.struct.field("value").to_list(), runs.struct.field("len").to_numpy()
+    if n == 0:
+        return [], np.empty(0, dtype=np.int64)
+    values = symbols.to_numpy()
+    starts = np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
+    return values[starts].tolist(), np.diff(np.append(starts, n))
 
 
 def split_by_symbol(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:

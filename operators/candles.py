@@ -38,6 +38,7 @@ import polars as pl
 
 from candlewax.records import CANDLE_ROW, CandleBatch, DriftRecord, FlaggedTrades
 from candlewax.rows import appended, joined
+from candlewax.shards import run_lengths
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
@@ -314,8 +315,7 @@ class ShardCandles:
     def _symbol_ids(self, symbols: pl.Series) -> np.ndarray:
         """Each row's symbol as its index in the state (new symbols are added). Looked up
         once per run of equal symbols: the step's batches are runs, one per symbol."""
-        runs = symbols.rle()
-        names = runs.struct.field("value").to_list()
+        names, lengths = run_lengths(symbols)
         index = self._index
         for name in names:
             if name not in index:
@@ -323,7 +323,7 @@ class ShardCandles:
         ids = np.fromiter(map(index.__getitem__, names), np.int64, len(names))
         if len(names) == len(symbols):
             return ids
-        return np.repeat(ids, runs.struct.field("len").to_numpy())
+        return np.repeat(ids, lengths)
 
     def _add_symbol(self, name: str) -> None:
         state = self.state
