@@ -208,7 +208,7 @@ def decode_batch(
             rejected.append((row, _rejection(batch, row, why, where, detail, now)))
         keep &= ~has_problem
     columns = list(kind.columns)
-    valid = checked.select(*columns, "_row") if origin else checked.select(*columns)
+    valid = checked[[*columns, "_row"] if origin else columns]  # eager: no lazy query
     if not keep.all():
         valid = valid.filter(pl.Series(keep))
     rejected.sort(key=lambda pair: pair[0])
@@ -246,9 +246,12 @@ def _with_origin(trades: pl.DataFrame, batch: RawBatch) -> pl.DataFrame:
         position = pl.Series("_position", positions, dtype=pl.Int64)
     if trades.height != len(batch):
         raw, position = raw.gather(rows), position.gather(rows)
-    return trades.drop("_row").with_columns(
-        raw.cast(pl.Binary), pl.lit(batch.source, dtype=pl.String).alias("_source"), position
-    )
+    # Eager column operations: `drop` and `with_columns` go through a lazy query each,
+    # ~250 us of a live poll's decode; these ~25 us.
+    source = pl.Series("_source", [batch.source], dtype=pl.String).new_from_index(0, len(rows))
+    with_origin = trades.clone()
+    with_origin.drop_in_place("_row")
+    return with_origin.hstack([raw.cast(pl.Binary), source, position])
 
 
 def _checked(
