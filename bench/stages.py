@@ -19,17 +19,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import polars as pl
-
 from bench.common import SHAPES, shape_file
-from candlewax.records import TRADE, without_origin
-from candlewax.shards import symbol_runs
+from candlewax.metrics import FlowMetrics
+from candlewax.records import TRADE
 from config.settings import Settings
 from operators.candles import CandleSpec, ShardCandles
 from operators.decode import ValidationRules, decode_batch
 from operators.dedupe import ShardDeduplicator
 from operators.price_guard import OutlierRule, ShardGuard
-from operators.steps import _split
+from operators.steps import _DedupeLogic, _GuardLogic, _split
 from sinks.kafka import candle_messages
 from sinks.lake import CANDLES, TRADES
 from sources.file import NdjsonFileSource
@@ -52,9 +50,10 @@ def main() -> None:
 
     rules = ValidationRules(now_ms=lambda: 2**62)
     spec = CandleSpec()
-    # A step's state per shard of symbols, as in the flow.
-    dedupers: dict[str, ShardDeduplicator] = {}
-    guards: dict[str, ShardGuard] = {}
+    # The flow's steps, one per shard of symbols, as in the flow.
+    metrics = FlowMetrics()
+    dedupers: dict[str, _DedupeLogic] = {}
+    guards: dict[str, _GuardLogic] = {}
     engines: dict[str, ShardCandles] = {}
     shards = Settings.model_fields["shards"].default
     source = NdjsonFileSource(path, args.batch_size)
@@ -69,12 +68,17 @@ def main() -> None:
             parts = timed("split by shard + dedupe keys", _split, decoded, False, TRADE, shards)
             candles, flagged = [], []
             for key, frame in parts:
-                dedupe = dedupers.setdefault(key, ShardDeduplicator(300_000))
-                kept, _ = timed("dedupe", dedupe.filter, frame)
-                guard = guards.setdefault(key, ShardGuard(OutlierRule()))
-                timed("fat-finger guard", _guard, guard, kept)
-                engine = engines.setdefault(key, ShardCandles(spec, shards=shards))
-                events = timed("candle engine", engine.on_trades, kept)
+                dedupe = dedupers.get(key) or _DedupeLogic(ShardDeduplicator(300_000), metrics)
+                guard = guards.get(key) or _GuardLogic(ShardGuard(OutlierRule()), metrics)
+                engine = engines.get(key) or ShardCandles(spec, shards=shards)
+                dedupers[key], guards[key], engines[key] = dedupe, guard, engine
+                kept, _ = timed("dedupe", dedupe.on_batch, [frame])
+                if not kept:
+                    continue
+                (guarded,), _ = timed("fat-finger guard", guard.on_batch, kept)
+                if guarded.trades is None:
+                    continue
+                events = timed("candle engine", engine.on_trades, guarded.trades)
                 flagged.append(events.trades)
                 if events.candles is not None:
                     candles.append(events.candles)
@@ -87,12 +91,6 @@ def main() -> None:
     for stage, spent in seconds.items():
         print(f"  {stage:<36} {spent / args.trades * 1e6:6.2f} us/trade  ({spent:5.2f} s)")
     print(f"  {'all stages':<36} {total / args.trades * 1e6:6.2f} us/trade  ({total:5.2f} s)")
-
-
-def _guard(guard: ShardGuard, trades: pl.DataFrame) -> Any:
-    """What the guard step does with a shard's trades, the original bytes dropped after."""
-    outliers = guard.check(symbol_runs(trades))
-    return without_origin(trades if not len(outliers) else trades.filter(~outliers.mask))
 
 
 def _parquet(to_frame: Callable[[Any], Any], items: Any) -> None:

@@ -50,6 +50,27 @@ def shard_key(symbol: str, shards: int) -> str:
     return shard_keys(shards)[shard_of(symbol, shards)]
 
 
+def of_earlier_version(what: str) -> ValueError:
+    """The error for a recovery snapshot of one symbol's `what` (the candles, the
+    duplicate filter, the price history), as versions before the steps were keyed by
+    shard kept them: this version cannot resume it. Each step's state raises it; the
+    step stops the flow with its one line."""
+    return ValueError(
+        f"this recovery snapshot holds {what} of one symbol, as earlier versions of "
+        "candlewax kept them; it cannot be resumed: finish the run with the version that "
+        "wrote it, then start with a new recovery store (CHANGELOG, 'Unreleased')"
+    )
+
+
+def check_by_symbol(state: object, kind: type, what: str) -> None:
+    """A resumed state of a shard's step is None or each symbol's `kind` by symbol;
+    anything else is one symbol's, of an earlier version (`of_earlier_version`)."""
+    if state is None:
+        return
+    if not isinstance(state, dict) or not all(isinstance(v, kind) for v in state.values()):
+        raise of_earlier_version(what)
+
+
 @dataclass(frozen=True)
 class SymbolRuns:
     """A frame of rows of several symbols as runs: each symbol's rows together, in their

@@ -38,7 +38,7 @@ import polars as pl
 
 from candlewax.records import CANDLE_ROW, CandleBatch, DriftRecord, FlaggedTrades
 from candlewax.rows import appended, joined
-from candlewax.shards import run_lengths
+from candlewax.shards import of_earlier_version, run_lengths
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
@@ -265,12 +265,7 @@ class ShardCandles:
         """`shards`: how many shards the flow spreads symbols over; a resumed state must
         have been written with as many (its symbols are those of one shard of them)."""
         if state is not None and not isinstance(state.max_ts, np.ndarray):
-            raise ValueError(
-                "this recovery snapshot holds the candles of one symbol, as earlier "
-                "versions of candlewax kept them; it cannot be resumed: finish the run "
-                "with the version that wrote it, then start with a new recovery store "
-                "(CHANGELOG, 'Unreleased')"
-            )
+            raise of_earlier_version("the candles")
         if state is not None and state.shards != shards:
             raise ValueError(
                 f"this recovery snapshot spreads symbols over {state.shards} shards, and "

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from candlewax.records import TRADE, MessageKind
-from candlewax.shards import symbol_runs
+from candlewax.shards import check_by_symbol, symbol_runs
 
 # A trade id that is a canonical decimal integer is kept as a Python int: dict lookups of
 # ints cost a tenth of those of fresh strings. Non-canonical ids ("007", "A-1") stay text,
@@ -199,6 +199,9 @@ class ShardDeduplicator:
     polars whatever its size, and a live poll touches hundreds of symbols."""
 
     def __init__(self, horizon_ms: int, state: dict[str, DedupeState] | None = None):
+        """`state`: a snapshot's, each symbol's `DedupeState` (ValueError for one of an
+        earlier version, a single symbol's)."""
+        check_by_symbol(state, DedupeState, "the duplicate filter")
         self.horizon_ms = horizon_ms
         self._symbols = {
             symbol: Deduplicator(horizon_ms, kept) for symbol, kept in (state or {}).items()

@@ -30,7 +30,7 @@ import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from candlewax.records import RejectReason
-from candlewax.shards import SymbolRuns
+from candlewax.shards import SymbolRuns, check_by_symbol
 
 MIN_REFERENCE_TRADES = 10
 # What the shortcut leaves to rounding: a batch whose bound is within this of the
@@ -234,6 +234,9 @@ class ShardGuard:
     fat finger may be in has its medians computed."""
 
     def __init__(self, rule: OutlierRule, state: dict[str, GuardState] | None = None):
+        """`state`: a snapshot's, each symbol's `GuardState` (ValueError for one of an
+        earlier version, a single symbol's)."""
+        check_by_symbol(state, GuardState, "the price history")
         self.rule = rule
         self._symbols = {symbol: PriceGuard(rule, kept) for symbol, kept in (state or {}).items()}
 

@@ -7,9 +7,10 @@ steps; results that fork come back as small frozen dataclasses.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol, TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 import bytewax.operators as op
 import numpy as np
@@ -42,6 +43,7 @@ from operators.quote_windows import QuoteBarState, QuoteEvents, SymbolQuoteBars
 
 # The counters a decode or dedupe step counts in: the trades' or the quotes'.
 Counters = FlowMetrics | QuoteMetrics
+_T = TypeVar("_T")
 _E = TypeVar("_E")  # what a window engine's step produces
 _S = TypeVar("_S")  # what it keeps in a snapshot
 _E_co = TypeVar("_E_co", covariant=True)
@@ -132,25 +134,22 @@ def dedupe(
     keys come from the decode step. Keyed by shard of symbols or by symbol, as `up`."""
 
     def build(resume: dict[str, DedupeState] | None) -> _DedupeLogic:
-        _check_resumed(resume, DedupeState)
-        return _DedupeLogic(ShardDeduplicator(horizon_ms, resume), metrics)
+        dedupe = _resumed(resume, lambda: ShardDeduplicator(horizon_ms, resume))
+        return _DedupeLogic(dedupe, metrics)
 
     return op.stateful_batch("dedupe_state", up, build)
 
 
-def _check_resumed(resume: Any, kept: type) -> None:
-    """Stop with one line when a recovery store holds what an earlier version kept (a
-    step's state per symbol, not a dict of them per shard)."""
+def _resumed(resume: object, build: Callable[[], _T]) -> _T:
+    """A step's state built from its recovery snapshot `resume` (or afresh, None), or the
+    flow stopped with one line when the snapshot is one this version cannot resume: the
+    state says why (ValueError)."""
     if resume is None:
-        return
-    if not isinstance(resume, dict) or not all(isinstance(v, kept) for v in resume.values()):
-        why = (
-            f"this recovery snapshot holds the {kept.__name__} of one symbol, as earlier "
-            "versions of candlewax kept it; it cannot be resumed: finish the run with the "
-            "version that wrote it, then start with a new recovery store (CHANGELOG, "
-            "'Unreleased')"
-        )
-        fail(PipelineError("the recovery store", why, EXIT_USAGE))
+        return build()
+    try:
+        return build()
+    except ValueError as error:
+        fail(PipelineError("the recovery store", str(error), EXIT_USAGE))
 
 
 # --- the fat-finger guard ----------------------------------------------------------------
@@ -200,8 +199,7 @@ def price_guard(
     by more than the rule's threshold (`operators.price_guard`)."""
 
     def build(resume: dict[str, GuardState] | None) -> _GuardLogic:
-        _check_resumed(resume, GuardState)
-        return _GuardLogic(ShardGuard(rule, resume), metrics)
+        return _GuardLogic(_resumed(resume, lambda: ShardGuard(rule, resume)), metrics)
 
     guarded = op.stateful_batch("guard_state", up, build)
     return GuardOut(
@@ -360,10 +358,7 @@ def candles(
     `forming_interval_s` > 0, also the forming candles of the open windows."""
 
     def build(resume: CandleState | None) -> _CandleLogic:
-        try:
-            engine = ShardCandles(spec, resume, shards)
-        except ValueError as error:  # a recovery store this flow cannot resume
-            fail(PipelineError("the recovery store", str(error), EXIT_USAGE))
+        engine = _resumed(resume, lambda: ShardCandles(spec, resume, shards))
         if resume is not None:  # checked above: a state of this version
             engine.state.resumed_at(INPUT_CLOCK.now_ms())
         return _CandleLogic(engine, metrics, forming_interval_s)

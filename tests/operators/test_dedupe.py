@@ -6,6 +6,7 @@ import pickle
 import random
 
 import polars as pl
+import pytest
 
 from operators.dedupe import DedupeState, Deduplicator, ShardDeduplicator, with_dedupe_keys
 from tests.factories import T0
@@ -166,3 +167,13 @@ def test_a_shard_keeps_what_each_symbols_own_filter_keeps():
         start = end
     assert got == expected
     assert sum(len(ids) for _, ids in streams.values()) - sum(map(len, got.values())) > 500
+
+
+def test_a_snapshot_of_one_symbol_from_an_earlier_version_is_refused_with_a_clear_error():
+    """Earlier versions kept a `DedupeState` per symbol; a shard's step keeps a dict of
+    them. Resumed as a shard's, its ids would be no symbol's: duplicates would pass."""
+    earlier = pickle.loads(pickle.dumps(Deduplicator(1_000).snapshot()))
+    with pytest.raises(ValueError, match=r"duplicate filter of one symbol.*new recovery store"):
+        ShardDeduplicator(1_000, earlier)
+    resumed = ShardDeduplicator(1_000, {"BTC-USD": earlier})  # a shard's: resumes
+    assert resumed.filter(trades_frame([(T0, 1.0, 1.0)], ids=[1]))[1] == 0

@@ -205,3 +205,11 @@ def test_a_shard_finds_the_outliers_each_symbols_own_guard_finds(rule):
     assert found == expected
     if rule == RULE:
         assert sum(map(len, expected.values())) > 60, "the streams have fat fingers"
+
+
+def test_a_snapshot_of_one_symbol_from_an_earlier_version_is_refused_with_a_clear_error():
+    """Earlier versions kept a `GuardState` per symbol; a shard's step keeps a dict."""
+    earlier = pickle.loads(pickle.dumps(PriceGuard(RULE).snapshot()))
+    with pytest.raises(ValueError, match=r"price history of one symbol.*new recovery store"):
+        ShardGuard(RULE, earlier)
+    assert ShardGuard(RULE, {"BTC-USD": earlier}).snapshot() == {"BTC-USD": earlier}
