@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     restatement: bool = False
     restatement_horizon: DurationMs = 300_000
     live_interval: DurationMs = 200
+    watermark_jitter: DurationMs = 100
     outlier_threshold: float = Field(default=0.1, ge=0)
     outlier_trades: int = Field(default=50, ge=10, le=100_000)
     shards: int = Field(default=4, ge=1, le=4_096)
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
         "drift_retention",
         "restatement_horizon",
         "live_interval",
+        "watermark_jitter",
         "sim_duration",
         "ts_max_future",
         "serving_retry_timeout",

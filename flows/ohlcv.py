@@ -206,6 +206,7 @@ def candle_spec(settings: Settings) -> CandleSpec:
         ),
         restatement=settings.restatement,
         restatement_horizon_ms=settings.restatement_horizon,
+        watermark_jitter_ms=settings.watermark_jitter,
     )
 
 

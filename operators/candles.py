@@ -42,7 +42,7 @@ from candlewax.shards import of_earlier_version, run_lengths
 from config.durations import format_duration
 from operators.bars import Bar, window_start
 from operators.drift import DriftPolicy, drift_record
-from operators.event_time import NO_TS, arrivals, next_close_at_ms, watermarks
+from operators.event_time import NO_TS, anchors, arrivals, next_close_at_ms, watermarks
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,15 @@ class CandleSpec:
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     restatement: bool = False
     restatement_horizon_ms: int = 300_000
+    # Live: how much slower than its symbol's earlier ones a message may come without
+    # holding the running watermark back (`operators.event_time.anchors`); 0 restarts it
+    # from every newest message's arrival. `CANDLEWAX_WATERMARK_JITTER` (100 ms).
+    watermark_jitter_ms: int = 0
+
+    @property
+    def jitter_ms(self) -> int:
+        """The watermark jitter in force: never more than the allowed lateness."""
+        return min(self.watermark_jitter_ms, self.allowed_lateness_ms)
 
     @property
     def keep_closed_ms(self) -> int:
@@ -167,7 +176,8 @@ class CandleState:
     symbols: list[str] = field(default_factory=list)
     shards: int = 1  # how many shards the symbols were spread over (`candlewax.shards`)
     max_ts: np.ndarray = field(default_factory=lambda: _NO_INTS)  # NO_TS: none yet
-    # Input-clock time when `max_ts` last advanced (live).
+    # Live: the input-clock time each symbol's watermark runs from, about when `max_ts`
+    # was seen (`operators.event_time.anchors`).
     max_ts_seen_at_ms: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
     next_seq: np.ndarray = field(default_factory=lambda: _NO_INTS)
     pending: PendingTrades = field(default_factory=PendingTrades)
@@ -417,8 +427,15 @@ class ShardCandles:
         batch_max = np.full(len(state.symbols), NO_TS)
         np.maximum.at(batch_max, sym, ts)
         advanced = batch_max > state.max_ts  # NO_TS is below every event time
+        if spec.live:
+            state.max_ts_seen_at_ms[advanced] = anchors(
+                state.max_ts_seen_at_ms[advanced],
+                state.max_ts[advanced],
+                batch_max[advanced],
+                now_ms,
+                spec.jitter_ms,
+            )
         state.max_ts[advanced] = batch_max[advanced]
-        state.max_ts_seen_at_ms[advanced] = now_ms
         self._close_and_expire(self.watermarks(now_ms), events)
         events.trades = FlaggedTrades(trades, late, seq)
         return events

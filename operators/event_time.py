@@ -1,10 +1,11 @@
 """The event-time rules every window engine shares (trade candles, quote bars).
 
 The watermark of a symbol is its newest event time minus the allowed lateness; live, it
-also advances with the input clock while the symbol is idle (`candlewax.input_clock`).
-A message is late when its base window had closed when it arrived: the decision is made
-per message against the watermark of the messages before it, so it depends on the order
-of the input only, never on how it was batched.
+also advances with the input clock (`candlewax.input_clock`) from the symbol's *anchor*,
+the clock time its newest event time was seen (`anchors`), so a quiet symbol's windows
+close. A message is late when its base window had closed when it arrived: the decision
+is made per message against the watermark of the messages before it, so it depends on
+the order of the input only, never on how it was batched.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def watermarks(
     max_ts: np.ndarray, seen_at_ms: np.ndarray, lateness_ms: int, live: bool, now_ms: float
 ) -> np.ndarray:
     """The watermark of each symbol whose newest event time is `max_ts` (NO_TS: none
-    yet, watermark -inf), first seen (input clock) at `seen_at_ms`."""
+    yet, watermark -inf), live running from `seen_at_ms` (input clock, `anchors`)."""
     has = max_ts != NO_TS
     wm = np.full(len(max_ts), -math.inf)
     event_wm = max_ts[has] - lateness_ms
@@ -35,6 +36,33 @@ def watermarks(
     else:
         wm[has] = event_wm
     return wm
+
+
+def anchors(
+    anchor_ms: np.ndarray,
+    max_ts: np.ndarray,
+    new_max_ts: np.ndarray,
+    now_ms: float,
+    jitter_ms: float,
+) -> np.ndarray:
+    """The input-clock time each symbol's live watermark runs from once its newest event
+    time moves from `max_ts` (NO_TS: none yet) to `new_max_ts` at `now_ms`, given the
+    anchor it ran from (`anchor_ms`).
+
+    Restarting from every newest message's arrival (`now_ms`) would tie each window's
+    close to the feed's latency for that one message: a message that came slower than
+    the ones before it (the broker's batching, a fetch wait, a poll) pulls the running
+    watermark back, and a symbol's candle waits on whichever message happened to be its
+    newest. The anchor moves on by the event time gained instead, as if the message had
+    come at the pace of the ones before it, so the watermark keeps running; but never to
+    before `now_ms - jitter_ms`: a message slower than that pace by up to `jitter_ms`
+    does not hold the watermark back, a slower one holds it back by the excess. So the
+    watermark is never more than `jitter_ms` ahead of where the message's arrival alone
+    puts it (`jitter_ms = 0`: exactly there), and a feed whose latency grows for good (a
+    replay slower than real time) is followed that closely. A message faster than the
+    pace anchors it at its arrival."""
+    moved = np.clip(anchor_ms + (new_max_ts - max_ts), now_ms - jitter_ms, now_ms)
+    return np.where(max_ts == NO_TS, now_ms, moved)
 
 
 def next_close_at_ms(
@@ -189,8 +217,10 @@ class WindowEngine(Generic[EventsT]):
         """A batch's newest event time moves the watermark: close and expire up to it."""
         state = self.state
         if state.max_ts is None or batch_max > state.max_ts:
+            max_ts, anchor = self._known()
+            moved = anchors(anchor, max_ts, np.array([batch_max]), now_ms, self.spec.jitter_ms)
             state.max_ts = batch_max
-            state.max_ts_seen_at_ms = now_ms
+            state.max_ts_seen_at_ms = float(moved[0])
         wm = self.watermark(now_ms)
         self._close_until(wm, events)
         self._expire(wm)

@@ -260,6 +260,63 @@ def test_live_watermark_advances_with_system_time_so_an_idle_symbol_closes():
     assert [c.resolution for c in candles_of(engine.on_clock(60_800.0))] == ["10s"]
 
 
+def _live(jitter_ms: int) -> ShardCandles:
+    return ShardCandles(
+        CandleSpec(
+            resolutions=(1_000, 10_000),
+            allowed_lateness_ms=1_000,
+            live=True,
+            watermark_jitter_ms=jitter_ms,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("second_seen_at", "jitter_ms", "close_at"),
+    [
+        # 60 ms slower than the first trade's pace (within the jitter): not held back
+        (50_160.0, 100, 51_800.0),
+        # 250 ms slower: held back by what is beyond the jitter (150 ms), so the watermark
+        # runs 100 ms ahead of where this trade's arrival alone puts it (52,050)
+        (50_350.0, 100, 51_950.0),
+        # 50 ms faster: the watermark runs from its arrival (newest event time - lateness)
+        (50_050.0, 100, 51_750.0),
+        # jitter 0: every newest trade restarts the watermark from its arrival
+        (50_160.0, 0, 51_860.0),
+    ],
+)
+def test_a_slower_newest_trade_holds_the_live_watermark_back_only_beyond_the_jitter(
+    second_seen_at, jitter_ms, close_at
+):
+    engine = _live(jitter_ms)
+    engine.on_trades(trades_frame([(T0 + 200, 1.0, 1.0)]), now_ms=50_000.0)
+    assert engine.next_close_at_ms() == pytest.approx(51_800.0)
+    # 100 ms of event time later; the trade came at `second_seen_at` of the input clock
+    engine.on_trades(trades_frame([(T0 + 300, 2.0, 1.0)]), now_ms=second_seen_at)
+    assert engine.next_close_at_ms() == pytest.approx(close_at)
+    assert candles_of(engine.on_clock(close_at - 1.0)) == []
+    closed = candles_of(engine.on_clock(close_at))
+    assert [(c.resolution, c.close, c.trade_count) for c in closed] == [("1s", 2.0, 2)]
+
+
+def test_a_feed_slower_than_real_time_is_followed_and_no_trade_turns_late():
+    """Event time gaining 50 ms per 100 ms of the clock (a replay at half speed): a
+    watermark that kept running with the clock would overtake the trades after 2 s."""
+    engine = _live(100)
+    late, closed = [], 0
+    for i in range(200):  # 20 s of the clock, 10 s of event time
+        now = 50_000.0 + 100.0 * i
+        closed += len(candles_of(engine.on_clock(now)))
+        events = engine.on_trades(trades_frame([(T0 + 50 * i, 1.0, 1.0)]), now_ms=now)
+        late += events.trades.late.tolist()
+        closed += len(candles_of(events))
+    assert not any(late)
+    # The watermark follows the feed, at most the jitter ahead of the newest trade's
+    # event time minus the lateness (T0 + 9,950 - 1,000 + 100): the 1 s windows that end
+    # by T0 + 9 s have closed, the newest trade's has not.
+    assert closed == 9
+
+
 def test_bounded_input_ignores_system_time_and_closes_everything_at_the_end():
     engine = ShardCandles(SPEC)
     engine.on_trades(trades_frame([(T0 + 200, 1.0, 1.0)]), now_ms=0.0)

@@ -223,3 +223,27 @@ def test_a_live_symbol_closes_its_windows_as_the_clock_runs():
     ]
     ten = quote_bar_frame([engine.on_clock(10_400.0).bars])
     assert ten.select("resolution", "spread_twa").rows() == [("10s", (1 * 500 + 2 * 9_400) / 9_900)]
+
+
+def test_a_slower_newest_quote_holds_the_live_watermark_back_only_beyond_the_jitter():
+    spec = CandleSpec(
+        resolutions=(1_000, 10_000),
+        allowed_lateness_ms=LATENESS,
+        live=True,
+        watermark_jitter_ms=100,
+    )
+    engine = SymbolQuoteBars(spec)
+
+    def quotes(*ts):
+        batch = RawBatch("q", [quote("A", 1, 2, t) for t in ts], range(len(ts)))
+        return decode_batch(batch, RULES, origin=False, kind=QUOTE).valid
+
+    engine.on_quotes(quotes(T0 + 100), now_ms=0.0)
+    # 500 ms of event time later, seen 560 ms later (60 ms slower than the first one's
+    # pace, within the jitter): the watermark runs on as if it came at that pace, 500
+    engine.on_quotes(quotes(T0 + 600), now_ms=560.0)
+    assert engine.next_close_at_ms() == 500.0 + (T0 + 1_000 + LATENESS - (T0 + 600))
+    # 1 s of event time after that, seen 1,300 ms later (300 ms slower): it runs from
+    # 100 ms (the jitter) before this quote's arrival, not from the pace's 1,500
+    engine.on_quotes(quotes(T0 + 1_600), now_ms=1_860.0)
+    assert engine.next_close_at_ms() == 1_760.0 + (T0 + 1_000 + LATENESS - (T0 + 1_600))
