@@ -67,11 +67,19 @@ class InputClock:
             self._advance(self._wall_ms())
             return self._value
 
-    def wall_at(self, clock_ms: float, min_wait_ms: float = 20.0) -> float:
-        """The wall time (ms) at which the clock reaches `clock_ms` if it runs from now on;
-        at least `min_wait_ms` ahead, so a stalled clock is polled, not spun on."""
-        now = self._wall_ms()
-        return now + max(min_wait_ms, clock_ms - self.now_ms())
+    def wall_at(
+        self, clock_ms: float, min_wait_ms: float = 1.0, stalled_wait_ms: float = 20.0
+    ) -> float:
+        """The wall time (ms) at which the clock reaches `clock_ms` if it runs from now on:
+        at least `min_wait_ms` ahead while it runs (a live window's close waits on this),
+        `stalled_wait_ms` while it stands still, so a stalled clock is polled, not spun
+        on."""
+        with self._lock:
+            now = self._wall_ms()
+            self._advance(now)
+            running = self._last is not None
+            reading = self._value
+        return now + max(min_wait_ms if running else stalled_wait_ms, clock_ms - reading)
 
     def _fresh(self, now: float) -> bool:
         return all(now - at <= self.max_gap_ms for at in self._confirmed.values())

@@ -75,4 +75,10 @@ def test_wall_at_converts_a_reading_to_when_it_may_come_and_never_spins():
     clock = InputClock(max_gap_ms=250, wall_ms=wall)
     now = clock.now_ms()
     assert clock.wall_at(now + 700) == wall.ms + 700
-    assert clock.wall_at(now - 5) == wall.ms + 20
+    assert clock.wall_at(now + 3) == wall.ms + 3  # a close due soon is not put off
+    assert clock.wall_at(now - 5) == wall.ms + 1
+    clock.behind("p0")  # the clock stands still: it is polled every 20 ms, not spun on
+    wall.ms += 1_000
+    stalled = clock.now_ms()
+    assert clock.wall_at(stalled + 3) == wall.ms + 20
+    assert clock.wall_at(stalled + 700) == wall.ms + 700
