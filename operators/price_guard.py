@@ -22,6 +22,7 @@ the medians are not computed at all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +176,15 @@ def _vouched(high: Any, window_low: Any, low: Any, window_high: Any, bound: floa
     return (high / window_low - 1.0 <= bound) & (1.0 - low / window_high <= bound)
 
 
+_NO_RANGE = (math.inf, -math.inf)
+
+
+def _vouched_floats(known: tuple[float, float], low: float, high: float, bound: float) -> bool:
+    """`_vouched` of a batch from `low` to `high` with a history within `known`."""
+    lowest, highest = min(known[0], low), max(known[1], high)
+    return bool(_vouched(highest, lowest, lowest, highest, bound))
+
+
 @dataclass
 class GuardState:
     """What the guard keeps of a symbol: the prices of its newest trades, oldest first
@@ -189,7 +199,10 @@ class PriceGuard:
     def __init__(self, rule: OutlierRule, state: GuardState | None = None):
         self.rule = rule
         self.state = state if state is not None else GuardState(np.empty(0))
-        self._range: tuple[float, float] | None = None  # of `state.recent`, when known
+        # Bounds of the prices in `state.recent`, when known: exactly their range, or (after
+        # `extend`) a range around it, which can only make `vouches` stricter.
+        self._range: tuple[float, float] | None = None
+        self._range_exact = False
 
     def check(self, prices: np.ndarray) -> Outliers:
         """The outliers of a batch; every price, outliers included, joins the history."""
@@ -206,22 +219,34 @@ class PriceGuard:
         rule = self.rule
         if not rule.enabled or len(self.state.recent) + count <= MIN_REFERENCE_TRADES:
             return True
-        if rule.threshold <= _BOUND_MARGIN:
+        bound = rule.threshold - _BOUND_MARGIN
+        if bound <= 0:
             return False
-        if self._range is None:
-            recent = self.state.recent
-            self._range = (recent.min(), recent.max()) if len(recent) else (np.inf, -np.inf)
-        lowest, highest = min(self._range[0], low), max(self._range[1], high)
-        return bool(_vouched(highest, lowest, lowest, highest, rule.threshold - _BOUND_MARGIN))
-
-    def extend(self, prices: np.ndarray) -> None:
-        """A batch joins the history unchecked (one `vouches` cleared)."""
+        # Bounds kept from batch to batch first (Python floats: the usual batch of a live
+        # poll is a trade or two per symbol, and two array reductions per symbol were
+        # most of the guard's cost); the exact range when those are too wide.
+        if self._range is not None:
+            if _vouched_floats(self._range, low, high, bound):
+                return True
+            if self._range_exact:
+                return False
         recent = self.state.recent
+        self._range = (float(recent.min()), float(recent.max())) if len(recent) else _NO_RANGE
+        self._range_exact = True
+        return _vouched_floats(self._range, low, high, bound)
+
+    def extend(self, prices: np.ndarray, low: float, high: float) -> None:
+        """A batch of prices from `low` to `high` joins the history unchecked (one
+        `vouches` cleared)."""
+        recent, known = self.state.recent, self._range
         self._keep(np.concatenate((recent, prices)) if len(recent) else prices)
+        if known is not None:  # the prices that left the history can only narrow it
+            self._range = (min(known[0], low), max(known[1], high))
 
     def _keep(self, joined: np.ndarray) -> None:
         self.state = GuardState(joined[-self.rule.trades :].copy())
         self._range = None
+        self._range_exact = False
 
     def snapshot(self) -> GuardState:
         return self.state
@@ -255,7 +280,7 @@ class ShardGuard:
             if guard is None:
                 guard = self._symbols[symbol] = PriceGuard(self.rule)
             if guard.vouches(low, high, end - first):
-                guard.extend(prices[first:end])
+                guard.extend(prices[first:end], low, high)
                 continue
             outliers = guard.check(prices[first:end])
             if len(outliers):
