@@ -121,21 +121,24 @@ class Deduplicator:
         """
         if trades.height == 0:
             return trades, 0
-        keep = self.keep(dedupe_keys(trades), trades.get_column("ts").to_numpy())
+        keep = self.keep(dedupe_keys(trades), trades.get_column("ts").to_list())
         if keep is None:
             return trades, 0
         return trades.filter(pl.Series(keep, dtype=pl.Boolean)), keep.count(False)
 
-    def keep(self, keys: list[int | str | None], ts: np.ndarray) -> list[bool] | None:
+    def keep(self, keys: list[int | str | None], ts: list[int]) -> list[bool] | None:
         """Which of a batch of this symbol's trades to keep (their keys, `dedupe_keys`,
-        and event times, in arrival order); None: all of them (the usual case)."""
+        and event times, in arrival order); None: all of them (the usual case).
+
+        Python lists, not arrays: a live poll gives each symbol a trade or two, where
+        each numpy call costs more than the work."""
         if not keys:
             return None
         state = self.state
         if None not in keys:
-            present, present_ts = keys, ts.tolist()
+            present, present_ts = keys, ts
         else:
-            pairs = [(k, t) for k, t in zip(keys, ts.tolist(), strict=True) if k is not None]
+            pairs = [(k, t) for k, t in zip(keys, ts, strict=True) if k is not None]
             present, present_ts = [k for k, _ in pairs], [t for _, t in pairs]
         distinct = set(present)
         keep = None
@@ -147,12 +150,12 @@ class Deduplicator:
             # The common case: nothing seen before and no repeat inside the batch.
             state.current.update(zip(present, present_ts, strict=True))  # type: ignore[arg-type]
             self._log.append((tuple(present), tuple(present_ts)))  # type: ignore[arg-type]
-            newest = int(ts.max())
+            newest = max(ts)
         else:
-            running = np.maximum.accumulate(ts)
+            running = np.maximum.accumulate(np.asarray(ts, dtype=np.int64))
             if state.max_ts is not None:
                 np.maximum(running, state.max_ts, out=running)
-            keep = self._keep_mask(keys, ts.tolist(), (running - self.horizon_ms).tolist())
+            keep = self._keep_mask(keys, ts, (running - self.horizon_ms).tolist())
             newest = int(running[-1])
         self._advance(newest)
         return keep
@@ -214,7 +217,7 @@ class ShardDeduplicator:
             return trades, 0
         runs = symbol_runs(trades)
         keys = dedupe_keys(runs.frame)
-        ts = runs.frame.get_column("ts").to_numpy()
+        ts = runs.frame.get_column("ts").to_list()
         mask: np.ndarray | None = None
         for symbol, first, end in runs:
             dedupe = self._symbols.get(symbol)
