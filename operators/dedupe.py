@@ -9,6 +9,7 @@ the symbol's newest event time (this trade included) minus the horizon.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,13 +36,19 @@ def with_dedupe_keys(
     Identical trades in one millisecond are legitimate in real markets, so messages without
     an id pass untouched unless fingerprinting is switched on.
     """
+    return messages.with_columns(*_key_expressions(fingerprint, kind))
+
+
+@functools.cache
+def _key_expressions(fingerprint: bool, kind: MessageKind) -> tuple[pl.Expr, pl.Expr]:
+    """The key columns' expressions, built once (~60 us a batch, a live poll's split)."""
     message_id = pl.col(kind.id_field)
     canonical = message_id.str.contains(_CANONICAL_INT)
     text = pl.when(canonical).then(None).otherwise(message_id)
     if fingerprint:
         digest = pl.struct(list(kind.fingerprint_columns)).hash(seed=0x5EED).cast(pl.String)
         text = pl.coalesce(text, pl.when(message_id.is_null()).then(pl.lit("fp:") + digest))
-    return messages.with_columns(
+    return (
         pl.when(canonical).then(message_id.str.to_integer(strict=False)).alias("_key_int"),
         text.alias("_key_str"),
     )
