@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -133,6 +133,9 @@ class DecodedBatch:
     received: int
 
 
+# Which read made a frame, which is what the exact path must judge of it (`_checked`):
+# the strict read, the careful read, or messages the exact path itself read.
+ReadPath = Literal["unvouched", "doubtful", "vouched"]
 FILTERED = "filtered"
 Problem = tuple[str, str | None, str]
 # What `verdict` says of one message: a problem, FILTERED, or the contract fields.
@@ -257,7 +260,7 @@ def _with_origin(trades: pl.DataFrame, batch: RawBatch) -> pl.DataFrame:
 def _checked(
     frame: pl.DataFrame,
     rows: Sequence[int],
-    read: str,
+    read: ReadPath,
     rules: ValidationRules,
     now: int,
     kind: MessageKind,
@@ -438,7 +441,7 @@ def _read_rows(rows: list[bytes], reader: _Reader) -> pl.DataFrame:
 
 
 @functools.cache
-def _check_expressions(kind_name: str, read: str, accept_locked: bool) -> tuple[pl.Expr, ...]:
+def _check_expressions(kind_name: str, read: ReadPath, accept_locked: bool) -> tuple[pl.Expr, ...]:
     """The check columns of `_checked` for a `read` ("unvouched": the strict read,
     "doubtful": the careful one, "vouched": messages the exact path read)."""
     reader = _READERS[kind_name]
