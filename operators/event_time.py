@@ -104,15 +104,15 @@ def arrivals(
     live)."""
     n = len(ts)
     order = None
-    if (sym == sym[0]).all():  # one symbol (a quote engine's every batch): in order already
-        s_sorted, ts_sorted = sym, ts
-        firsts, segment = np.zeros(1, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    else:
-        order = np.argsort(sym, kind="stable")  # each symbol's messages together, in order
+    s_sorted, ts_sorted = sym, ts
+    firsts = _run_starts(sym)
+    if len(set(sym[firsts].tolist())) < len(firsts):
+        # A symbol in two runs: each symbol's messages brought together, in order. (A
+        # shard's batch is one run per symbol already, a quote engine's one run.)
+        order = np.argsort(sym, kind="stable")
         s_sorted, ts_sorted = sym[order], ts[order]
-        cuts = np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1
-        firsts = np.concatenate(([0], cuts))
-        segment = np.repeat(np.arange(len(firsts)), np.diff(np.concatenate((firsts, [n]))))
+        firsts = _run_starts(s_sorted)
+    segment = np.repeat(np.arange(len(firsts)), np.diff(np.append(firsts, n)))
     before = max_ts[s_sorted[firsts]]
     new_symbol = before == NO_TS
     # The newest event time before each message: the running maximum within its symbol,
@@ -140,6 +140,11 @@ def arrivals(
         values[order] = column
         unsorted.append(values)
     return Arrivals(*unsorted)
+
+
+def _run_starts(sym: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of `sym` starts."""
+    return np.concatenate(([0], np.flatnonzero(sym[1:] != sym[:-1]) + 1))
 
 
 def _segment_running_max(values: np.ndarray, firsts: np.ndarray, segment: np.ndarray) -> np.ndarray:
