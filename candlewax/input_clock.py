@@ -63,9 +63,7 @@ class InputClock:
 
     def now_ms(self) -> float:
         """The clock's reading: wall time minus every stretch the input was not caught up."""
-        with self._lock:
-            self._advance(self._wall_ms())
-            return self._value
+        return self._reading()[1]
 
     def wall_at(
         self, clock_ms: float, min_wait_ms: float = 1.0, stalled_wait_ms: float = 20.0
@@ -74,12 +72,15 @@ class InputClock:
         at least `min_wait_ms` ahead while it runs (a live window's close waits on this),
         `stalled_wait_ms` while it stands still, so a stalled clock is polled, not spun
         on."""
+        now, reading, running = self._reading()
+        return now + max(min_wait_ms if running else stalled_wait_ms, clock_ms - reading)
+
+    def _reading(self) -> tuple[float, float, bool]:
+        """Wall time now, the clock's reading then, and whether the clock is running."""
         with self._lock:
             now = self._wall_ms()
             self._advance(now)
-            running = self._last is not None
-            reading = self._value
-        return now + max(min_wait_ms if running else stalled_wait_ms, clock_ms - reading)
+            return now, self._value, self._last is not None
 
     def _fresh(self, now: float) -> bool:
         return all(now - at <= self.max_gap_ms for at in self._confirmed.values())
