@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -58,6 +59,21 @@ class KafkaHealth:
         connection the broker closes (`connections.max.idle.ms`) says nothing about the
         flow's reading, and would log an outage that is not there."""
         return {"error_cb": self._helper_error, "logger": _QuietLogger()}
+
+    def producer_config(self, pending: Callable[[], int]) -> dict[str, Any]:
+        """For a producer: an outage matters to it only while it has messages to deliver
+        (`pending()`). An idle one (the dead-letter queue of a clean stream) would say
+        "unreachable" and never "reachable again", since only a delivery shows that, and
+        it serves the callbacks of a past outage at its next flush, even at the end of a
+        run once the brokers are long back. Its errors meanwhile at DEBUG only."""
+
+        def on_error(error: KafkaError) -> None:
+            if error.code() in _UNREACHABLE and not error.fatal() and pending() == 0:
+                log.debug("Kafka %s, idle: %s", self.role, redact(error.str()))
+            else:
+                self.on_error(error)
+
+        return {"error_cb": on_error, "logger": _QuietLogger()}
 
     def _helper_error(self, error: KafkaError) -> None:
         if error.fatal():

@@ -139,12 +139,20 @@ class ProducerChannel:
         self.topic = topic
         config = {**PRODUCER_DEFAULTS, **client_config, **(producer_config or {})}
         self.health = KafkaHealth(f"producer of {topic!r}", str(config["bootstrap.servers"]))
+        pending = self._pending
         self.producer = Producer(
-            {**config, **self.health.client_config(), "on_delivery": self._on_delivery}
+            {**config, **self.health.producer_config(pending), "on_delivery": self._on_delivery}
         )
         self.failure: str | None = None
         self.sent = 0
+        self.offered = 0
         self.dropped = 0  # `offer`ed messages not delivered
+        self._dropped_seen = 0  # `dropped` at the last `_offers_delivered`
+
+    def _pending(self) -> int:
+        """Messages waiting to be delivered (0 before the producer exists)."""
+        producer = getattr(self, "producer", None)
+        return 0 if producer is None else len(producer)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         # Called for failed deliveries only (`delivery.report.only.error`).
@@ -218,7 +226,17 @@ class ProducerChannel:
             self.producer.produce(self.topic, value, key, on_delivery=self._on_offer_failed)
         except (BufferError, KafkaException) as exc:
             self._offer_failed(str(exc))
+        self.offered += 1
         self.producer.poll(0)
+        if self.health.down_since is not None and self._offers_delivered():
+            self.health.reachable()
+
+    def _offers_delivered(self) -> bool:
+        """Whether the messages offered before this one went through: none of them is
+        left to deliver and none failed since the last look (only failures are reported;
+        `flush`, which would tell, would make `offer` wait)."""
+        dropped_before, self._dropped_seen = self._dropped_seen, self.dropped
+        return self.offered > 1 and self.dropped == dropped_before and len(self.producer) <= 1
 
     def _on_offer_failed(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

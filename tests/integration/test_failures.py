@@ -4,6 +4,7 @@ any line; and with recovery, a restart after the fault is fixed loses nothing.""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -209,6 +210,12 @@ def test_a_broker_that_comes_up_late_is_waited_for_quietly(tmp_path):
     assert flow.returncode == 0, log[-3000:]
     assert log.count("is unreachable for the source") == 1, log
     assert log.count("is reachable again for the source") == 1, log
+    # No client is left said to be unreachable once the broker is up: one that had
+    # nothing to send (the dead-letter and drift producers) says nothing at all.
+    unreachable = re.findall(r"is unreachable for the (.+?) \(", log)
+    back = re.findall(r"is reachable again for the (.+?), after", log)
+    assert sorted(unreachable) == sorted(back), log
+    assert not any("trades.dlq" in client or "drift" in client for client in unreachable), log
     assert "run stopped by SIGTERM: received=200 accepted=200" in log, log[-2000:]
     assert "Traceback" not in log
 

@@ -115,4 +115,11 @@ def test_a_pause_and_an_outage_make_no_trade_late(broker_behind_proxy, tmp_path)
     assert len(producer.messages) > 2_000
     # The outage is told once, and its end once, not line after line.
     assert log.count("is unreachable for the consumer") <= 2, log[-3000:]
+    # Every client said to be unreachable is said to be back (a producer only while it
+    # had something to deliver: the idle dead-letter and drift ones say nothing, not
+    # even when they serve the outage's stale callbacks at the end of the run).
+    unreachable = re.findall(r"is unreachable for the (.+?) \(", log)
+    back = re.findall(r"is reachable again for the (.+?), after", log)
+    assert sorted(unreachable) == sorted(back), log[-3000:]
+    assert not any(topics["dlq"] in c or topics["drift"] in c for c in unreachable), log
     assert len(log.splitlines()) < 40, log[-3000:]
