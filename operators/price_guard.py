@@ -32,6 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from candlewax.records import RejectReason
 from candlewax.shards import SymbolRuns, check_by_symbol
+from candlewax.text import formatted
 
 MIN_REFERENCE_TRADES = 10
 # What the shortcut leaves to rounding: a batch whose bound is within this of the
@@ -310,7 +311,7 @@ def outlier_rejections(
         pl.Series("_reference", outliers.reference),
         pl.Series("_deviation", outliers.deviation),
     )
-    detail = pl.format(
+    detail = formatted(
         "price {} deviates {} from the reference price {} (the median of the symbol's "
         "previous {} trades); the guard's threshold is {}",
         pl.col("price"),
@@ -324,7 +325,7 @@ def outlier_rejections(
         pl.lit(RejectReason.PRICE_OUTLIER.value).alias("reason"),
         pl.lit("price").alias("field"),
         detail.alias("detail"),
-        pl.format("{}@{}", "_source", "_position").alias("source"),
+        formatted("{}@{}", "_source", "_position").alias("source"),
         pl.lit(now_ms, dtype=pl.Int64).alias("received_at"),
         pl.col("symbol").cast(pl.Binary).alias("key"),
     )

@@ -121,7 +121,7 @@ def candles_of(trades: pl.DataFrame, resolution_ms: int, name: str) -> pl.DataFr
             pl.len().cast(pl.Int64).alias("trade_count"),
         )
         .with_columns(
-            bar_id=pl.format("{}:{}:{}", "symbol", pl.lit(name), "window_start"),
+            bar_id=pl.concat_str("symbol", pl.lit(f":{name}:"), "window_start"),
         )
         .sort("bar_id")
     )

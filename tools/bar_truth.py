@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 
 from candlewax.records import DEFAULT_ALERT_FIELDS, DRIFT_FIELDS, QUOTE_DRIFT_FIELDS
+from candlewax.text import formatted
 from config.durations import parse_duration_ms
 from sinks.lake import require_lake, scan, scan_parameters
 
@@ -184,7 +185,7 @@ def emitted_candles(
 
 
 def _bar_id() -> pl.Expr:
-    return pl.format("{}:{}:{}", "symbol", "resolution", "window_start").alias("bar_id")
+    return formatted("{}:{}:{}", "symbol", "resolution", "window_start").alias("bar_id")
 
 
 def compare(truth: pl.DataFrame, emitted: pl.DataFrame, scope: ReconcileScope) -> pl.DataFrame:

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from candlewax.records import QUOTE_SCHEMA, TRADE_SCHEMA
+from candlewax.text import formatted
 from sources.formats.compressed import base_name
 
 CONTRACT_COLUMNS = list(TRADE_SCHEMA)
@@ -75,7 +76,7 @@ def epoch_ms(column: pl.Expr, unit: str, timezone: str | None = None) -> pl.Expr
 
 def id_from_position(path: Path) -> pl.Expr:
     """A deterministic trade id for files without one: `<file name>:<position>`."""
-    return pl.format("{}:{}", pl.lit(base_name(path)), pl.col("position"))
+    return formatted("{}:{}", pl.lit(base_name(path)), pl.col("position"))
 
 
 def read_text_table(data: bytes, columns: list[str] | None, has_header: bool) -> pl.DataFrame:

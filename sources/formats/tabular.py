@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from candlewax.text import formatted
 from sources.formats.common import (
     CONTRACT_COLUMNS,
     Parsed,
@@ -52,7 +53,7 @@ def _instrument(symbol: pl.Expr, frame: pl.DataFrame, options: ReadOptions) -> p
         return symbol
     contract = pl.col(column).cast(pl.String).str.strip_chars()
     keep = contract.is_null() | (contract == "") | symbol.str.ends_with(contract)
-    return pl.when(keep).then(symbol).otherwise(pl.format("{}_{}", symbol, contract))
+    return pl.when(keep).then(symbol).otherwise(formatted("{}_{}", symbol, contract))
 
 
 def _to_contract(frame: pl.DataFrame, path: Path, options: ReadOptions) -> Parsed:

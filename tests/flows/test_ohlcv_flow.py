@@ -79,7 +79,7 @@ def test_late_trades_are_recorded_as_drift_against_the_truth(stream, workers):
             newest[record.bar_id] = (record.late_trades, record)
     base = {k: v[1] for k, v in newest.items() if v[1].resolution == "1s"}
     late_per_bar = late.group_by(
-        pl.format("{}:1s:{}", "symbol", pl.col("ts") - pl.col("ts") % 1_000).alias("bar_id")
+        pl.concat_str("symbol", pl.lit(":1s:"), pl.col("ts") - pl.col("ts") % 1_000).alias("bar_id")
     ).len()
     assert {row[0]: row[1] for row in late_per_bar.iter_rows()} == {
         k: r.late_trades for k, r in base.items()

@@ -135,7 +135,9 @@ def test_sigkill_and_resume_loses_and_doubles_nothing(broker, tmp_path, postgres
     late = (
         truth.filter(pl.col("late"))
         .group_by(
-            pl.format("{}:1s:{}", "symbol", pl.col("ts") - pl.col("ts") % 1_000).alias("bar_id")
+            pl.concat_str("symbol", pl.lit(":1s:"), pl.col("ts") - pl.col("ts") % 1_000).alias(
+                "bar_id"
+            )
         )
         .len()
     )

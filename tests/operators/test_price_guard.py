@@ -160,6 +160,28 @@ def test_an_outlier_goes_to_the_dlq_as_it_came_with_its_reference_and_deviation(
     assert "reference price 101.0" in rejection.detail and "deviates 9.0" in rejection.detail
 
 
+def test_outliers_of_a_step_that_took_several_batches_go_to_the_dlq():
+    # Two batches put together (several chunks), the outliers in the first and last:
+    # filtered, the middle chunk is empty (`pl.format` panicked on that; see
+    # `candlewax.text`).
+    batches = []
+    for part in range(3):
+        messages = [
+            trade("BTC-USD", 100.0 + i % 3, 1, T0 + 100 * part + i, trade_id=100 * part + i)
+            for i in range(30)
+        ]
+        if part != 1:
+            messages[-1] = trade("BTC-USD", 1010.0, 1, T0 + 100 * part + 29, trade_id=999 + part)
+        batch = RawBatch("kafka:trades/0", messages, range(100 * part, 100 * part + 30))
+        batches.append(decode_batch(batch, ValidationRules(now_ms=lambda: T0 + 10**9)).valid)
+    trades = pl.concat(batches, rechunk=False)
+    assert trades.get_column("_raw").n_chunks() == 3
+    prices = trades.get_column("price").to_numpy()
+    outliers = PriceGuard(RULE).check(prices)
+    frame = outlier_rejections(trades, outliers, RULE, now_ms=T0 + 99)
+    assert [r.source for r in Rejection.rows(frame)] == ["kafka:trades/0@29", "kafka:trades/0@229"]
+
+
 def shard_batches(streams: dict[str, list[float]], seed: int) -> list[pl.DataFrame]:
     """The symbols' prices interleaved at random, cut at random into batches; a batch is
     sometimes two frames put together, as a step gets them (a symbol in two runs)."""
