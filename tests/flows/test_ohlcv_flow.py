@@ -175,6 +175,23 @@ def test_price_outliers_go_to_the_dlq_and_never_into_a_candle(fat_fingered, work
     assert not set(result.trades.get_column("price")) & {price for _, _, price, _ in outliers}
 
 
+def test_large_batches_give_what_small_ones_give():
+    # Batches past the small-batch split (4,096 rows), as files and Kafka backlogs give
+    # (the default batch is 100,000): a shard's frame of many symbols, steps that take
+    # several frames at once. (With outliers among them, `pl.format` panicked here.)
+    stream = [v for _, v in simulated(40_000, symbols=20, seed=4, fat_finger_rate=0.005, **FAULTS)]
+    small = run_flow(stream, workers=1, batch_size=700)
+    large = run_flow(stream, workers=2, batch_size=10_000)
+    assert small.candle_rows() == large.candle_rows()
+    dead_letters = [
+        sorted((r.raw, r.reason, r.detail, r.source) for r in run.dlq) for run in (small, large)
+    ]
+    assert dead_letters[0] == dead_letters[1]
+    assert sum(r.reason == "price_outlier" for r in large.dlq) > 50
+    assert sorted(map(str, small.drift)) == sorted(map(str, large.drift))
+    assert small.metrics.summary() == large.metrics.summary()
+
+
 def _largest_jump(candles) -> float:
     """The largest distance of a candle's high or low from the previous candle's close."""
     ordered = sorted(candles, key=lambda c: (c.symbol, c.resolution, c.window_start))
