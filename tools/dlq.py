@@ -17,15 +17,20 @@ headers `candlewax.redriven_from` (its dead-letter position), `candlewax.redrive
 (why it was rejected) and `candlewax.redriven_at`. Once the broker has them, it appends
 one line per message to a ledger (`<lake>/redriven.ndjson` by default, `--ledger`); a
 later run skips every message the ledger names, so running it twice sends nothing
-twice. `--force` sends them again; `--dry-run` only says what it would send.
+twice, and two runs at once take turns (the second waits for the first to finish, then
+reads what it sent). `--force` sends them again; `--dry-run` only says what it would
+send.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -229,10 +234,35 @@ def redriven_before(ledger: Path) -> set[str]:
     return done
 
 
+@contextlib.contextmanager
+def ledger_taken(ledger: Path) -> Iterator[None]:
+    """The ledger for this run alone (an exclusive lock on it, released on exit): two
+    re-drives at once would both read it before either wrote to it, and send the same
+    messages twice. A second run waits, saying so, then reads what the first wrote."""
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with ledger.open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"another re-drive is writing {ledger}; waiting for it", flush=True)
+            fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+
 def run_redrive(args: argparse.Namespace, frame: pl.DataFrame) -> int:
     if not args.brokers:
         raise DlqError("redrive sends to Kafka: give --brokers (or CANDLEWAX_KAFKA_BROKERS)")
     ledger = ledger_path(args)
+    if args.dry_run:
+        return _redrive(args, frame, ledger)
+    with ledger_taken(ledger):
+        return _redrive(args, frame, ledger)
+
+
+def _redrive(args: argparse.Namespace, frame: pl.DataFrame, ledger: Path) -> int:
     unique = frame.unique("source", keep="first", maintain_order=True)
     done = set() if args.force else redriven_before(ledger)
     todo = unique.filter(~pl.col("source").is_in(list(done)))
@@ -280,7 +310,6 @@ def run_redrive(args: argparse.Namespace, frame: pl.DataFrame) -> int:
     for channel in channels.values():
         channel.deliver()  # on the broker before the ledger says so
     if lines:
-        ledger.parent.mkdir(parents=True, exist_ok=True)
         with ledger.open("a") as out:
             out.write("\n".join(lines) + "\n")
     print(f"re-drove {todo.height:,} messages: {plan}{note}; ledger {ledger}")

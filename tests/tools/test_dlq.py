@@ -3,8 +3,11 @@ re-drive after a setting changed that puts the rejected trades into candles exac
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -15,6 +18,7 @@ import pytest
 from tests.factories import trade
 from tests.kafka_helpers import produce, read_topic
 from tests.processes import (
+    ROOT,
     candlewax,
     file_env,
     flow_env,
@@ -84,6 +88,37 @@ def test_redrive_without_a_topic_for_file_rejections_says_what_to_do(rejected_la
         "--ledger", str(tmp_path / "ledger.ndjson"), check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "--topic" in result.stderr
+
+
+@pytest.mark.broker
+def test_a_redrive_waits_for_one_under_way_and_sends_nothing_it_sent(
+    rejected_lake, broker, tmp_path
+):
+    lake, _ = rejected_lake
+    topic = "redrive.turns"
+    broker.create_topics({topic: 1})
+    ledger = tmp_path / "ledger.ndjson"
+    sources = lake_table(lake, "dlq").get_column("source").unique().to_list()
+    command = [
+        sys.executable, "-m", "tools.cli", "dlq", "redrive", "--lake", str(lake),
+        "--brokers", broker.bootstrap, "--topic", topic, "--ledger", str(ledger),
+    ]  # fmt: skip
+    with ledger.open("a") as under_way:  # another re-drive, holding the ledger
+        fcntl.flock(under_way, fcntl.LOCK_EX)
+        second = subprocess.Popen(
+            command, cwd=ROOT, env=flow_env(), stdout=subprocess.PIPE, text=True
+        )
+        assert second.stdout is not None
+        assert "another re-drive is writing" in second.stdout.readline()
+        assert read_topic(broker.bootstrap, topic) == []  # it waits, sending nothing
+        # The one under way sends them all and says so in the ledger, then lets go.
+        under_way.write("".join(json.dumps({"source": s}) + "\n" for s in sources))
+        under_way.flush()
+        fcntl.flock(under_way, fcntl.LOCK_UN)
+    output = second.communicate(timeout=120)[0]
+    assert second.returncode == 0, output
+    assert f"re-drove 0 messages: nothing; {len(sources):,} re-driven before" in output
+    assert read_topic(broker.bootstrap, topic) == []
 
 
 @pytest.mark.broker
