@@ -167,7 +167,8 @@ def decode_batch(
             rows = [i for i in rows if i not in refused_set]
         raw_rows: list[bytes] = [values[i] for i in rows]  # type: ignore[misc]
         read = _read_rows(raw_rows, reader).hstack([_text(raw_rows)])
-        checked = _checked(read, rows, "doubtful", rules, now, kind).drop("_text")
+        checked = _checked(read, rows, "doubtful", rules, now, kind)
+        checked.drop_in_place("_text")
 
     # The exact path: refused messages, and fast-path rows it cannot vouch for.
     doubtful = np.flatnonzero(checked.get_column("_doubtful").to_numpy())
@@ -211,7 +212,9 @@ def decode_batch(
             rejected.append((row, _rejection(batch, row, why, where, detail, now)))
         keep &= ~has_problem
     columns = list(kind.columns)
-    valid = checked[[*columns, "_row"] if origin else columns]  # eager: no lazy query
+    names = [*columns, "_row"] if origin else columns
+    # The columns taken one by one: selecting them is a query of its own (~40 us).
+    valid = pl.DataFrame([checked.get_column(name) for name in names])
     if not keep.all():
         valid = valid.filter(pl.Series(keep))
     rejected.sort(key=lambda pair: pair[0])
@@ -278,7 +281,9 @@ def _checked(
     in_range = ((ts >= rules.ts_min) & (ts <= ts_max)).alias("_ts_in_range")
     row = pl.Series("_row", rows, dtype=pl.Int64)
     checks = _check_expressions(kind.name, read, rules.accept_locked)
-    return frame.hstack([row, in_range]).with_columns(*checks).drop("_ts_in_range")
+    checked = frame.hstack([row, in_range]).with_columns(*checks)
+    checked.drop_in_place("_ts_in_range")  # in place: `drop` is a query of its own (~100 us)
+    return checked
 
 
 # --- the strict batch read -------------------------------------------------------------
