@@ -3,7 +3,7 @@
 
     python -m bench.freshness [--rate 20000] [--symbols 8] [--seconds 60] [--warmup 15]
                               [--source kafka|simulator|broker] [--live-interval 200ms]
-                              [--timeline]
+                              [--partitions 1] [--timeline]
 
 Starts the embedded broker, `candlewax simulate` publishing `--rate` trades/s in real time
 (event time = wall time), and the flow (`python -m bytewax.run flows.ohlcv`, one worker,
@@ -116,12 +116,19 @@ def main() -> None:
     parser.add_argument("--source", choices=["kafka", "simulator", "broker"], default="kafka")
     parser.add_argument("--live-interval", default="200ms", help="CANDLEWAX_LIVE_INTERVAL")
     parser.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="of the trades and candles topics (the demo's topics have 4)",
+    )
+    parser.add_argument(
         "--timeline", action="store_true", help="also the delays of each second's candles"
     )
     args = parser.parse_args()
 
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as lake:
-        broker.create_topics({"trades": 1, "candles": 1, "candles.live": 1})
+        partitions = args.partitions
+        broker.create_topics({"trades": partitions, "candles": partitions, "candles.live": 1})
         metrics_port = free_port()
         in_flow = {
             "CANDLEWAX_SOURCE": "simulator",
@@ -181,7 +188,8 @@ def main() -> None:
         began = time.monotonic()
         measured_from = began + args.warmup
         print(
-            f"simulator at {args.rate:,.0f} trades/s, {args.symbols} symbols; warm-up "
+            f"simulator at {args.rate:,.0f} trades/s, {args.symbols} symbols, "
+            f"{partitions} partition(s); warm-up "
             f"{args.warmup:.0f} s, then {args.seconds:.0f} s measured",
             flush=True,
         )

@@ -25,7 +25,8 @@ TIMESTAMP_MS = pa.timestamp("ms", tz="UTC")
 # --- what sources hand over ------------------------------------------------------------
 @dataclass(frozen=True)
 class RawBatch:
-    """A batch of raw messages from one source partition, in arrival order.
+    """A batch of raw messages from one source partition (or several: `joined`), in
+    arrival order.
 
     Sources hand over whole batches (one item per poll) because per-message Python
     objects are what limits throughput; `positions` are Kafka offsets or file line
@@ -36,12 +37,44 @@ class RawBatch:
     values: list[bytes | None]
     positions: Sequence[int]  # a list, or a range when they are consecutive
     keys: list[bytes | None] | None = None
+    # Of a joined batch: each source with how many of its messages follow, in order.
+    source_runs: tuple[tuple[str, int], ...] = ()
 
     def position(self, index: int) -> str:
-        return f"{self.source}@{self.positions[index]}"
+        return f"{self.source_of(index)}@{self.positions[index]}"
+
+    def source_of(self, index: int) -> str:
+        for source, count in self.source_runs:
+            if index < count:
+                return source
+            index -= count
+        return self.source
+
+    def sources(self) -> tuple[tuple[str, int], ...]:
+        """Each source with how many of the messages, in order, are its."""
+        return self.source_runs or ((self.source, len(self)),)
 
     def __len__(self) -> int:
         return len(self.values)
+
+    @staticmethod
+    def joined(batches: Sequence[RawBatch]) -> RawBatch:
+        """The batches as one, in order, each message keeping its source and position:
+        a live worker polls several partitions a few messages at a time, and a decode
+        costs ~1 ms whatever its size."""
+        if len(batches) == 1:
+            return batches[0]
+        values = [value for batch in batches for value in batch.values]
+        positions = [position for batch in batches for position in batch.positions]
+        keys = None
+        if any(batch.keys is not None for batch in batches):
+            keys = [
+                key
+                for batch in batches
+                for key in (batch.keys if batch.keys is not None else [None] * len(batch))
+            ]
+        runs = tuple(run for batch in batches for run in batch.sources())
+        return RawBatch(batches[0].source, values, positions, keys, runs)
 
 
 # --- decoded trades (columnar) ---------------------------------------------------------

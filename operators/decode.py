@@ -254,7 +254,13 @@ def _with_origin(trades: pl.DataFrame, batch: RawBatch) -> pl.DataFrame:
         raw, position = raw.gather(rows), position.gather(rows)
     # Eager column operations: `drop` and `with_columns` go through a lazy query each,
     # ~250 us of a live poll's decode; these ~25 us.
-    source = pl.Series("_source", [batch.source], dtype=pl.String).new_from_index(0, len(rows))
+    sources = batch.sources()
+    if len(sources) == 1:
+        source = pl.Series("_source", [batch.source], dtype=pl.String).new_from_index(0, len(rows))
+    else:  # a joined batch: each message's source
+        names = pl.Series("_source", [name for name, _ in sources], dtype=pl.String)
+        of_row = np.repeat(np.arange(len(sources)), [count for _, count in sources])
+        source = names.gather(of_row[rows.to_numpy()])
     with_origin = trades.clone()
     with_origin.drop_in_place("_row")
     return with_origin.hstack([raw.cast(pl.Binary), source, position])

@@ -6,6 +6,7 @@ import pytest
 
 from candlewax.records import ORIGIN_SCHEMA, TRADE_SCHEMA, RawBatch
 from operators.decode import ValidationRules, decode_batch
+from operators.steps import JOIN_MESSAGES, joined_groups
 from tests.factories import T0, trade
 
 RULES = ValidationRules(now_ms=lambda: T0)
@@ -241,3 +242,37 @@ def test_integer_and_string_trade_ids_read_the_same_in_any_batch():
     numbered = [trade(trade_id=n, ts=T0 + n) for n in range(3)]
     named = [trade(trade_id=str(n), ts=T0 + n) for n in range(3)]
     assert ids(*numbered) == ids(*named) == ids(*numbered[:2], named[2]) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("careful", [False, True])
+def test_batches_of_several_partitions_decoded_as_one_keep_each_message_s_source(careful):
+    # What the decode step does with the polls of a worker's partitions that come together.
+    firsts = [trade("A", 1, 1, T0, trade_id=1), b'{"symbol": "A"}', trade("B", 2, 1, T0)]
+    seconds = [trade("C", 3, 1, T0, trade_id=7), b"not json"]
+    if careful:  # a pretty-printed message sends the whole joined batch the careful way
+        seconds.append(b'{\n "symbol": "P", "price": 1, "size": 1, "ts": %d\n}' % T0)
+    batches = [
+        RawBatch("kafka:trades/0", firsts, range(40, 43), [b"A", None, b"B"]),
+        RawBatch("kafka:trades/3", seconds, [9, 12, 13][: len(seconds)]),
+    ]
+    joined = RawBatch.joined(batches)
+    whole = decode_batch(joined, ValidationRules(now_ms=lambda: T0 + 10**9))
+    apart = [decode_batch(b, ValidationRules(now_ms=lambda: T0 + 10**9)) for b in batches]
+
+    assert whole.valid.rows() == [row for part in apart for row in part.valid.rows()]
+    assert [(r.source, r.reason, r.raw, r.key) for r in whole.rejections] == [
+        (r.source, r.reason, r.raw, r.key) for part in apart for r in part.rejections
+    ]
+    assert [r.source for r in whole.rejections] == ["kafka:trades/0@41", "kafka:trades/3@12"]
+    origin = whole.valid.select("_source", "_position").rows()
+    assert origin[:3] == [("kafka:trades/0", 40), ("kafka:trades/0", 42), ("kafka:trades/3", 9)]
+
+
+def test_only_small_batches_are_joined_and_in_their_order():
+    def batch(n: int, name: str) -> RawBatch:
+        return RawBatch(name, [GOOD] * n, range(n))
+
+    small = [batch(10, "a"), batch(20, "b"), batch(30, "c")]
+    assert [[b.source for b in g] for g in joined_groups(small)] == [["a", "b", "c"]]
+    large = [batch(10, "a"), batch(JOIN_MESSAGES, "big"), batch(5, "c"), batch(5, "d")]
+    assert [[b.source for b in g] for g in joined_groups(large)] == [["a"], ["big"], ["c", "d"]]

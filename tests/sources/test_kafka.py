@@ -14,6 +14,7 @@ from sources.kafka import (
     KafkaBatchPartition,
     KafkaBatchSource,
     at_head,
+    next_tick,
     outage_over,
 )
 from tests.kafka_helpers import produce
@@ -195,3 +196,12 @@ def test_a_bounded_partition_says_when_the_broker_is_back_with_nothing_new_to_re
         assert len(lines("reachable again for the consumer")) == 1
     finally:
         partition.close()
+
+
+def test_idle_partitions_wake_together_on_the_next_multiple_of_the_idle_wait():
+    ticks = {
+        next_tick(now, 0.01) for now in (1_700_000_000.0012, 1_700_000_000.0049, 1_700_000_000.0099)
+    }
+    assert len(ticks) == 1  # three partitions, one moment
+    assert ticks.pop() == pytest.approx(1_700_000_000.01)
+    assert next_tick(1_700_000_000.01, 0.01) > 1_700_000_000.01  # always ahead
