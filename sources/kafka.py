@@ -180,9 +180,9 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
 
     def _poll(self) -> tuple[RawBatch, int] | None:
         """What librdkafka has fetched in the background, without waiting (the worker is
-        never blocked; when there was nothing it comes back after the idle wait), as a
-        batch and the Kafka timestamp of its newest message. The `Message` objects are
-        freed on return."""
+        never blocked; when there was nothing it comes back at the next tick, `next_tick`),
+        as a batch and the Kafka timestamp of its newest message. The `Message` objects
+        are freed on return."""
         messages = self._consumer.consume(self._batch_size, 0)
         end_before = self._end_seen_at
         if messages:
