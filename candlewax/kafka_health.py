@@ -58,7 +58,11 @@ class KafkaHealth:
         question client, idle between questions): its errors at DEBUG only. An idle
         connection the broker closes (`connections.max.idle.ms`) says nothing about the
         flow's reading, and would log an outage that is not there."""
-        return {"error_cb": self._helper_error, "logger": _QuietLogger()}
+
+        def on_error(error: KafkaError) -> None:
+            self.on_error(error, outage=False, quietly_as="helper client")
+
+        return {"error_cb": on_error, "logger": _QuietLogger()}
 
     def producer_config(self, pending: Callable[[], int]) -> dict[str, Any]:
         """For a producer: an outage matters to it only while it has messages to deliver
@@ -68,25 +72,21 @@ class KafkaHealth:
         run once the brokers are long back. Its errors meanwhile at DEBUG only."""
 
         def on_error(error: KafkaError) -> None:
-            if error.code() in _UNREACHABLE and not error.fatal() and pending() == 0:
-                log.debug("Kafka %s, idle: %s", self.role, redact(error.str()))
-            else:
-                self.on_error(error)
+            self.on_error(error, outage=pending() > 0, quietly_as="idle")
 
         return {"error_cb": on_error, "logger": _QuietLogger()}
 
-    def _helper_error(self, error: KafkaError) -> None:
+    def on_error(self, error: KafkaError, outage: bool = True, quietly_as: str = "") -> None:
+        """librdkafka's error callback: a fatal error is kept (the flow stops on it); one
+        that says the brokers are unreachable is an outage if `outage`; the rest, and
+        those, at DEBUG (`quietly_as` says which client)."""
         if error.fatal():
             self.fatal = error
-        log.debug("Kafka %s (helper client): %s", self.role, redact(error.str()))
-
-    def on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            self.fatal = error
-        if error.code() in _UNREACHABLE:
+        if outage and error.code() in _UNREACHABLE:
             self.unreachable(error.str())
         else:
-            log.debug("Kafka %s: %s", self.role, redact(error.str()))
+            client = f" ({quietly_as})" if quietly_as else ""
+            log.debug("Kafka %s%s: %s", self.role, client, redact(error.str()))
 
     def unreachable(self, cause: str) -> None:
         with self._lock:
