@@ -139,9 +139,12 @@ class ProducerChannel:
         self.topic = topic
         config = {**PRODUCER_DEFAULTS, **client_config, **(producer_config or {})}
         self.health = KafkaHealth(f"producer of {topic!r}", str(config["bootstrap.servers"]))
-        pending = self._pending
         self.producer = Producer(
-            {**config, **self.health.producer_config(pending), "on_delivery": self._on_delivery}
+            {
+                **config,
+                **self.health.producer_config(self._pending),
+                "on_delivery": self._on_delivery,
+            }
         )
         self.failure: str | None = None
         self.sent = 0
