@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from candlewax.ndjson import LineBlock
 from candlewax.rows import joined
 
 TIMESTAMP_MS = pa.timestamp("ms", tz="UTC")
@@ -31,11 +32,13 @@ class RawBatch:
 
     Sources hand over whole batches (one item per poll) because per-message Python
     objects are what limits throughput; `positions` are Kafka offsets or file line
-    numbers, turned into text only for the few messages that are rejected.
+    numbers, turned into text only for the few messages that are rejected. `values` is a
+    list (Kafka, the simulator) or, from an NDJSON file, the text they were read from
+    (`LineBlock`).
     """
 
     source: str
-    values: list[bytes | None]
+    values: list[bytes | None] | LineBlock
     positions: Sequence[int]  # a list, or a range when they are consecutive
     keys: list[bytes | None] | None = None
     # Of a joined batch: each source with how many of its messages follow, in order.

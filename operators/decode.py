@@ -37,6 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from candlewax.ndjson import LineBlock, bracket_count, newline_positions
 from candlewax.records import (
     QUOTE,
     SYMBOL_PATTERN,
@@ -239,10 +240,25 @@ def _with_origin(trades: pl.DataFrame, batch: RawBatch) -> pl.DataFrame:
     """The messages (with their `_row` in the batch) with the `ORIGIN_SCHEMA` columns in
     its place: the original bytes and the position of each."""
     rows = trades.get_column("_row")
+    values = batch.values
+    if isinstance(values, LineBlock):  # views into the text, for the valid rows only
+        views = values.binary(rows.to_numpy())
+        if views is not None:
+            return _origin_columns(trades, views.alias("_raw"), batch, rows)
     try:
-        raw = pl.Series("_raw", batch.values, dtype=pl.Binary)
+        raw = pl.Series("_raw", values, dtype=pl.Binary)
     except (TypeError, pl.exceptions.PolarsError):  # not bytes: never a valid trade
-        raw = pl.Series("_raw", [v if isinstance(v, bytes) else None for v in batch.values])
+        raw = pl.Series("_raw", [v if isinstance(v, bytes) else None for v in values])
+    if trades.height != len(batch):
+        raw = raw.gather(rows)
+    return _origin_columns(trades, raw, batch, rows)
+
+
+def _origin_columns(
+    trades: pl.DataFrame, raw: pl.Series, batch: RawBatch, rows: pl.Series
+) -> pl.DataFrame:
+    """`trades` (with their `_row`) with `_raw` (their bytes, one per trade) and each
+    one's source and position in the batch in place of the `_row`."""
     positions = batch.positions
     if isinstance(positions, range):
         position = pl.Series(
@@ -251,7 +267,7 @@ def _with_origin(trades: pl.DataFrame, batch: RawBatch) -> pl.DataFrame:
     else:
         position = pl.Series("_position", positions, dtype=pl.Int64)
     if trades.height != len(batch):
-        raw, position = raw.gather(rows), position.gather(rows)
+        position = position.gather(rows)
     # Eager column operations: `drop` and `with_columns` go through a lazy query each,
     # ~250 us of a live poll's decode; these ~25 us.
     sources = batch.sources()
@@ -321,17 +337,21 @@ def _strict_options(reader: _Reader, id_type: pa.DataType) -> pa_json.ParseOptio
     )
 
 
-def _strict_read(values: list[bytes | None], reader: _Reader) -> pl.DataFrame | None:
+def _strict_read(values: list[bytes | None] | LineBlock, reader: _Reader) -> pl.DataFrame | None:
     """The batch's columns from one strict read, or None when anything in it needs the
     careful path."""
     n = len(values)
-    if n == 0 or None in values:
-        return None
-    try:
-        blob = b"\n".join(values)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-    if not _one_object_per_line(blob, n):
+    if isinstance(values, LineBlock):  # read from a file: the text as it lies there
+        blob, newlines = values.text, values.newlines
+    else:
+        if n == 0 or None in values:
+            return None
+        try:
+            blob = b"\n".join(values)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+        newlines = newline_positions(blob)
+    if not _one_object_per_line(blob, n, newlines):
         return None
     if not blob.isascii():  # ASCII (the usual case) is UTF-8; else decode to find out
         try:
@@ -362,40 +382,21 @@ def _strict_read(values: list[bytes | None], reader: _Reader) -> pl.DataFrame | 
     return None
 
 
-def _one_object_per_line(blob: bytes, n: int) -> bool:
-    """Whether the joined batch is exactly one `{...}` per line, nothing around it and no
-    `\\r` (a message over several lines, a blank one, or one Arrow would split or trim
-    could shift the rows), and brackets too few to nest any message deep. Also a guard:
-    Arrow's reader crashes the process on a line that is `null` (pyarrow 26).
-
-    Scanned in cache-sized pieces into one reused buffer: a comparison of the whole
-    batch made a batch-sized array each, and their fresh pages cost more than the
-    comparisons (20 ms of a 100,000-message batch in the flow; now ~9)."""
-    if b"\r" in blob or blob[:1] != b"{" or blob[-1:] != b"}":
+def _one_object_per_line(blob: bytes, n: int, newlines: np.ndarray) -> bool:
+    """Whether the batch's text (`newlines`: where its newlines are) is exactly one
+    `{...}` per line, nothing around it and no `\r` (a message over several lines, a
+    blank one, or one Arrow would split or trim could shift the rows), and brackets too
+    few to nest any message deep. Also a guard: Arrow's reader crashes the process on a
+    line that is `null` (pyarrow 26)."""
+    if b"\r" in blob or blob[:1] != b"{" or blob[-1:] != b"}" or len(newlines) != n - 1:
         return False
     text = np.frombuffer(blob, dtype=np.uint8)
-    hits = np.empty(min(len(text), _SCAN_CHUNK), dtype=bool)
-    newlines: list[np.ndarray] = []
-    brackets = 0
-    for start in range(0, len(text), _SCAN_CHUNK):
-        piece = text[start : start + _SCAN_CHUNK]
-        found = hits[: len(piece)]
-        np.equal(piece, _NEWLINE, out=found)
-        newlines.append(np.flatnonzero(found) + start)
-        np.equal(piece, _OPEN, out=found)
-        brackets += int(np.count_nonzero(found))
-        np.equal(piece, _OPEN_ARRAY, out=found)
-        brackets += int(np.count_nonzero(found))
-    at = np.concatenate(newlines)
-    if len(at) != n - 1:
+    if n > 1 and not ((text[newlines + 1] == _OPEN).all() and (text[newlines - 1] == _CLOSE).all()):
         return False
-    if n > 1 and not ((text[at + 1] == _OPEN).all() and (text[at - 1] == _CLOSE).all()):
-        return False
-    return brackets <= n + _STRICT_MAX_NESTING
+    return bracket_count(blob) <= n + _STRICT_MAX_NESTING
 
 
-_NEWLINE, _OPEN, _CLOSE, _OPEN_ARRAY = (ord(c) for c in "\n{}[")
-_SCAN_CHUNK = 1 << 18  # bytes: a piece and its buffer stay in the core's cache
+_OPEN, _CLOSE = (ord(c) for c in "{}")
 
 
 def _unvouched(kind: MessageKind) -> pl.Expr:

@@ -10,12 +10,14 @@ the line where the last snapshot was taken.
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
-from typing import IO
 
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from candlewax.failures import InputError, fail
+from candlewax.ndjson import NEWLINE, LineBlock, newline_positions
 from candlewax.records import RawBatch
 from candlewax.stopping import stop_requested
 from sources.formats.reading import contract_messages, detect_format
@@ -23,7 +25,7 @@ from sources.formats.reading import contract_messages, detect_format
 READ_BYTES = 16 * 1024 * 1024  # upper bound on one read; batches stop at `batch_size` lines
 
 
-def open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: Path) -> io.BufferedIOBase:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
@@ -37,41 +39,68 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
         self._offset, self._line = resume if resume is not None else (0, 0)
         if self._offset:
             self._file.seek(self._offset)
-        self._pending = b""  # bytes read past the last whole line
-        self._buffered: list[bytes] = []  # whole lines read but not yet handed over
+        # Read from the file into one reused buffer (fresh pages for every read cost more
+        # than the copies): `_size` bytes of it and where their newlines are; what is
+        # before `_start` (and the newlines before `_taken`) was handed over already.
+        self._buffer = bytearray()
+        self._size = 0
+        self._newlines = np.empty(0, dtype=np.int64)
+        self._start = self._taken = 0
         self._eof = False
 
     def next_batch(self) -> list[RawBatch]:
         if stop_requested():
             raise StopIteration
         try:
-            lines = self._read_lines()
+            block = self._read_block()
         except (OSError, EOFError) as exc:  # a corrupt .gz, a disk error
             fail(InputError(f"input file {self._source.removeprefix('file:')}", str(exc)))
-        if not lines:
+        if block is None:
             raise StopIteration
         first = self._line + 1
-        self._line += len(lines)
-        self._offset += sum(map(len, lines)) + len(lines)
-        values: list[bytes | None] = lines  # type: ignore[assignment]
-        return [RawBatch(self._source, values, range(first, first + len(lines)))]
+        self._line += len(block)
+        self._offset += len(block.text) + 1  # and the newline after it
+        return [RawBatch(self._source, block, range(first, first + len(block)))]
 
-    def _read_lines(self) -> list[bytes]:
-        """Up to `batch_size` whole lines (without newline), split in C from large reads."""
-        while len(self._buffered) < self._batch_size and not self._eof:
-            chunk = self._file.read(READ_BYTES)
-            if not chunk:
+    def _read_block(self) -> LineBlock | None:
+        """Up to `batch_size` whole lines (without the newline after the last) as they
+        lie in the file, their newlines found in numpy: no Python object per line. What
+        was handed over is dropped only when more is read, so small batches of a large
+        read do not move the rest of it each time."""
+        while len(self._newlines) - self._taken < self._batch_size and not self._eof:
+            if not self._read_more():
                 self._eof = True
-                if self._pending:
-                    self._buffered.append(self._pending)
-                    self._pending = b""
-                break
-            parts = (self._pending + chunk).split(b"\n")
-            self._pending = parts.pop()
-            self._buffered.extend(parts)
-        lines = self._buffered[: self._batch_size]
-        del self._buffered[: self._batch_size]
-        return lines
+        start, taken = self._start, self._taken
+        if len(self._newlines) - taken >= self._batch_size:
+            last = taken + self._batch_size - 1
+            end = int(self._newlines[last])
+            self._start, self._taken = end + 1, last + 1
+            return LineBlock(bytes(self._buffer[start:end]), self._newlines[taken:last] - start)
+        if start >= self._size:  # the end of the file
+            return None
+        # The rest of the file; a newline at its very end ends the last line.
+        end, newlines = self._size, self._newlines[taken:] - start
+        if self._buffer[end - 1] == NEWLINE:
+            end, newlines = end - 1, newlines[:-1]
+        self._start, self._taken = self._size, len(self._newlines)
+        return LineBlock(bytes(self._buffer[start:end]), newlines)
+
+    def _read_more(self) -> bool:
+        """Read the next piece of the file after what is not handed over yet (moved to
+        the front of the buffer); False at the end of the file."""
+        kept = self._size - self._start
+        if self._start:
+            self._buffer[:kept] = self._buffer[self._start : self._size]
+            self._newlines = self._newlines[self._taken :] - self._start
+            self._start = self._taken = 0
+        if len(self._buffer) < kept + READ_BYTES:
+            self._buffer.extend(bytes(kept + READ_BYTES - len(self._buffer)))
+        with memoryview(self._buffer) as view:
+            count = self._file.readinto(view[kept : kept + READ_BYTES])
+            found = newline_positions(view[kept : kept + count]) + kept
+        self._size = kept + count
+        self._newlines = np.concatenate((self._newlines, found))
+        return count > 0
 
     def snapshot(self) -> tuple[int, int]:
         return self._offset, self._line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from candlewax.ndjson import LineBlock
 from candlewax.records import ORIGIN_SCHEMA, TRADE_SCHEMA, RawBatch
 from operators.decode import ValidationRules, decode_batch
 from operators.steps import JOIN_MESSAGES, joined_groups
@@ -208,6 +209,26 @@ def test_a_message_has_the_same_outcome_in_any_batch(message):
         trades = batch.valid.drop("_position").rows()[mine.valid.height :]
         rejections = [(r.reason, r.field, r.raw) for r in batch.rejections][len(mine.rejections) :]
         assert (trades, rejections, batch.filtered - mine.filtered) == alone
+
+
+# What a line of a file can be: anything but a newline.
+FILE_LINES = [m for m in HOSTILE if m is not None and b"\n" not in m]
+
+
+@pytest.mark.parametrize("message", FILE_LINES)
+def test_a_file_s_text_decodes_as_its_lines_do(message):
+    # A file source hands over the text it read (`LineBlock`), not a bytes per line: the
+    # same trades (original bytes, source and line number included), rejections and
+    # filtered count, on the strict read and on the careful one.
+    for neighbours in ([], [GOOD], [b"\xff", GOOD], [trade("B", 2, 1, T0)] * 5_000):
+        lines = [*neighbours, message, trade(type="book"), GOOD]
+        positions = range(1, len(lines) + 1)
+        as_lines = decode_batch(RawBatch("file:t", lines, positions), RULES)
+        as_text = decode_batch(RawBatch("file:t", LineBlock.of(lines), positions), RULES)
+        assert as_text.valid.equals(as_lines.valid)
+        assert as_text.valid.schema == as_lines.valid.schema
+        assert as_text.rejections == as_lines.rejections
+        assert (as_text.filtered, as_text.received) == (as_lines.filtered, as_lines.received)
 
 
 # Messages Arrow's strict read lets through (or would crash on) that the contract refuses.

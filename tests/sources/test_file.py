@@ -6,6 +6,7 @@ import gzip
 
 import pytest
 
+from sources import file
 from sources.file import NdjsonFilePartition, NdjsonFileSource
 
 
@@ -56,6 +57,32 @@ def test_a_resume_continues_after_the_snapshot(tmp_path):
     numbers = [n for n, _ in lines_of(head + rest)]
     assert numbers == list(range(1, 101))
     assert lines_of(rest)[0] == (31, b'{"n":31}')
+
+
+@pytest.mark.parametrize("read_bytes", [1, 7, 64, 1 << 20])
+@pytest.mark.parametrize("batch_size", [1, 3, 1_000])
+def test_lines_split_by_reads_and_batches_anywhere_are_read_whole(
+    tmp_path, monkeypatch, read_bytes, batch_size
+):
+    # Reads end inside lines and batches inside reads; a resume from any batch's snapshot
+    # reads the rest.
+    monkeypatch.setattr(file, "READ_BYTES", read_bytes)
+    lines = [b'{"n":%d%s}' % (i, b"x" * (i % 13)) if i % 10 else b"" for i in range(1, 90)]
+    path = tmp_path / "t.ndjson"
+    path.write_bytes(b"\n".join(lines))  # no newline after the last line
+    expected = list(enumerate(lines, start=1))
+    partition = NdjsonFilePartition(path, batch_size, None)
+    read = []
+    while True:
+        try:
+            batches = partition.next_batch()
+        except StopIteration:
+            break
+        assert all(len(batch) <= batch_size for batch in batches)
+        read += lines_of(batches)
+        rest = lines_of(drain(NdjsonFilePartition(path, batch_size, partition.snapshot())))
+        assert read + rest == expected
+    assert read == expected
 
 
 def test_a_missing_file_names_the_setting(tmp_path):
