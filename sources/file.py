@@ -22,7 +22,10 @@ from candlewax.records import RawBatch
 from candlewax.stopping import stop_requested
 from sources.formats.reading import contract_messages, detect_format
 
-READ_BYTES = 16 * 1024 * 1024  # upper bound on one read; batches stop at `batch_size` lines
+# One read of the file: batches stop at `batch_size` lines, whatever the reads. 4 MiB reads
+# are as fast as 16 MiB ones and the reused buffer (a batch plus a read) stays ~40 MB
+# smaller (peak RSS of the dense 2 M-trade file 760-777 MB against 794-816).
+READ_BYTES = 4 * 1024 * 1024
 
 
 def open_binary(path: Path) -> io.BufferedIOBase:
