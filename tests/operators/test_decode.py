@@ -219,8 +219,9 @@ FILE_LINES = [m for m in HOSTILE if m is not None and b"\n" not in m]
 def test_a_file_s_text_decodes_as_its_lines_do(message):
     # A file source hands over the text it read (`LineBlock`), not a bytes per line: the
     # same trades (original bytes, source and line number included), rejections and
-    # filtered count, on the strict read and on the careful one.
-    for neighbours in ([], [GOOD], [b"\xff", GOOD], [trade("B", 2, 1, T0)] * 5_000):
+    # filtered count, on the strict read and on the careful one, in small batches and in
+    # large ones (whose original bytes point into the text read).
+    for neighbours in ([], [GOOD], [b"\xff", GOOD], [trade("B", 2, 1, T0)] * 12_000):
         lines = [*neighbours, message, trade(type="book"), GOOD]
         positions = range(1, len(lines) + 1)
         as_lines = decode_batch(RawBatch("file:t", lines, positions), RULES)
@@ -229,6 +230,8 @@ def test_a_file_s_text_decodes_as_its_lines_do(message):
         assert as_text.valid.schema == as_lines.valid.schema
         assert as_text.rejections == as_lines.rejections
         assert (as_text.filtered, as_text.received) == (as_lines.filtered, as_lines.received)
+        origin = as_text.valid.select("_raw", "_position").rows()
+        assert origin == [(lines[position - 1], position) for _, position in origin]
 
 
 # Messages Arrow's strict read lets through (or would crash on) that the contract refuses.
