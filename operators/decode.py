@@ -176,8 +176,9 @@ def decode_batch(
     # The exact path: refused messages, and fast-path rows it cannot vouch for.
     doubtful = np.flatnonzero(checked.get_column("_doubtful").to_numpy())
     keep = np.ones(checked.height, dtype=bool)
-    row_numbers = np.asarray(rows, dtype=np.int64)
-    judged = [(int(row_numbers[i]), int(i)) for i in doubtful] + [(i, -1) for i in refused]
+    # `rows[i]`, not an array of `rows`: on the strict read it is a range, of which
+    # `np.asarray` makes a Python int per row (4 ms for 100,000).
+    judged = [(rows[i], i) for i in doubtful.tolist()] + [(i, -1) for i in refused]
     rejected: list[tuple[int, Rejection]] = []
     filtered = 0
     recovered: list[dict[str, Any]] = []  # refused by msgspec, valid after all

@@ -78,7 +78,7 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
             last = taken + self._batch_size - 1
             end = int(self._newlines[last])
             self._start, self._taken = end + 1, last + 1
-            return LineBlock(bytes(self._buffer[start:end]), self._newlines[taken:last] - start)
+            return LineBlock(self._text(start, end), self._newlines[taken:last] - start)
         if start >= self._size:  # the end of the file
             return None
         # The rest of the file; a newline at its very end ends the last line.
@@ -86,7 +86,13 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
         if self._buffer[end - 1] == NEWLINE:
             end, newlines = end - 1, newlines[:-1]
         self._start, self._taken = self._size, len(self._newlines)
-        return LineBlock(bytes(self._buffer[start:end]), newlines)
+        return LineBlock(self._text(start, end), newlines)
+
+    def _text(self, start: int, end: int) -> bytes:
+        """A copy of the buffer's bytes `start:end` (one copy: slicing the bytearray
+        first would make two)."""
+        with memoryview(self._buffer) as view:
+            return bytes(view[start:end])
 
     def _read_more(self) -> bool:
         """Read the next piece of the file after what is not handed over yet (moved to
