@@ -3,7 +3,7 @@
     python -m bench.stages [--shape dense] [--trades 2000000] [--batch-size 100000]
 
 Runs the flow's own functions, stage after stage, on batches of the file (in one thread,
-without Bytewax in between) and prints microseconds per trade for each: reading lines,
+without Bytewax in between) and prints microseconds per trade for each: reading the file,
 decoding (the strict Arrow read), splitting by shard of symbols with dedupe keys, then
 per shard, as in the flow, dedupe, the fat-finger guard and the candle engine; the
 lake's frames and Parquet encoding, and the Kafka sink's JSON. The sum is close to what
@@ -60,7 +60,7 @@ def main() -> None:
     reader = source.build_part("bench", source.list_parts()[0], None)
     while True:
         try:
-            batches = timed("read lines (file source)", reader.next_batch)
+            batches = timed("read (file source)", reader.next_batch)
         except StopIteration:
             break
         for batch in batches:
