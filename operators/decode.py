@@ -395,7 +395,7 @@ def _strict_read(
 
 def _one_object_per_line(blob: bytes, n: int, newlines: np.ndarray) -> bool:
     """Whether the batch's text (`newlines`: where its newlines are) is exactly one
-    `{...}` per line, nothing around it and no `\r` (a message over several lines, a
+    `{...}` per line, nothing around it and no `\\r` (a message over several lines, a
     blank one, or one Arrow would split or trim could shift the rows), and brackets too
     few to nest any message deep. Also a guard: Arrow's reader crashes the process on a
     line that is `null` (pyarrow 26)."""
