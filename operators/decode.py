@@ -25,6 +25,7 @@ import functools
 import io
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -205,13 +206,14 @@ def decode_batch(
     is_kind = checked.get_column("_is_kind").to_numpy()
     filtered += int(np.count_nonzero(keep & ~is_kind))
     keep &= is_kind
-    has_problem = checked.get_column("_reason").is_not_null().to_numpy()
+    problem = checked.get_column("_problem").to_numpy()
+    has_problem = problem >= 0
     if (keep & has_problem).any():
         bad = checked.filter(pl.Series(keep & has_problem))
+        value_rules = _value_rules(kind, rules.accept_locked)
         ruled = ("symbol", *kind.positive, *kind.non_negative, "ts")
-        for row, why, where, value in bad.select(
-            "_row", "_reason", "_field", pl.struct(*ruled)
-        ).iter_rows():
+        for row, broken, value in bad.select("_row", "_problem", pl.struct(*ruled)).iter_rows():
+            why, where = value_rules[broken].reason.value, value_rules[broken].field
             detail = _value_detail(why, where, value, kind)
             rejected.append((row, _rejection(batch, row, why, where, detail, now)))
         keep &= ~has_problem
@@ -299,22 +301,105 @@ def _checked(
     now: int,
     kind: MessageKind,
 ) -> pl.DataFrame:
-    """The read rows with their checks as columns, in one query: `_row` (position in the
-    batch), `_doubtful` (rows the `read` cannot vouch for: the exact path judges them),
-    `_is_kind`, and `_reason`/`_field` of the first value rule broken; the id as text.
+    """The read rows with their checks as columns: `_row` (position in the batch),
+    `_doubtful` (rows the `read` cannot vouch for: the exact path judges them),
+    `_is_kind`, and `_problem`, the index in `_value_rules` of the first value rule
+    broken (-1: none); the id as text.
 
-    The one rule that changes from batch to batch (`ts` no later than now plus the
-    allowed future) is a column computed eagerly, so the expressions are built once per
-    kind and path (`_check_expressions`): building them cost ~100 us a batch, a tenth of
-    a live poll's decode."""
+    Native column operations and numpy, not a query: a query of these checks cost
+    ~300 us whatever the batch's size (a quarter of a live poll's decode), and so does
+    each polars method that runs as a query (`fill_null`, `str.contains`), so those
+    are kept to the rare batches that need them. A comparison with null breaks no rule,
+    as in polars."""
     ts = frame.get_column("ts")
-    ts_max = now + rules.ts_max_future_ms
-    in_range = ((ts >= rules.ts_min) & (ts <= ts_max)).alias("_ts_in_range")
-    row = pl.Series("_row", rows, dtype=pl.Int64)
-    checks = _check_expressions(kind.name, read, rules.accept_locked)
-    checked = frame.hstack([row, in_range]).with_columns(*checks)
-    checked.drop_in_place("_ts_in_range")  # in place: `drop` is a query of its own (~100 us)
+    in_range = (ts >= rules.ts_min) & (ts <= now + rules.ts_max_future_ms)
+    problem = np.full(frame.height, -1, dtype=np.int8)
+    value_rules = _value_rules(kind, rules.accept_locked)
+    for index in range(len(value_rules) - 1, -1, -1):  # the first rule broken wins
+        problem[_breaches(value_rules[index], frame, in_range)] = index
+    columns = [
+        pl.Series("_row", rows, dtype=pl.Int64),
+        pl.Series("_doubtful", _doubtful_rows(frame, read, kind)),
+        pl.Series("_is_kind", _of_kind(frame.get_column("type"), kind)),
+        pl.Series("_problem", problem),
+    ]
+    checked = frame.hstack(columns)
+    id_field = kind.id_field
+    checked.replace_column(
+        checked.get_column_index(id_field), checked.get_column(id_field).cast(pl.String)
+    )
     return checked
+
+
+def _true(column: pl.Series) -> np.ndarray:
+    """Where a boolean column is true (not false, not null), as a numpy mask."""
+    values = column.to_numpy()
+    return values if column.null_count() == 0 else np.equal(values, True)
+
+
+def _of_kind(kind_of: pl.Series, kind: MessageKind) -> np.ndarray:
+    """Messages of `kind`: their `type` is its name, or absent."""
+    absent = kind_of.null_count()
+    if absent == len(kind_of):
+        return np.ones(len(kind_of), dtype=bool)
+    named = _true(kind_of == kind.name)
+    return named if absent == 0 else named | kind_of.is_null().to_numpy()
+
+
+@dataclass(frozen=True)
+class _ValueRule:
+    """A value rule of a (well-typed) message: the reason and field a breach is rejected
+    with, and the test (`_breaches`)."""
+
+    reason: RejectReason
+    field: str
+    test: Literal["symbol", "positive", "non_negative", "ts", "below"]
+    other: str = ""  # "below": the field that must be higher
+
+
+@functools.cache
+def _value_rules(kind: MessageKind, accept_locked: bool) -> tuple[_ValueRule, ...]:
+    """The value rules of a kind of message, in the order they are judged."""
+    value_rules = [
+        _ValueRule(RejectReason.BAD_SYMBOL, "symbol", "symbol"),
+        *[_ValueRule(RejectReason.NON_POSITIVE, name, "positive") for name in kind.positive],
+        *[_ValueRule(RejectReason.NEGATIVE, name, "non_negative") for name in kind.non_negative],
+        _ValueRule(RejectReason.TS_OUT_OF_RANGE, "ts", "ts"),
+    ]
+    if kind.ordered is not None:
+        low, high = kind.ordered
+        value_rules.append(_ValueRule(RejectReason.CROSSED_BOOK, low, "below", high))
+        if not accept_locked:
+            value_rules.append(_ValueRule(RejectReason.LOCKED_BOOK, low, "below", high))
+    return tuple(value_rules)
+
+
+def _breaches(rule: _ValueRule, frame: pl.DataFrame, in_range: pl.Series) -> np.ndarray:
+    """Which rows break `rule` (`in_range`: whether each `ts` is within its bounds, which
+    change from batch to batch)."""
+    value = frame.get_column(rule.field)
+    if rule.test == "symbol":
+        return _bad_symbols(value)
+    if rule.test == "positive":
+        return _true(value <= 0)
+    if rule.test == "non_negative":
+        return _true(value < 0)
+    if rule.test == "ts":
+        return _true(~in_range)
+    other = frame.get_column(rule.other)
+    return _true(value > other if rule.reason == RejectReason.CROSSED_BOOK else value == other)
+
+
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+
+
+def _bad_symbols(symbols: pl.Series) -> np.ndarray:
+    """Symbols that break the symbol rule, judged once per distinct symbol (a batch has
+    a few hundred at most; the pattern's `^...$` is matched whole, as polars does)."""
+    bad = [s for s in symbols.unique().to_list() if s is not None and not _SYMBOL.fullmatch(s)]
+    if not bad:
+        return np.zeros(len(symbols), dtype=bool)
+    return np.isin(symbols.to_numpy(), bad)
 
 
 # --- the strict batch read -------------------------------------------------------------
@@ -410,13 +495,37 @@ def _one_object_per_line(blob: bytes, n: int, newlines: np.ndarray) -> bool:
 _OPEN, _CLOSE = (ord(c) for c in "{}")
 
 
-def _unvouched(kind: MessageKind) -> pl.Expr:
-    """Rows of a strict read the exact path must judge: a required field missing or null,
-    or a number that is not finite (Arrow reads `NaN` and `Infinity`)."""
-    absent = pl.any_horizontal([pl.col(name).is_null() for name in kind.required])
-    numbers = (*kind.positive, *kind.non_negative)
-    not_finite = [(~pl.col(name).is_finite()).fill_null(False) for name in numbers]
-    return pl.any_horizontal([absent, *not_finite])
+def _doubtful_rows(frame: pl.DataFrame, read: ReadPath, kind: MessageKind) -> np.ndarray:
+    """Rows the `read` cannot vouch for, which the exact path judges.
+
+    The strict read ("unvouched"): a required field missing or null, or a number that
+    is not finite (Arrow reads `NaN` and `Infinity`). The careful read ("doubtful"):
+    bytes that are not UTF-8 (msgspec skips unknown fields unchecked), a `\\u` escape
+    (which can spell a key), or more contract keys in the text than fields the read
+    found (a key given twice: polars keeps the first value, other parsers the last).
+    Messages the exact path read ("vouched"): none."""
+    doubtful = np.zeros(frame.height, dtype=bool)
+    if read == "unvouched":
+        for name in kind.required:
+            column = frame.get_column(name)
+            if column.null_count():
+                doubtful |= column.is_null().to_numpy()
+        for name in (*kind.positive, *kind.non_negative):
+            column = frame.get_column(name)
+            not_finite = ~np.isfinite(column.to_numpy())  # a null is NaN here: not a breach
+            doubtful |= (
+                not_finite & column.is_not_null().to_numpy() if column.null_count() else not_finite
+            )
+    elif read == "doubtful":
+        present = np.zeros(frame.height, dtype=np.int64)
+        for name in kind.contract_fields:
+            present += frame.get_column(name).is_not_null().to_numpy()
+        text = frame.get_column("_text")
+        doubtful |= text.is_null().to_numpy()
+        doubtful |= _true(text.str.contains("\\u", literal=True))
+        keys = text.str.count_matches(_READERS[kind.name].contract_key).fill_null(0)
+        doubtful |= keys.to_numpy() != present
+    return doubtful
 
 
 def _text(raw_rows: list[bytes]) -> pl.Series:
@@ -461,50 +570,6 @@ def _read_rows(rows: list[bytes], reader: _Reader) -> pl.DataFrame:
     columns = {name: [getattr(s, name) for s in shapes] for name in schema}
     columns[id_field] = [None if v is None else str(v) for v in columns[id_field]]
     return pl.DataFrame(columns, schema=schema)
-
-
-@functools.cache
-def _check_expressions(kind_name: str, read: ReadPath, accept_locked: bool) -> tuple[pl.Expr, ...]:
-    """The check columns of `_checked` for a `read` ("unvouched": the strict read,
-    "doubtful": the careful one, "vouched": messages the exact path read)."""
-    reader = _READERS[kind_name]
-    kind = reader.kind
-    if read == "unvouched":
-        doubtful = _unvouched(kind)
-    elif read == "doubtful":
-        doubtful = _doubtful(reader)
-    else:
-        doubtful = pl.lit(False)
-    reason, field_name = _value_problems(kind, accept_locked)
-    return (
-        doubtful.alias("_doubtful"),
-        (pl.col("type").is_null() | (pl.col("type") == kind.name)).alias("_is_kind"),
-        reason.alias("_reason"),
-        field_name.alias("_field"),
-        pl.col(kind.id_field).cast(pl.String),
-    )
-
-
-def _value_problems(kind: MessageKind, accept_locked: bool) -> tuple[pl.Expr, pl.Expr]:
-    """Reason and field of the first value rule a (well-typed) message breaks, else null;
-    the `ts` bounds are the column `_ts_in_range` (null where `ts` is)."""
-    rules = [
-        (~pl.col("symbol").str.contains(SYMBOL_PATTERN), RejectReason.BAD_SYMBOL, "symbol"),
-        *[(pl.col(name) <= 0, RejectReason.NON_POSITIVE, name) for name in kind.positive],
-        *[(pl.col(name) < 0, RejectReason.NEGATIVE, name) for name in kind.non_negative],
-        (~pl.col("_ts_in_range"), RejectReason.TS_OUT_OF_RANGE, "ts"),
-    ]
-    if kind.ordered is not None:
-        low, high = (pl.col(name) for name in kind.ordered)
-        rules.append((low > high, RejectReason.CROSSED_BOOK, kind.ordered[0]))
-        if not accept_locked:
-            rules.append((low == high, RejectReason.LOCKED_BOOK, kind.ordered[0]))
-    reason: Any = pl
-    field_name: Any = pl
-    for condition, why, where in rules:
-        reason = reason.when(condition).then(pl.lit(why.value))
-        field_name = field_name.when(condition).then(pl.lit(where))
-    return reason.otherwise(None), field_name.otherwise(None)
 
 
 def _rejection(
