@@ -26,15 +26,10 @@ _SCAN_BYTES = 1 << 18  # a piece and its buffers stay in the core's cache
 
 
 def newline_positions(text: bytes | memoryview) -> np.ndarray:
-    """Where each `\\n` of `text` is (int64 offsets, ascending).
-
-    Scanned in cache-sized pieces into one reused buffer: a comparison of the whole
-    text made a text-sized array, and its fresh pages cost more than the comparisons."""
-    data = np.frombuffer(text, dtype=np.uint8)
-    hits = np.empty(min(len(data), _SCAN_BYTES), dtype=bool)
+    """Where each `\\n` of `text` is (int64 offsets, ascending)."""
+    hits = np.empty(min(len(text), _SCAN_BYTES), dtype=bool)
     found = [np.empty(0, dtype=np.int64)]
-    for start in range(0, len(data), _SCAN_BYTES):
-        piece = data[start : start + _SCAN_BYTES]
+    for start, piece in _pieces(text):
         equal = hits[: len(piece)]
         np.equal(piece, NEWLINE, out=equal)
         found.append(np.flatnonzero(equal) + start)
@@ -43,17 +38,24 @@ def newline_positions(text: bytes | memoryview) -> np.ndarray:
 
 def bracket_count(text: bytes) -> int:
     """How many `{` and `[` `text` holds: an upper bound on how deep it can nest."""
-    data = np.frombuffer(text, dtype=np.uint8)
-    size = min(len(data), _SCAN_BYTES)
+    size = min(len(text), _SCAN_BYTES)
     folded, hits = np.empty(size, dtype=np.uint8), np.empty(size, dtype=bool)
     count = 0
-    for start in range(0, len(data), _SCAN_BYTES):
-        piece = data[start : start + _SCAN_BYTES]
+    for _, piece in _pieces(text):
         bits, equal = folded[: len(piece)], hits[: len(piece)]
         np.bitwise_or(piece, _BRACKET_BIT, out=bits)
         np.equal(bits, _BRACKET, out=equal)
         count += int(np.count_nonzero(equal))
     return count
+
+
+def _pieces(text: bytes | memoryview) -> Iterator[tuple[int, np.ndarray]]:
+    """`text` as cache-sized pieces of bytes, each with where it starts. Scans compare a
+    piece at a time into one reused buffer: a comparison of the whole text made a
+    text-sized array, and its fresh pages cost more than the comparisons."""
+    data = np.frombuffer(text, dtype=np.uint8)
+    for start in range(0, len(data), _SCAN_BYTES):
+        yield start, data[start : start + _SCAN_BYTES]
 
 
 class LineBlock(Sequence[bytes]):

@@ -38,7 +38,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from candlewax.ndjson import LineBlock, bracket_count, newline_positions
+from candlewax.ndjson import LineBlock, bracket_count
 from candlewax.records import (
     QUOTE,
     SYMBOL_PATTERN,
@@ -353,8 +353,8 @@ class _ValueRule:
 
     reason: RejectReason
     field: str
-    test: Literal["symbol", "positive", "non_negative", "ts", "below"]
-    other: str = ""  # "below": the field that must be higher
+    test: Literal["symbol", "positive", "non_negative", "ts", "above", "equal"]
+    other: str = ""  # "above", "equal": the field compared with
 
 
 @functools.cache
@@ -368,9 +368,9 @@ def _value_rules(kind: MessageKind, accept_locked: bool) -> tuple[_ValueRule, ..
     ]
     if kind.ordered is not None:
         low, high = kind.ordered
-        value_rules.append(_ValueRule(RejectReason.CROSSED_BOOK, low, "below", high))
+        value_rules.append(_ValueRule(RejectReason.CROSSED_BOOK, low, "above", high))
         if not accept_locked:
-            value_rules.append(_ValueRule(RejectReason.LOCKED_BOOK, low, "below", high))
+            value_rules.append(_ValueRule(RejectReason.LOCKED_BOOK, low, "equal", high))
     return tuple(value_rules)
 
 
@@ -387,7 +387,7 @@ def _breaches(rule: _ValueRule, frame: pl.DataFrame, in_range: pl.Series) -> np.
     if rule.test == "ts":
         return _true(~in_range)
     other = frame.get_column(rule.other)
-    return _true(value > other if rule.reason == RejectReason.CROSSED_BOOK else value == other)
+    return _true(value > other if rule.test == "above" else value == other)
 
 
 _SYMBOL = re.compile(SYMBOL_PATTERN)
@@ -408,7 +408,7 @@ def _bad_symbols(symbols: pl.Series) -> np.ndarray:
 # (`\u`-spelt too), a bad surrogate escape, anything but an object: each fails the read.
 # What it lets through that the contract refuses is checked on the whole batch first
 # (bytes that are not UTF-8, a byte-order mark, a message over several lines or empty,
-# deep nesting) or on the columns after (`_unvouched`).
+# deep nesting) or on the columns after (`_doubtful_rows`).
 _ARROW_TYPES = {pl.String(): pa.string(), pl.Int64(): pa.int64(), pl.Float64(): pa.float64()}
 # A batch whose brackets could nest a message deeper than this takes the careful path,
 # which can say `nesting_too_deep` (this is far below where it does).
@@ -438,16 +438,16 @@ def _strict_read(
     None when anything in it needs the careful path."""
     n = len(values)
     if isinstance(values, LineBlock):  # read from a file: the text as it lies there
-        blob, newlines = values.text, values.newlines
+        block = values
     else:
         if n == 0 or None in values:
             return None
         try:
-            blob = b"\n".join(values)  # type: ignore[arg-type]
+            block = LineBlock.of(values)  # type: ignore[arg-type]
         except TypeError:
             return None
-        newlines = newline_positions(blob)
-    if not _one_object_per_line(blob, n, newlines):
+    blob = block.text
+    if not _one_object_per_line(blob, n, block.newlines):
         return None
     if not blob.isascii():  # ASCII (the usual case) is UTF-8; else decode to find out
         try:
@@ -474,7 +474,7 @@ def _strict_read(
             id_types.reverse()
         frame = pl.from_arrow(table)  # the id is cast to text with the checks
         assert isinstance(frame, pl.DataFrame)
-        return frame, values if isinstance(values, LineBlock) else LineBlock(blob, newlines)
+        return frame, block
     return None
 
 
