@@ -38,6 +38,7 @@ import polars as pl
 
 from candlewax.records import CANDLE_ROW, CandleBatch, DriftRecord, FlaggedTrades
 from candlewax.rows import appended, joined
+from candlewax.segment_sums import segment_fsum
 from candlewax.shards import of_earlier_version, run_lengths
 from config.durations import format_duration
 from operators.bars import Bar, window_start
@@ -760,8 +761,8 @@ def _base_bars(trades: PendingTrades, base: int) -> tuple[np.ndarray, np.ndarray
     bars["high"] = np.maximum.reduceat(price, firsts)
     bars["low"] = np.minimum.reduceat(price, firsts)
     bars["count"] = lasts - firsts + 1
-    bars["volume"] = _segment_fsum(size, firsts, lasts)
-    bars["notional"] = _segment_fsum(notional, firsts, lasts)
+    bars["volume"] = segment_fsum(size, firsts, lasts)
+    bars["notional"] = segment_fsum(notional, firsts, lasts)
     return sym[firsts], bars
 
 
@@ -791,8 +792,8 @@ def _coarse_bars(
     bars["high"] = np.maximum.reduceat(rows["high"][by_open], firsts)
     bars["low"] = np.minimum.reduceat(rows["low"][by_open], firsts)
     bars["count"] = np.add.reduceat(rows["count"][by_open], firsts)
-    bars["volume"] = _segment_fsum(rows["volume"][by_open], firsts, lasts)
-    bars["notional"] = _segment_fsum(rows["notional"][by_open], firsts, lasts)
+    bars["volume"] = segment_fsum(rows["volume"][by_open], firsts, lasts)
+    bars["notional"] = segment_fsum(rows["notional"][by_open], firsts, lasts)
     return window_sym[firsts], bars
 
 
@@ -811,16 +812,6 @@ def _rows_of(bar: Bar, start: int) -> np.ndarray:
     rows["volume"][: len(bar.volume_terms)] = bar.volume_terms
     rows["notional"][: len(bar.notional_terms)] = bar.notional_terms
     return rows
-
-
-def _segment_fsum(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> list[float]:
-    """The exactly rounded sum of each segment: the same bits however the trades came."""
-    terms = values.tolist()
-    fsum = math.fsum
-    return [
-        fsum(terms[a : b + 1]) if b > a else terms[a]
-        for a, b in zip(firsts.tolist(), lasts.tolist(), strict=True)
-    ]
 
 
 def _closed_block(res: int, items: list[tuple[int, Bar]], revision: int = 0) -> np.ndarray:
