@@ -10,6 +10,7 @@ the symbol's newest event time (this trade included) minus the horizon.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,14 +65,83 @@ def dedupe_keys(trades: pl.DataFrame) -> list[int | str | None]:
 
 
 @dataclass
+class RisingIds:
+    """Integer ids kept in batches of rising ids, each above every id kept before
+    (exchanges number a symbol's trades in order), with the event time each was kept
+    at: one sorted array, found with a binary search instead of held in a hash table
+    (keeping a bulk batch's ids in `DedupeState.current` cost ~0.2 us a trade, most of
+    the dedupe). Appended to only, a batch's arrays at a time; joined when searched."""
+
+    chunks: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids, _ in self.chunks)
+
+    def append(self, ids: np.ndarray, ts: np.ndarray) -> None:
+        self.chunks.append((ids, ts))
+
+    def joined(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ids (rising) and the event times they were kept at, as one array each."""
+        if len(self.chunks) > 1:  # rebound, not changed in place: a snapshot holds it
+            self.chunks = _joined(self.chunks)
+        if not self.chunks:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        return self.chunks[0]
+
+    def highest(self) -> int | None:
+        return int(self.chunks[-1][0][-1]) if self.chunks else None
+
+    def seen(self, keys: list[int | str | None]) -> dict[int | str, int]:
+        """The event time each of `keys` that is here was kept at."""
+        if not self.chunks:
+            return {}
+        ids, ts = self.joined()
+        wanted = np.fromiter(
+            (k for k in keys if type(k) is int and _INT64_MIN <= k <= _INT64_MAX), dtype=np.int64
+        )
+        at = np.searchsorted(ids, wanted).clip(max=len(ids) - 1)
+        found = ids[at] == wanted
+        return dict(zip(wanted[found].tolist(), ts[at[found]].tolist(), strict=True))
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _joined(chunks: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Chunks of `RisingIds` as one (none if they hold no id)."""
+    chunks = [(ids, ts) for ids, ts in chunks if len(ids)]
+    if len(chunks) < 2:
+        return chunks
+    return [(np.concatenate([i for i, _ in chunks]), np.concatenate([t for _, t in chunks]))]
+
+
+@dataclass
 class DedupeState:
     """Kept keys with the event time they were kept at, in two generations (the form a
-    snapshot is pickled and resumed in)."""
+    snapshot is pickled and resumed in); each generation a hash table and the rising
+    integer ids of bulk batches (`RisingIds`)."""
 
     current: dict[int | str, int] = field(default_factory=dict)
     previous: dict[int | str, int] = field(default_factory=dict)
     generation_start: int | None = None
     max_ts: int | None = None
+    current_rising: RisingIds = field(default_factory=RisingIds)
+    previous_rising: RisingIds = field(default_factory=RisingIds)
+
+    def kept(self) -> int:
+        """How many keys the two generations hold."""
+        return (
+            len(self.current)
+            + len(self.previous)
+            + len(self.current_rising)
+            + len(self.previous_rising)
+        )
+
+    def highest_int(self) -> int | None:
+        """The largest integer key kept (None: none)."""
+        kept = [self.current_rising.highest(), self.previous_rising.highest()]
+        kept.append(_highest_int(self.current, self.previous))
+        return max((k for k in kept if k is not None), default=None)
 
 
 class DedupeSnapshot:
@@ -86,13 +156,25 @@ class DedupeSnapshot:
     when pickled.
     """
 
-    __slots__ = ("_generation_start", "_length", "_log", "_max_ts", "_previous")
+    __slots__ = (
+        "_generation_start",
+        "_length",
+        "_log",
+        "_max_ts",
+        "_previous",
+        "_previous_rising",
+        "_rising",
+        "_rising_length",
+    )
 
     def __init__(
         self, log: list[tuple[tuple[int | str, ...], tuple[int, ...]]], state: DedupeState
     ):
         self._log, self._length = log, len(log)
-        self._previous = state.previous
+        self._rising = state.current_rising.chunks  # appended to only, or rebound
+        self._rising_length = len(self._rising)
+        # The previous generation is read only (rising ids joined in a new list).
+        self._previous, self._previous_rising = state.previous, state.previous_rising.chunks
         self._generation_start, self._max_ts = state.generation_start, state.max_ts
 
     def __reduce__(self) -> tuple[type[DedupeState], tuple[Any, ...]]:
@@ -100,7 +182,16 @@ class DedupeSnapshot:
         for keys, ts in self._log[: self._length]:
             # In order: last write wins, as the dict was written.
             current.update(zip(keys, ts, strict=True))
-        return DedupeState, (current, self._previous, self._generation_start, self._max_ts)
+        rising = RisingIds(_joined(self._rising[: self._rising_length]))
+        previous_rising = RisingIds(_joined(self._previous_rising))
+        return DedupeState, (
+            current,
+            self._previous,
+            self._generation_start,
+            self._max_ts,
+            rising,
+            previous_rising,
+        )
 
 
 class Deduplicator:
@@ -116,6 +207,9 @@ class Deduplicator:
         self._log: list[tuple[tuple[int | str, ...], tuple[int, ...]]] = [
             (tuple(self.state.current), tuple(self.state.current.values()))
         ]
+        # No integer key above this was kept (None: none was): rising ids that start
+        # above it are new without a lookup (`keep_rising`).
+        self._highest = self.state.highest_int()
 
     def snapshot(self) -> DedupeSnapshot:
         """The state now, in constant time: later filtering does not change it."""
@@ -128,10 +222,25 @@ class Deduplicator:
         """
         if trades.height == 0:
             return trades, 0
+        bounds = np.array([0, trades.height], dtype=np.int64)
+        bulk = BulkKeys.of(trades, bounds)
+        if bulk is not None and self.keep_rising(*bulk.run(0)):
+            return trades, 0
         keep = self.keep(dedupe_keys(trades), trades.get_column("ts").to_list())
         if keep is None:
             return trades, 0
         return trades.filter(pl.Series(keep, dtype=pl.Boolean)), keep.count(False)
+
+    def keep_rising(self, ids: np.ndarray | None, ts: np.ndarray, newest: int) -> bool:
+        """Keep a batch of rising integer ids (each above the one before; None: not
+        rising) if it starts above every integer key kept: then none was seen before.
+        False: nothing done, the batch is for `keep`."""
+        if ids is None or (self._highest is not None and ids[0] <= self._highest):
+            return False
+        self.state.current_rising.append(ids, ts)
+        self._highest = int(ids[-1])
+        self._advance(newest)
+        return True
 
     def keep(self, keys: list[int | str | None], ts: list[int]) -> list[bool] | None:
         """Which of a batch of this symbol's trades to keep (their keys, `dedupe_keys`,
@@ -147,10 +256,15 @@ class Deduplicator:
         else:
             pairs = [(k, t) for k, t in zip(keys, ts, strict=True) if k is not None]
             present, present_ts = [k for k, _ in pairs], [t for _, t in pairs]
+        # Rising ids of earlier bulk batches among these keys (usually none to search).
+        current_rising = state.current_rising.seen(present)
+        previous_rising = state.previous_rising.seen(present)
         distinct = set(present)
         keep = None
         if (
             len(distinct) == len(present)
+            and not current_rising
+            and not previous_rising
             and state.current.keys().isdisjoint(distinct)
             and state.previous.keys().isdisjoint(distinct)
         ):
@@ -162,12 +276,23 @@ class Deduplicator:
             running = np.maximum.accumulate(np.asarray(ts, dtype=np.int64))
             if state.max_ts is not None:
                 np.maximum(running, state.max_ts, out=running)
-            keep = self._keep_mask(keys, ts, (running - self.horizon_ms).tolist())
+            floors = (running - self.horizon_ms).tolist()
+            keep = self._keep_mask(keys, ts, floors, current_rising, previous_rising)
             newest = int(running[-1])
+        highest = _highest_int(present)
+        if highest is not None and (self._highest is None or highest > self._highest):
+            self._highest = highest
         self._advance(newest)
         return keep
 
-    def _keep_mask(self, keys: list, ts: list[int], floors: list[int]) -> list[bool]:
+    def _keep_mask(
+        self,
+        keys: list,
+        ts: list[int],
+        floors: list[int],
+        current_rising: dict[int | str, int],
+        previous_rising: dict[int | str, int],
+    ) -> list[bool]:
         current, previous = self.state.current, self.state.previous
         log_keys: list[int | str] = []
         log_ts: list[int] = []
@@ -176,9 +301,15 @@ class Deduplicator:
             if key is None:
                 keep.append(True)
                 continue
+            # The newest write wins: a generation's table over its rising ids (an id
+            # kept there is never appended after), the current generation over the last.
             seen = current.get(key)
             if seen is None:
-                seen = previous.get(key)
+                seen = current_rising.get(key)
+                if seen is None:
+                    seen = previous.get(key)
+                    if seen is None:
+                        seen = previous_rising.get(key)
             if seen is not None and seen > floor:
                 keep.append(False)
             else:
@@ -196,8 +327,8 @@ class Deduplicator:
             state.generation_start = state.max_ts
         elif state.max_ts >= state.generation_start + self.horizon_ms:
             # Every key in `previous` is now older than the horizon: drop it whole.
-            state.previous = state.current
-            state.current = {}
+            state.previous, state.previous_rising = state.current, state.current_rising
+            state.current, state.current_rising = {}, RisingIds()
             self._log = []  # a snapshot keeps the old one whole
             state.generation_start = state.max_ts
 
@@ -223,17 +354,22 @@ class ShardDeduplicator:
         if trades.height == 0:
             return trades, 0
         runs = symbol_runs(trades)
-        keys = dedupe_keys(runs.frame)
-        ts = runs.frame.get_column("ts").to_list()
+        bulk = BulkKeys.of(runs.frame, runs.bounds)
+        keys: list[int | str | None] = []
+        ts: list[int] = []
         mask: np.ndarray | None = None
-        for symbol, first, end in runs:
+        for index, (symbol, first, end) in enumerate(runs):
             dedupe = self._symbols.get(symbol)
             if dedupe is None:
                 dedupe = self._symbols[symbol] = Deduplicator(self.horizon_ms)
+            if bulk is not None and dedupe.keep_rising(*bulk.run(index)):
+                continue
+            if not ts:  # Python lists, once, for the runs that need them
+                keys, ts = dedupe_keys(runs.frame), runs.frame.get_column("ts").to_list()
             keep = dedupe.keep(keys[first:end], ts[first:end])
             if keep is not None:
                 if mask is None:
-                    mask = np.ones(len(ts), dtype=bool)
+                    mask = np.ones(runs.frame.height, dtype=bool)
                 mask[first:end] = keep
         if mask is None:
             return runs.frame, 0
@@ -243,3 +379,56 @@ class ShardDeduplicator:
         """Each symbol's state now (`Deduplicator.snapshot`): pickled as a dict of
         `DedupeState`, the form the step resumes from."""
         return {symbol: dedupe.snapshot() for symbol, dedupe in self._symbols.items()}
+
+
+# Below this many trades a batch is kept through the hash tables only: numpy's calls
+# cost more than the lookups (a live poll).
+_BULK_FROM_ROWS = 1_000
+
+
+@dataclass
+class BulkKeys:
+    """A large batch's integer keys as arrays, with which of its runs of one symbol have
+    rising ids (`Deduplicator.keep_rising`), found in numpy for all the runs at once."""
+
+    ids: np.ndarray
+    ts: np.ndarray
+    bounds: np.ndarray  # run i is rows bounds[i]:bounds[i + 1]
+    rising: list[bool]
+    newest: list[int]
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame, bounds: np.ndarray) -> BulkKeys | None:
+        """None unless the batch is large and has integer keys (`with_dedupe_keys`: a
+        canonical integer id; a run with any other key, text, a fingerprint or none, is
+        not rising)."""
+        if frame.height < _BULK_FROM_ROWS:
+            return None
+        ints = frame.get_column("_key_int")
+        missing = ints.null_count()
+        if missing == frame.height:
+            return None
+        ids = (ints if not missing else ints.fill_null(0)).to_numpy()
+        ts = frame.get_column("ts").to_numpy()
+        firsts, ends = bounds[:-1], bounds[1:]
+        # Steps that do not rise, counted up to each row: a run rises if none is in it.
+        falls = np.zeros(len(ids), dtype=np.int64)
+        np.cumsum(ids[1:] <= ids[:-1], out=falls[1:])
+        rising = falls[ends - 1] == falls[firsts]
+        if missing:  # and if every key of it is an integer
+            others = np.zeros(len(ids) + 1, dtype=np.int64)
+            np.cumsum(ints.is_null().to_numpy(), out=others[1:])
+            rising &= others[ends] == others[firsts]
+        newest = np.maximum.reduceat(ts, firsts).tolist()
+        return cls(ids, ts, bounds, rising.tolist(), newest)
+
+    def run(self, index: int) -> tuple[np.ndarray | None, np.ndarray, int]:
+        """Run `index`'s ids (None: not rising), event times and newest event time."""
+        first, end = int(self.bounds[index]), int(self.bounds[index + 1])
+        ids = self.ids[first:end] if self.rising[index] else None
+        return ids, self.ts[first:end], self.newest[index]
+
+
+def _highest_int(*groups: Iterable[int | str | None]) -> int | None:
+    """The largest integer key among some keys (None: no integer)."""
+    return max((k for group in groups for k in group if type(k) is int), default=None)

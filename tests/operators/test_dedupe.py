@@ -66,8 +66,21 @@ def test_state_stays_bounded_by_the_horizon():
     for second in range(100):
         ids = [second * 100 + i for i in range(100)]
         dedupe.filter(trades_frame([(T0 + second * 1000 + i, 1, 1) for i in range(100)], ids=ids))
-    remembered = len(dedupe.state.current) + len(dedupe.state.previous)
+    remembered = dedupe.state.kept()
     assert remembered <= 300, remembered  # at most ~2 horizons of ids, not all 10,000
+
+
+def test_state_stays_bounded_by_the_horizon_in_bulk(monkeypatch):
+    monkeypatch.setattr("operators.dedupe._BULK_FROM_ROWS", 1)  # rising ids as arrays
+    dedupe = Deduplicator(horizon_ms=1_000)
+    for second in range(100):
+        ids = [second * 100 + i for i in range(100)]
+        kept, _ = dedupe.filter(
+            trades_frame([(T0 + second * 1000 + i, 1, 1) for i in range(100)], ids=ids)
+        )
+        assert kept.height == 100
+    assert not dedupe.state.current  # all of them kept as rising ids
+    assert dedupe.state.kept() <= 300, dedupe.state.kept()
 
 
 def test_the_result_does_not_depend_on_batch_boundaries():
@@ -177,3 +190,194 @@ def test_a_snapshot_of_one_symbol_from_an_earlier_version_is_refused_with_a_clea
         ShardDeduplicator(1_000, earlier)
     resumed = ShardDeduplicator(1_000, {"BTC-USD": earlier})  # a shard's: resumes
     assert resumed.filter(trades_frame([(T0, 1.0, 1.0)], ids=[1]))[1] == 0
+
+
+def _by_the_rule(streams: dict[str, list[tuple[int, object]]], horizon_ms: int) -> dict:
+    """The rule itself, apart from the filter: a trade is a duplicate when its key was
+    last kept at an event time later than its symbol's newest event time (the trade's
+    own included) minus the horizon. Keys as `with_dedupe_keys` makes them: an integer
+    id and its digits are one id; no id, no key."""
+    kept: dict[str, list[int]] = {}
+    for symbol, trades in streams.items():
+        last_kept: dict[object, int] = {}
+        newest, kept[symbol] = None, []
+        for index, (ts, trade_id) in enumerate(trades):
+            newest = ts if newest is None else max(newest, ts)
+            key = None if trade_id is None else str(trade_id)
+            seen = last_kept.get(key)
+            if key is not None and seen is not None and seen > newest - horizon_ms:
+                continue
+            if key is not None:
+                last_kept[key] = ts
+            kept[symbol].append(index)
+    return kept
+
+
+@pytest.mark.parametrize("bulk_from", [20, 1_000])
+def test_bulk_batches_of_rising_ids_keep_what_the_rule_keeps(monkeypatch, bulk_from):
+    """Batches from `bulk_from` rows on (where rising integer ids are kept as arrays,
+    not hash tables; 20: small batches too) mixed with smaller ones; ids that rise, are
+    replayed after a reconnect (rising again, but seen), repeat one by one, are text or
+    missing, start again from 0; generations dropped on the way, snapshots resumed:
+    every trade kept or dropped as the rule says."""
+    monkeypatch.setattr("operators.dedupe._BULK_FROM_ROWS", bulk_from)
+    rng = random.Random(17)
+    horizon = 5_000
+    streams: dict[str, list[tuple[int, object]]] = {s: [] for s in ("AAA", "BBB", "CCC")}
+    next_id = dict.fromkeys(streams, 1_000)
+    arrivals = []  # (symbol, index in its stream), in the order they come
+
+    def arrive(symbol: str, ts: int, trade_id: object) -> None:
+        arrivals.append((symbol, len(streams[symbol])))
+        streams[symbol].append((ts, trade_id))
+
+    for step in range(40_000):
+        symbol = rng.choice(list(streams))
+        ts = T0 + step * 2 + rng.randint(-400, 400) * (rng.random() < 0.1)
+        # Stretches of clean rising ids (the usual tape) and stretches with faults.
+        roll = rng.random() if (step // 1_000) % 3 == 2 else 0.0
+        if roll < 0.9:  # the exchange's next id
+            next_id[symbol] += rng.randint(1, 3)
+            arrive(symbol, ts, next_id[symbol])
+        elif roll < 0.905:  # a reconnect: the symbol's last trades again, in order
+            for replayed in streams[symbol][-rng.randint(5, 300) :]:
+                arrive(symbol, *replayed)
+        elif roll < 0.95:  # an id seen before (a repeat, or beyond the horizon)
+            arrive(symbol, ts, next_id[symbol] - rng.randint(0, 3_000))
+        elif roll < 0.98:
+            arrive(symbol, ts, f"x{rng.randint(0, 30)}")
+        else:
+            arrive(symbol, ts, None)
+        if step == 25_000:  # the venue numbers from the start again
+            next_id = dict.fromkeys(streams, 0)
+    expected = _by_the_rule(streams, horizon)
+
+    dedupe, got, start = ShardDeduplicator(horizon), {s: [] for s in streams}, 0
+    while start < len(arrivals):
+        end = start + int(10 ** rng.uniform(0, 3.7))  # 1 to 5,000 trades
+        part = arrivals[start:end]
+        rows = [(s, i, *streams[s][i]) for s, i in part]
+        batch = with_dedupe_keys(
+            pl.DataFrame(
+                {
+                    "symbol": [s for s, *_ in rows],
+                    "ts": [ts for *_, ts, _ in rows],
+                    "trade_id": [None if tid is None else str(tid) for *_, tid in rows],
+                    "_index": [i for _, i, *_ in rows],
+                }
+            ),
+            fingerprint=False,
+        )
+        batch = batch.sort("symbol", maintain_order=True)  # runs, as the split makes them
+        kept, duplicates = dedupe.filter(batch)
+        assert kept.height + duplicates == batch.height
+        for symbol, index in kept.select("symbol", "_index").iter_rows():
+            got[symbol].append(index)
+        if rng.random() < 0.1:  # resumed from the snapshot's pickle
+            dedupe = ShardDeduplicator(horizon, pickle.loads(pickle.dumps(dedupe.snapshot())))
+        start = end
+    for symbol in streams:
+        assert got[symbol] == expected[symbol], symbol
+    dropped = sum(map(len, streams.values())) - sum(map(len, got.values()))
+    assert dropped > 1_000, dropped  # repeats were there to drop
+
+
+def _kept_by_the_shard(batches, horizon_ms, resume_after=()):
+    """Feed batches of (symbol, ts, id) to a shard's filter (resumed from its snapshot's
+    pickle after the batches numbered in `resume_after`): the streams it saw and the
+    index in its stream of each trade it kept."""
+    dedupe = ShardDeduplicator(horizon_ms)
+    streams: dict[str, list[tuple[int, object]]] = {}
+    kept: dict[str, list[int]] = {}
+    for number, batch in enumerate(batches):
+        indexes = []
+        for symbol, ts, trade_id in batch:
+            stream = streams.setdefault(symbol, [])
+            kept.setdefault(symbol, [])
+            indexes.append(len(stream))
+            stream.append((ts, trade_id))
+        frame = with_dedupe_keys(
+            pl.DataFrame(
+                {
+                    "symbol": [symbol for symbol, _, _ in batch],
+                    "ts": [ts for _, ts, _ in batch],
+                    "trade_id": [None if i is None else str(i) for _, _, i in batch],
+                    "_index": indexes,
+                }
+            ),
+            fingerprint=False,
+        ).sort("symbol", maintain_order=True)
+        for symbol, index in dedupe.filter(frame)[0].select("symbol", "_index").iter_rows():
+            kept[symbol].append(index)
+        if number in resume_after:
+            dedupe = ShardDeduplicator(horizon_ms, pickle.loads(pickle.dumps(dedupe.snapshot())))
+    return streams, kept
+
+
+def _rising(symbol, ids, ts):
+    return [(symbol, ts + i, trade_id) for i, trade_id in enumerate(ids)]
+
+
+@pytest.mark.parametrize(
+    "batches, resume_after",
+    [
+        # a reconnect replays rising ids already kept as rising ids: all dropped
+        ([_rising("A", range(100, 110), T0), _rising("A", range(104, 112), T0 + 20)], ()),
+        # ... after a restart from the snapshot
+        ([_rising("A", range(100, 110), T0), _rising("A", range(104, 112), T0 + 20)], (0,)),
+        # ... one at a time and out of order
+        ([_rising("A", range(100, 110), T0), _rising("A", [107, 101, 111], T0 + 20)], ()),
+        # ... after the generation they were kept in was dropped, within the horizon
+        (
+            [
+                _rising("A", range(100, 110), T0),
+                _rising("A", range(110, 120), T0 + 900),
+                _rising("A", [105, 115, 121], T0 + 1_050),
+                _rising("A", range(108, 125), T0 + 1_800),
+            ],
+            (1, 2),
+        ),
+        # ids kept one by one, then rising ids that start below the highest of them
+        (
+            [
+                _rising("A", [50, 40], T0),
+                _rising("A", range(45, 55), T0 + 10),
+                _rising("A", range(38, 42), T0 + 30),
+            ],
+            (),
+        ),
+        # runs with no id or a text id in them are not rising ids
+        (
+            [
+                _rising("A", [None, 5, 6], T0),
+                _rising("A", ["x", 7, 8], T0 + 5),
+                _rising("A", [0, 1, 2, 3], T0 + 10),
+            ],
+            (),
+        ),
+        # an id twice in a row does not rise
+        ([_rising("A", [5, 5, 6], T0), _rising("A", [6, 7], T0 + 5)], ()),
+        # several symbols in one batch, each its own ids
+        (
+            [
+                _rising("A", range(10, 20), T0) + _rising("B", range(10, 20), T0),
+                _rising("B", range(15, 25), T0 + 30) + _rising("A", range(5, 12), T0 + 30),
+            ],
+            (0,),
+        ),
+    ],
+    ids=[
+        "replayed",
+        "replayed-after-restart",
+        "repeated-alone",
+        "previous-generation",
+        "below-the-highest",
+        "missing-or-text-ids",
+        "twice-in-a-row",
+        "two-symbols",
+    ],
+)
+def test_rising_ids_in_bulk_are_found_again_as_the_rule_says(monkeypatch, batches, resume_after):
+    monkeypatch.setattr("operators.dedupe._BULK_FROM_ROWS", 1)  # every batch in bulk
+    streams, kept = _kept_by_the_shard(batches, horizon_ms=1_000, resume_after=resume_after)
+    assert kept == _by_the_rule(streams, 1_000)
