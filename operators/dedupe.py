@@ -92,19 +92,20 @@ class RisingIds:
         return int(self.chunks[-1][0][-1]) if self.chunks else None
 
     def seen(self, keys: list[int | str | None]) -> dict[int | str, int]:
-        """The event time each of `keys` that is here was kept at."""
+        """The event time each of `keys` that is here was kept at. Keys outside the
+        range of the ids are sifted out in Python first: a live poll's new ids, above
+        them all, cost no numpy call."""
         if not self.chunks:
             return {}
+        low, high = int(self.chunks[0][0][0]), int(self.chunks[-1][0][-1])
+        wanted = [k for k in keys if type(k) is int and low <= k <= high]
+        if not wanted:
+            return {}
         ids, ts = self.joined()
-        wanted = np.fromiter(
-            (k for k in keys if type(k) is int and _INT64_MIN <= k <= _INT64_MAX), dtype=np.int64
-        )
-        at = np.searchsorted(ids, wanted).clip(max=len(ids) - 1)
-        found = ids[at] == wanted
-        return dict(zip(wanted[found].tolist(), ts[at[found]].tolist(), strict=True))
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+        candidates = np.array(wanted, dtype=np.int64)
+        at = np.searchsorted(ids, candidates)  # within the range: at < len(ids)
+        found = ids[at] == candidates
+        return dict(zip(candidates[found].tolist(), ts[at[found]].tolist(), strict=True))
 
 
 def _joined(chunks: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
