@@ -258,8 +258,10 @@ class Deduplicator:
             pairs = [(k, t) for k, t in zip(keys, ts, strict=True) if k is not None]
             present, present_ts = [k for k, _ in pairs], [t for _, t in pairs]
         # Rising ids of earlier bulk batches among these keys (usually none to search).
-        current_rising = state.current_rising.seen(present)
-        previous_rising = state.previous_rising.seen(present)
+        current_rising = state.current_rising.seen(present) if state.current_rising.chunks else {}
+        previous_rising = (
+            state.previous_rising.seen(present) if state.previous_rising.chunks else {}
+        )
         distinct = set(present)
         keep = None
         if (
@@ -280,8 +282,11 @@ class Deduplicator:
             floors = (running - self.horizon_ms).tolist()
             keep = self._keep_mask(keys, ts, floors, current_rising, previous_rising)
             newest = int(running[-1])
-        highest = _highest_int(present)
-        if highest is not None and (self._highest is None or highest > self._highest):
+        try:
+            highest = max(present)  # type: ignore[type-var]  # C speed: all ints or all text
+        except (TypeError, ValueError):  # both kinds, or no key at all
+            highest = _highest_int(present)
+        if type(highest) is int and (self._highest is None or highest > self._highest):
             self._highest = highest
         self._advance(newest)
         return keep
