@@ -381,3 +381,19 @@ def test_rising_ids_in_bulk_are_found_again_as_the_rule_says(monkeypatch, batche
     monkeypatch.setattr("operators.dedupe._BULK_FROM_ROWS", 1)  # every batch in bulk
     streams, kept = _kept_by_the_shard(batches, horizon_ms=1_000, resume_after=resume_after)
     assert kept == _by_the_rule(streams, 1_000)
+
+
+def test_a_state_pickled_before_rising_ids_were_kept_as_arrays_resumes(monkeypatch):
+    """Earlier versions pickled `DedupeState(current, previous, generation_start,
+    max_ts)`: resumed, its ids are still found, by the bulk path too."""
+    monkeypatch.setattr("operators.dedupe._BULK_FROM_ROWS", 1)
+
+    class Earlier:  # what an earlier version's snapshot pickled as
+        def __reduce__(self):
+            return DedupeState, ({10: T0, 11: T0 + 1}, {5: T0 - 10}, T0, T0 + 1)
+
+    state = pickle.loads(pickle.dumps(Earlier()))
+    dedupe = Deduplicator(60_000, state)
+    rows = [(T0 + 2 + i, 1.0, 1.0) for i in range(4)]
+    assert kept_ids(dedupe, rows, [9, 10, 11, 12]) == ["9", "12"]  # rising, but seen
+    assert kept_ids(dedupe, rows[:2], [5, 13]) == ["13"]
