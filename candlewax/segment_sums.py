@@ -31,11 +31,8 @@ _TERM_SAVED_US = 0.024
 def segment_fsum(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
     """The exactly rounded sum (as `math.fsum`) of `values[first : last + 1]` for each
     segment (`firsts`, `lasts`: int arrays, each segment non-empty)."""
-    fsum = math.fsum
     if len(firsts) * _SEGMENT_US < _STEP_US:  # too few to pay for a step (a live poll's)
-        terms = values.tolist()
-        ends = zip(firsts.tolist(), lasts.tolist(), strict=True)
-        return np.array([fsum(terms[a : b + 1]) for a, b in ends], dtype=np.float64)
+        return _fsum_each(values, firsts, lasts)
     values = np.ascontiguousarray(values, dtype=np.float64)
     lengths = lasts - firsts + 1
     sums = np.empty(len(firsts), dtype=np.float64)
@@ -52,9 +49,16 @@ def segment_fsum(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> n
         sums[together], exact = _lockstep_sums(values, firsts[together], lengths[together])
         fallback[together[exact]] = False
     alone = np.flatnonzero(fallback)
-    for i, a, b in zip(alone.tolist(), firsts[alone].tolist(), lasts[alone].tolist(), strict=True):
-        sums[i] = fsum(values[a : b + 1].tolist())
+    sums[alone] = _fsum_each(values, firsts[alone], lasts[alone])
     return sums
+
+
+def _fsum_each(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
+    """`math.fsum` of each segment, one call each (a slice at a time: a few segments of
+    a large array need not make all of it Python floats)."""
+    fsum = math.fsum
+    ends = zip(firsts.tolist(), lasts.tolist(), strict=True)
+    return np.array([fsum(values[a : b + 1].tolist()) for a, b in ends], dtype=np.float64)
 
 
 def _lockstep_sums(

@@ -9,6 +9,7 @@ the symbol's newest event time (this trade included) minus the horizon.
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -257,17 +258,12 @@ class Deduplicator:
         else:
             pairs = [(k, t) for k, t in zip(keys, ts, strict=True) if k is not None]
             present, present_ts = [k for k, _ in pairs], [t for _, t in pairs]
-        # Rising ids of earlier bulk batches among these keys (usually none to search).
-        current_rising = state.current_rising.seen(present) if state.current_rising.chunks else {}
-        previous_rising = (
-            state.previous_rising.seen(present) if state.previous_rising.chunks else {}
-        )
+        rising = self._rising_seen(present)
         distinct = set(present)
         keep = None
         if (
             len(distinct) == len(present)
-            and not current_rising
-            and not previous_rising
+            and not rising
             and state.current.keys().isdisjoint(distinct)
             and state.previous.keys().isdisjoint(distinct)
         ):
@@ -280,7 +276,7 @@ class Deduplicator:
             if state.max_ts is not None:
                 np.maximum(running, state.max_ts, out=running)
             floors = (running - self.horizon_ms).tolist()
-            keep = self._keep_mask(keys, ts, floors, current_rising, previous_rising)
+            keep = self._keep_mask(keys, ts, floors, rising)
             newest = int(running[-1])
         try:
             highest = max(present)  # type: ignore[type-var]  # C speed: all ints or all text
@@ -291,15 +287,28 @@ class Deduplicator:
         self._advance(newest)
         return keep
 
+    def _rising_seen(self, keys: list[int | str | None]) -> dict[int | str, int]:
+        """The event time each of `keys` kept as a rising id was kept at, as the lookup
+        of `_keep_mask` finds it between the current table and the previous one: the
+        newest write wins, so the previous generation's rising ids only where the
+        previous table does not have the key (usually nothing: no search at all)."""
+        state = self.state
+        if not state.current_rising.chunks and not state.previous_rising.chunks:
+            return {}
+        previous = state.previous
+        seen = {
+            key: ts for key, ts in state.previous_rising.seen(keys).items() if key not in previous
+        }
+        seen.update(state.current_rising.seen(keys))
+        return seen
+
     def _keep_mask(
-        self,
-        keys: list,
-        ts: list[int],
-        floors: list[int],
-        current_rising: dict[int | str, int],
-        previous_rising: dict[int | str, int],
+        self, keys: list, ts: list[int], floors: list[int], rising: dict[int | str, int]
     ) -> list[bool]:
-        current, previous = self.state.current, self.state.previous
+        """Keep or drop each key (`rising`: `_rising_seen`'s, looked up after the current
+        table and before the previous one)."""
+        current = self.state.current
+        older = collections.ChainMap(rising, self.state.previous) if rising else self.state.previous
         log_keys: list[int | str] = []
         log_ts: list[int] = []
         keep: list[bool] = []
@@ -307,15 +316,9 @@ class Deduplicator:
             if key is None:
                 keep.append(True)
                 continue
-            # The newest write wins: a generation's table over its rising ids (an id
-            # kept there is never appended after), the current generation over the last.
             seen = current.get(key)
             if seen is None:
-                seen = current_rising.get(key)
-                if seen is None:
-                    seen = previous.get(key)
-                    if seen is None:
-                        seen = previous_rising.get(key)
+                seen = older.get(key)
             if seen is not None and seen > floor:
                 keep.append(False)
             else:

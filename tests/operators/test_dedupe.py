@@ -357,6 +357,19 @@ def _rising(symbol, ids, ts):
         ),
         # an id twice in a row does not rise
         ([_rising("A", [5, 5, 6], T0), _rising("A", [6, 7], T0 + 5)], ()),
+        # a rising id kept again (its first, late, sighting beyond the horizon), then its
+        # generation the previous one: the newer sighting counts, not the array's
+        (
+            [
+                _rising("A", range(1, 6), T0),
+                _rising("A", range(10, 15), T0 + 1_100),
+                _rising("A", range(100, 106), T0 + 500),
+                _rising("A", [103], T0 + 1_600),
+                _rising("A", [200, 201], T0 + 2_200),
+                _rising("A", [103], T0 + 2_300),
+            ],
+            (),
+        ),
         # several symbols in one batch, each its own ids
         (
             [
@@ -374,6 +387,7 @@ def _rising(symbol, ids, ts):
         "below-the-highest",
         "missing-or-text-ids",
         "twice-in-a-row",
+        "kept-again-then-previous",
         "two-symbols",
     ],
 )
