@@ -34,13 +34,13 @@ from candlewax.cluster import offset_bytewax_api_port, process_id
 from candlewax.failures import RedactingFilter, add_secret, exit_on_failure, redact
 from candlewax.heap import freeze_startup
 from candlewax.metrics import FlowMetrics, serve_metrics
-from candlewax.records import QUOTE, record_symbol
+from candlewax.records import QUOTE, TRADE, record_symbol
 from candlewax.shards import shard_key
 from candlewax.stopping import stop_on_signals, stopped_by
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from operators import steps
 from operators.candles import CandleSpec
-from operators.decode import ValidationRules
+from operators.decode import ValidationRules, read_ahead
 from operators.drift import DriftPolicy
 from operators.price_guard import OutlierRule
 from sinks import lake, postgres, redis
@@ -237,7 +237,7 @@ def simulator_config(settings: Settings) -> SimulatorConfig:
 def default_source(settings: Settings) -> Source[Any]:
     if settings.source == "file":
         assert settings.source_path is not None
-        return NdjsonFileSource(settings.source_path, settings.batch_size)
+        return NdjsonFileSource(settings.source_path, settings.batch_size, read_ahead(TRADE))
     if settings.source == "simulator":
         return SimulatorSource(simulator_config(settings), settings.batch_size)
     return kafka_source(settings, settings.kafka_trades_topic)
@@ -259,7 +259,7 @@ def kafka_source(settings: Settings, topic: str) -> KafkaBatchSource:
 def default_quote_source(settings: Settings) -> Source[Any]:
     if settings.quotes_source == "file":
         assert settings.quotes_source_path is not None
-        return NdjsonFileSource(settings.quotes_source_path, settings.batch_size)
+        return NdjsonFileSource(settings.quotes_source_path, settings.batch_size, read_ahead(QUOTE))
     if settings.quotes_source == "simulator":
         config = dataclasses.replace(simulator_config(settings), kind="quote")
         return SimulatorSource(config, settings.batch_size)

@@ -439,6 +439,8 @@ def _strict_read(
     """The batch's columns from one strict read, with the batch as the text it read, or
     None when anything in it needs the careful path."""
     n = len(values)
+    if isinstance(values, LineBlock) and values.ahead is not None:
+        return values.ahead[0]  # read ahead (`read_ahead`)
     if isinstance(values, LineBlock):  # read from a file: the text as it lies there
         block = values
     else:
@@ -580,6 +582,18 @@ def _polars_types_strict() -> bool:
 
 
 _POLARS_VOUCHABLE = _polars_types_strict()  # else Arrow reads every batch
+
+
+def read_ahead(kind: MessageKind) -> Callable[[LineBlock], None]:
+    """The strict read of a block of `kind` messages, done before the decode gets it
+    (by a file source on its reading thread): `decode_batch` then takes its result from
+    the block. The read is a function of the bytes alone, so nothing else changes."""
+    reader = _READERS[kind.name]
+
+    def strict_read_ahead(block: LineBlock) -> None:
+        block.ahead = (_strict_read(block, reader),)
+
+    return strict_read_ahead
 
 
 def _one_object_per_line(blob: bytes, n: int, newlines: np.ndarray) -> bool:

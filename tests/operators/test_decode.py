@@ -8,7 +8,7 @@ import pytest
 
 import operators.decode as decoder
 from candlewax.ndjson import LineBlock
-from candlewax.records import ORIGIN_SCHEMA, TRADE_SCHEMA, RawBatch
+from candlewax.records import ORIGIN_SCHEMA, TRADE, TRADE_SCHEMA, RawBatch
 from operators.decode import ValidationRules, decode_batch
 from operators.steps import JOIN_MESSAGES, joined_groups
 from tests.factories import T0, trade
@@ -315,6 +315,25 @@ def test_what_polars_batch_read_lets_through_is_judged_as_alone(message, monkeyp
         alone
     )
     assert [part[: len(mine[i])] for i, part in enumerate(outcome(mixed))] == list(mine)
+
+
+@pytest.mark.parametrize("odd", [None, *POLARS_READ_GAPS[:3], b"not json"])
+def test_a_block_read_ahead_decodes_as_it_does_when_read_in_turn(odd, monkeypatch):
+    # A file source does the strict read on its own thread before the decode gets the
+    # block (`read_ahead`): the decode then does no strict read and says the same (a
+    # batch the strict read refused goes the careful way, as in turn).
+    lines = [trade("B", 2, 1, T0 + i, trade_id=i) for i in range(4_000)] + [odd or GOOD, GOOD]
+    positions = range(1, len(lines) + 1)
+    in_turn = decode_batch(RawBatch("file:t", LineBlock.of(lines), positions), RULES)
+    block = LineBlock.of(lines)
+    decoder.read_ahead(TRADE)(block)
+    assert block.ahead is not None
+    monkeypatch.setattr(decoder, "_polars_read", None)  # a strict read now would fail
+    monkeypatch.setattr(decoder.pa_json, "read_json", None)
+    ahead = decode_batch(RawBatch("file:t", block, positions), RULES)
+    assert ahead.valid.equals(in_turn.valid)
+    assert ahead.rejections == in_turn.rejections
+    assert bool(ahead.rejections) == (odd is not None)
 
 
 def test_large_batches_of_integer_and_string_ids_read_the_same():

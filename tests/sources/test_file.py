@@ -61,28 +61,42 @@ def test_a_resume_continues_after_the_snapshot(tmp_path):
 
 @pytest.mark.parametrize("read_bytes", [1, 7, 64, 1 << 20])
 @pytest.mark.parametrize("batch_size", [1, 3, 1_000])
+@pytest.mark.parametrize("ahead", [False, True])
 def test_lines_split_by_reads_and_batches_anywhere_are_read_whole(
-    tmp_path, monkeypatch, read_bytes, batch_size
+    tmp_path, monkeypatch, read_bytes, batch_size, ahead
 ):
     # Reads end inside lines and batches inside reads; a resume from any batch's snapshot
-    # reads the rest.
+    # reads the rest. Read ahead, every block is worked on before it is handed over, at
+    # most one block waits, and the snapshot counts only the blocks handed over.
     monkeypatch.setattr(file, "READ_BYTES", read_bytes)
     lines = [b'{"n":%d%s}' % (i, b"x" * (i % 13)) if i % 10 else b"" for i in range(1, 90)]
     path = tmp_path / "t.ndjson"
     path.write_bytes(b"\n".join(lines))  # no newline after the last line
     expected = list(enumerate(lines, start=1))
-    partition = NdjsonFilePartition(path, batch_size, None)
-    read = []
+    worked_on = []
+
+    def read_ahead(block):
+        block.ahead = len(worked_on)
+        worked_on.append(block)
+
+    partition = NdjsonFilePartition(path, batch_size, None, read_ahead if ahead else None)
+    read, handed = [], 0
     while True:
         try:
             batches = partition.next_batch()
         except StopIteration:
             break
         assert all(len(batch) <= batch_size for batch in batches)
+        if ahead:
+            assert [batch.values.ahead for batch in batches] == [handed]
+            handed += 1
+            assert handed <= len(worked_on) <= handed + 1
         read += lines_of(batches)
         rest = lines_of(drain(NdjsonFilePartition(path, batch_size, partition.snapshot())))
         assert read + rest == expected
+    partition.close()
     assert read == expected
+    assert len(worked_on) == (handed if ahead else 0)
 
 
 def test_a_missing_file_names_the_setting(tmp_path):
