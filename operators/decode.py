@@ -440,7 +440,8 @@ def _strict_read(
     None when anything in it needs the careful path."""
     n = len(values)
     if isinstance(values, LineBlock) and values.ahead is not None:
-        return values.ahead[0]  # read ahead (`read_ahead`)
+        (frame,) = values.ahead  # read ahead (`read_ahead`)
+        return None if frame is None else (frame, values)
     if isinstance(values, LineBlock):  # read from a file: the text as it lies there
         block = values
     else:
@@ -591,7 +592,10 @@ def read_ahead(kind: MessageKind) -> Callable[[LineBlock], None]:
     reader = _READERS[kind.name]
 
     def strict_read_ahead(block: LineBlock) -> None:
-        block.ahead = (_strict_read(block, reader),)
+        read = _strict_read(block, reader)
+        # The frame alone: the block in it too would make a cycle, which only the cyclic
+        # collector frees (blocks of 100,000 messages piled up: +430 MB peak RSS).
+        block.ahead = (None if read is None else read[0],)
 
     return strict_read_ahead
 

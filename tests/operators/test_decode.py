@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import pytest
 
@@ -334,6 +336,22 @@ def test_a_block_read_ahead_decodes_as_it_does_when_read_in_turn(odd, monkeypatc
     assert ahead.valid.equals(in_turn.valid)
     assert ahead.rejections == in_turn.rejections
     assert bool(ahead.rejections) == (odd is not None)
+
+
+def test_a_block_read_ahead_is_freed_once_dropped_without_the_cycle_collector():
+    # The flow pauses the cyclic collector for long stretches: a block read ahead that
+    # referred to itself piled up, 20 MB each (peak RSS +430 MB on the 2 M-trade file).
+    block = LineBlock.of([trade("B", 2, 1, T0 + i, trade_id=i) for i in range(4_000)])
+    decoder.read_ahead(TRADE)(block)
+    decoded = decode_batch(RawBatch("file:t", block, range(1, 4_001)), RULES)
+    assert decoded.valid.height == 4_000
+    frame = weakref.ref(block.ahead[0])
+    gc.disable()
+    try:
+        del block, decoded
+        assert frame() is None
+    finally:
+        gc.enable()
 
 
 def test_large_batches_of_integer_and_string_ids_read_the_same():
