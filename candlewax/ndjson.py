@@ -13,7 +13,7 @@ bytes).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import overload
 
 import numpy as np
 import polars as pl
@@ -100,17 +100,14 @@ def _pieces(text: bytes | memoryview) -> Iterator[tuple[int, np.ndarray]]:
 class LineBlock(Sequence[bytes]):
     """Messages as an NDJSON text holds them: `text` is the lines joined by `\\n` (no
     newline after the last), `newlines` where those newlines are. As a sequence, the
-    lines (split once, on first use). `ahead`: what a reader worked out of the block
-    before handing it over (a file source's thread does the decode's strict read while
-    the flow works on the block before); None if nothing."""
+    lines (split once, on first use)."""
 
-    __slots__ = ("_lines", "ahead", "newlines", "text")
+    __slots__ = ("_lines", "newlines", "text")
 
     def __init__(self, text: bytes, newlines: np.ndarray):
         self.text = text
         self.newlines = newlines
         self._lines: list[bytes] | None = None
-        self.ahead: Any = None
 
     @classmethod
     def of(cls, lines: Sequence[bytes]) -> LineBlock:

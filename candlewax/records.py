@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import Enum
 from itertools import chain
@@ -34,7 +35,8 @@ class RawBatch:
     objects are what limits throughput; `positions` are Kafka offsets or file line
     numbers, turned into text only for the few messages that are rejected. `values` is a
     list (Kafka, the simulator) or, from an NDJSON file, the text they were read from
-    (`LineBlock`).
+    (`LineBlock`). `ahead`: the decode's strict read of the batch, begun by the source on
+    a thread of its own (`read_ahead` of `sources.file` and `sources.kafka`).
     """
 
     source: str
@@ -43,6 +45,7 @@ class RawBatch:
     keys: list[bytes | None] | None = None
     # Of a joined batch: each source with how many of its messages follow, in order.
     source_runs: tuple[tuple[str, int], ...] = ()
+    ahead: Future[Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def position(self, index: int) -> str:
         return f"{self.source_of(index)}@{self.positions[index]}"
@@ -81,6 +84,11 @@ class RawBatch:
             )
         runs = tuple(run for batch in batches for run in batch.sources())
         return RawBatch(batches[0].source, values, positions, keys, runs)
+
+
+# Work on a batch's messages begun by its source before the batch's turn, on a thread of
+# the source's own: what it gives is the batch's `ahead` (the decode's strict read).
+ReadAhead = Callable[[list[bytes | None] | LineBlock], Any]
 
 
 # --- decoded trades (columnar) ---------------------------------------------------------

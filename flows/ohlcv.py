@@ -34,7 +34,7 @@ from candlewax.cluster import offset_bytewax_api_port, process_id
 from candlewax.failures import RedactingFilter, add_secret, exit_on_failure, redact
 from candlewax.heap import freeze_startup
 from candlewax.metrics import FlowMetrics, serve_metrics
-from candlewax.records import QUOTE, TRADE, record_symbol
+from candlewax.records import QUOTE, TRADE, MessageKind, record_symbol
 from candlewax.shards import shard_key
 from candlewax.stopping import stop_on_signals, stopped_by
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
@@ -240,10 +240,10 @@ def default_source(settings: Settings) -> Source[Any]:
         return NdjsonFileSource(settings.source_path, settings.batch_size, read_ahead(TRADE))
     if settings.source == "simulator":
         return SimulatorSource(simulator_config(settings), settings.batch_size)
-    return kafka_source(settings, settings.kafka_trades_topic)
+    return kafka_source(settings, settings.kafka_trades_topic, TRADE)
 
 
-def kafka_source(settings: Settings, topic: str) -> KafkaBatchSource:
+def kafka_source(settings: Settings, topic: str, kind: MessageKind) -> KafkaBatchSource:
     return KafkaBatchSource(
         settings.kafka_client_config(),
         topic,
@@ -253,6 +253,7 @@ def kafka_source(settings: Settings, topic: str) -> KafkaBatchSource:
         consumer_config=settings.kafka_consumer_config,
         connect_timeout_ms=settings.kafka_connect_timeout,
         end_confirm_ms=settings.kafka_end_confirm,
+        read_ahead=read_ahead(kind),
     )
 
 
@@ -263,7 +264,7 @@ def default_quote_source(settings: Settings) -> Source[Any]:
     if settings.quotes_source == "simulator":
         config = dataclasses.replace(simulator_config(settings), kind="quote")
         return SimulatorSource(config, settings.batch_size)
-    return kafka_source(settings, settings.kafka_quotes_topic)
+    return kafka_source(settings, settings.kafka_quotes_topic, QUOTE)
 
 
 def default_sinks(settings: Settings) -> FlowSinks:

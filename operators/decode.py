@@ -46,6 +46,7 @@ from candlewax.records import (
     TRADE,
     MessageKind,
     RawBatch,
+    ReadAhead,
     Rejection,
     RejectReason,
 )
@@ -154,7 +155,7 @@ def decode_batch(
     reader = _READERS[kind.name]
     values = batch.values
     now = rules.now_ms()
-    strict = _strict_read(values, reader)
+    strict = batch.ahead.result() if batch.ahead is not None else _strict_read(values, reader)
     refused: list[int] = []
     rows: Sequence[int] = range(len(values))
     block = values if isinstance(values, LineBlock) else None
@@ -439,9 +440,6 @@ def _strict_read(
     """The batch's columns from one strict read, with the batch as the text it read, or
     None when anything in it needs the careful path."""
     n = len(values)
-    if isinstance(values, LineBlock) and values.ahead is not None:
-        (frame,) = values.ahead  # read ahead (`read_ahead`)
-        return None if frame is None else (frame, values)
     if isinstance(values, LineBlock):  # read from a file: the text as it lies there
         block = values
     else:
@@ -585,19 +583,11 @@ def _polars_types_strict() -> bool:
 _POLARS_VOUCHABLE = _polars_types_strict()  # else Arrow reads every batch
 
 
-def read_ahead(kind: MessageKind) -> Callable[[LineBlock], None]:
-    """The strict read of a block of `kind` messages, done before the decode gets it
-    (by a file source on its reading thread): `decode_batch` then takes its result from
-    the block. The read is a function of the bytes alone, so nothing else changes."""
-    reader = _READERS[kind.name]
-
-    def strict_read_ahead(block: LineBlock) -> None:
-        read = _strict_read(block, reader)
-        # The frame alone: the block in it too would make a cycle, which only the cyclic
-        # collector frees (blocks of 100,000 messages piled up: +430 MB peak RSS).
-        block.ahead = (None if read is None else read[0],)
-
-    return strict_read_ahead
+def read_ahead(kind: MessageKind) -> ReadAhead:
+    """The strict read of a batch of `kind` messages, for a source to begin on a thread
+    of its own before the decode gets the batch (`RawBatch.ahead`), while the flow works
+    on the batch before. It is a function of the bytes alone: nothing else changes."""
+    return functools.partial(_strict_read, reader=_READERS[kind.name])
 
 
 def _one_object_per_line(blob: bytes, n: int, newlines: np.ndarray) -> bool:

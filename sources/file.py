@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from candlewax.failures import InputError, fail
 from candlewax.ndjson import NEWLINE, LineBlock, newline_positions
-from candlewax.records import RawBatch
+from candlewax.records import RawBatch, ReadAhead
 from candlewax.stopping import stop_requested
 from sources.formats.reading import contract_messages, detect_format
 
@@ -36,19 +36,15 @@ def open_binary(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-# Work on a block read ahead of its turn (the decode's strict read), on the reading thread.
-ReadAhead = Callable[[LineBlock], None]
-
-
 class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
     """The lines of an NDJSON file as `LineBlock`s of `batch_size` lines.
 
-    With `read_ahead`, the next block is read and worked on (`read_ahead(block)`) on a
-    thread of its own while the flow works on the block before: the strict read of a
-    100,000-line block is ~0.3 s of native code, which then runs beside the flow's
-    Python instead of before it (the file flow 5-10 % faster on 2 cores, measured). One
-    block at most waits, so memory grows by one block; the snapshot counts only the
-    blocks handed over."""
+    With `read_ahead`, the next block is read and worked on (`read_ahead(block)`, the
+    batch's `ahead`) on a thread of its own while the flow works on the block before:
+    the strict read of a 100,000-line block is ~0.3 s of native code, which then runs
+    beside the flow's Python instead of before it (the file flow ~10 % faster on 2
+    cores, measured). One block at most waits, so memory grows by one block; the
+    snapshot counts only the blocks handed over."""
 
     def __init__(
         self,
@@ -73,40 +69,44 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
         self._eof = False
         self._read_ahead = read_ahead
         self._reader: ThreadPoolExecutor | None = None
-        self._next: Future[LineBlock | None] | None = None
+        self._next: Future[tuple[LineBlock, Future[Any] | None] | None] | None = None
 
     def next_batch(self) -> list[RawBatch]:
         if stop_requested():
             raise StopIteration
         try:
-            block = self._next_block()
+            read = self._next_block()
         except (OSError, EOFError) as exc:  # a corrupt .gz, a disk error
             fail(InputError(f"input file {self._source.removeprefix('file:')}", str(exc)))
-        if block is None:
+        if read is None:
             raise StopIteration
+        block, ahead = read
         first = self._line + 1
         self._line += len(block)
         self._offset += len(block.text) + 1  # and the newline after it
-        return [RawBatch(self._source, block, range(first, first + len(block)))]
+        return [RawBatch(self._source, block, range(first, first + len(block)), ahead=ahead)]
 
-    def _next_block(self) -> LineBlock | None:
-        """The next block, read (and worked on) ahead if there is `read_ahead`; reading
+    def _next_block(self) -> tuple[LineBlock, Future[Any] | None] | None:
+        """The next block (and, with `read_ahead`, what was worked out of it); reading
         the one after it begins before this returns."""
         if self._read_ahead is None:
-            return self._read_block()
+            block = self._read_block()
+            return None if block is None else (block, None)
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, "file-read-ahead")
             self._next = self._reader.submit(self._block_ahead)
         assert self._next is not None
-        block = self._next.result()
-        self._next = None if block is None else self._reader.submit(self._block_ahead)
-        return block
+        read = self._next.result()
+        self._next = None if read is None else self._reader.submit(self._block_ahead)
+        return read
 
-    def _block_ahead(self) -> LineBlock | None:
+    def _block_ahead(self) -> tuple[LineBlock, Future[Any]] | None:
         block = self._read_block()
-        if block is not None and self._read_ahead is not None:
-            self._read_ahead(block)
-        return block
+        if block is None or self._read_ahead is None:
+            return None
+        worked: Future[Any] = Future()
+        worked.set_result(self._read_ahead(block))
+        return block, worked
 
     def _read_block(self) -> LineBlock | None:
         """Up to `batch_size` whole lines (without the newline after the last) as they

@@ -22,11 +22,14 @@ surfaced instead of swallowed. Beyond them:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -47,7 +50,7 @@ from candlewax.failures import EXIT_STOPPED, EXIT_USAGE, InputError, fail
 from candlewax.heap import collection_paused
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.kafka_health import KafkaHealth
-from candlewax.records import RawBatch
+from candlewax.records import RawBatch, ReadAhead
 from candlewax.stopping import stop_requested
 
 log = logging.getLogger(__name__)
@@ -89,8 +92,29 @@ _HEAD_MESSAGES = 1_000
 _HEAD_AGE_MS = 1_000
 
 
+# Batches of this many messages or more are read ahead (`KafkaBatchPartition._hand_over`):
+# about where the strict read's threads pay (`operators.decode`); a live poll's handful
+# is handed over at once.
+READ_AHEAD_MESSAGES = 2_000
+
+
+@functools.cache
+def _read_ahead_thread() -> ThreadPoolExecutor:
+    """One thread for the process's partitions: the reads are native code with threads
+    of their own."""
+    return ThreadPoolExecutor(1, "kafka-read-ahead")
+
+
+@dataclass(frozen=True)
+class _Polled:
+    batch: RawBatch
+    newest_timestamp_ms: int
+    next_offset: int  # the offset after the batch's last message
+
+
 class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
-    """One Kafka partition; the snapshot is the offset of the next message to read."""
+    """One Kafka partition; the snapshot is the offset of the next message to hand over
+    (a batch kept back for its read ahead is read again on resume)."""
 
     def __init__(
         self,
@@ -102,8 +126,11 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         poll_timeout_s: float,
         tail: bool,
         end_confirm_s: float = 0.5,
+        read_ahead: ReadAhead | None = None,
     ):
         self._topic = topic
+        self._read_ahead = read_ahead
+        self._kept: _Polled | None = None  # a batch kept back while it is read ahead
         self._partition = partition
         self._batch_size = batch_size
         self._idle_wait = timedelta(seconds=poll_timeout_s)
@@ -153,11 +180,15 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         # while it does (`candlewax.heap`).
         with collection_paused():
             polled = self._poll()
-        self._awake = None if polled else self._next_tick()
-        if polled is None:
-            self._when_idle()
+        ready = self._hand_over(polled)
+        # A batch kept back goes at the next call, without waiting for a tick.
+        self._awake = None if polled or self._kept else self._next_tick()
+        if not ready:
+            if polled is None:
+                self._when_idle()
             return []
-        batch, newest_timestamp_ms = polled
+        newest = ready[-1]
+        self._offset = newest.next_offset
         high = self._report_lag()
         down_since = self._health.down_since
         if down_since is not None:
@@ -167,22 +198,48 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             if over:
                 self._health.reachable()
         if self._tail:
-            self._newest_timestamp_ms = newest_timestamp_ms
+            self._newest_timestamp_ms = newest.newest_timestamp_ms
             self._at_end = high is not None and at_head(
-                high - self._offset, len(batch.values), newest_timestamp_ms, time.time() * 1000
+                high - self._offset,
+                len(newest.batch),
+                newest.newest_timestamp_ms,
+                time.time() * 1000,
+                kept=self._kept is not None,
             )
             self._tell_clock()
-        return [batch]
+        return [polled.batch for polled in ready]
+
+    def _hand_over(self, polled: _Polled | None) -> list[_Polled]:
+        """What to hand over now, oldest first. A batch of `READ_AHEAD_MESSAGES` or more
+        is kept back while its strict read runs on the read-ahead thread (`read_ahead`,
+        the batch's `ahead`), and the one kept before it goes: the flow works on that one
+        meanwhile (the strict read of 100,000 messages, ~0.3 s of native code, runs
+        beside the flow's Python: +25-30 % trades/s from a backlog on 2 cores). A smaller
+        batch (a live poll's) goes at once, after any kept back."""
+        if (
+            polled is not None
+            and self._read_ahead is not None
+            and len(polled.batch) >= READ_AHEAD_MESSAGES
+        ):
+            ahead = _read_ahead_thread().submit(self._read_ahead, polled.batch.values)
+            polled = dataclasses.replace(
+                polled, batch=dataclasses.replace(polled.batch, ahead=ahead)
+            )
+            kept, self._kept = self._kept, polled
+            return [] if kept is None else [kept]
+        ready = [batch for batch in (self._kept, polled) if batch is not None]
+        self._kept = None
+        return ready
 
     def _next_tick(self) -> datetime:
         tick = next_tick(time.time(), self._idle_wait.total_seconds())
         return datetime.fromtimestamp(tick, timezone.utc)
 
-    def _poll(self) -> tuple[RawBatch, int] | None:
+    def _poll(self) -> _Polled | None:
         """What librdkafka has fetched in the background, without waiting (the worker is
         never blocked; when there was nothing it comes back at the next tick, `next_tick`),
-        as a batch and the Kafka timestamp of its newest message. The `Message` objects
-        are freed on return."""
+        as a batch with the Kafka timestamp of its newest message and the offset after it.
+        The `Message` objects are freed on return."""
         messages = self._consumer.consume(self._batch_size, 0)
         end_before = self._end_seen_at
         if messages:
@@ -204,9 +261,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             positions = range(first, last + 1)  # the usual case: no gaps, nothing to list
         else:
             positions = list(map(Message.offset, messages))  # type: ignore[arg-type]
-        self._offset = last + 1
         newest_timestamp_ms = messages[-1].timestamp()[1]
-        return RawBatch(self._source, values, positions, keys), newest_timestamp_ms
+        return _Polled(
+            RawBatch(self._source, values, positions, keys), newest_timestamp_ms, last + 1
+        )
 
     def _when_idle(self) -> None:
         answer = self._end_questions.answer()
@@ -415,16 +473,21 @@ def next_tick(now_s: float, step_s: float) -> float:
     return (math.floor(now_s / step_s) + 1) * step_s
 
 
-def at_head(left: int, read: int, newest_timestamp_ms: int, now_ms: float) -> bool:
+def at_head(
+    left: int, read: int, newest_timestamp_ms: int, now_ms: float, kept: bool = False
+) -> bool:
     """Whether a live partition has caught up: `left` messages remain by the end offset
-    the broker last reported, `read` were just taken (0 on an empty poll), the newest
-    message read was produced at `newest_timestamp_ms`.
+    the broker last reported, `read` were just handed over (0 on an empty poll), the
+    newest of them was produced at `newest_timestamp_ms`; `kept`: a batch read is kept
+    back (for its read ahead), so never.
 
     `left == 0` alone is too strict for a live stream: at 20 k trades/s more messages
     have arrived by the time they are counted, so the input clock stopped at many polls
     and a quiet symbol's candle waited for its next trade (hundreds of ms). A backlog
     (after a pause, an outage, a restart) shows as more left than a poll brings, or as
     messages produced long ago; either keeps the clock stopped."""
+    if kept:
+        return False
     if left <= 0:
         return True
     fresh = newest_timestamp_ms > 0 and now_ms - newest_timestamp_ms <= _HEAD_AGE_MS
@@ -452,8 +515,10 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         consumer_config: dict[str, Any] | None = None,
         connect_timeout_ms: int = 0,
         end_confirm_ms: int = 500,
+        read_ahead: ReadAhead | None = None,
     ):
         self._client_config = dict(client_config)
+        self._read_ahead = read_ahead
         self._topic = topic
         self._tail = tail
         self._batch_size = batch_size
@@ -558,4 +623,5 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
             self._poll_timeout_s,
             self._tail,
             self._end_confirm_s,
+            self._read_ahead,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import weakref
+from concurrent.futures import Future
 
 import pytest
 
@@ -319,36 +320,44 @@ def test_what_polars_batch_read_lets_through_is_judged_as_alone(message, monkeyp
     assert [part[: len(mine[i])] for i, part in enumerate(outcome(mixed))] == list(mine)
 
 
+def begun_ahead(result):
+    done = Future()
+    done.set_result(result)
+    return done
+
+
 @pytest.mark.parametrize("odd", [None, *POLARS_READ_GAPS[:3], b"not json"])
-def test_a_block_read_ahead_decodes_as_it_does_when_read_in_turn(odd, monkeypatch):
-    # A file source does the strict read on its own thread before the decode gets the
-    # block (`read_ahead`): the decode then does no strict read and says the same (a
-    # batch the strict read refused goes the careful way, as in turn).
+@pytest.mark.parametrize("as_text", [True, False])
+def test_a_batch_read_ahead_decodes_as_it_does_when_read_in_turn(odd, as_text, monkeypatch):
+    # A source begins the strict read on its own thread before the decode gets the batch
+    # (`read_ahead`, the batch's `ahead`): the decode then does no strict read and says
+    # the same (a batch the strict read refused goes the careful way, as in turn).
     lines = [trade("B", 2, 1, T0 + i, trade_id=i) for i in range(4_000)] + [odd or GOOD, GOOD]
     positions = range(1, len(lines) + 1)
-    in_turn = decode_batch(RawBatch("file:t", LineBlock.of(lines), positions), RULES)
-    block = LineBlock.of(lines)
-    decoder.read_ahead(TRADE)(block)
-    assert block.ahead is not None
+    values = LineBlock.of(lines) if as_text else lines
+    in_turn = decode_batch(RawBatch("t", values, positions), RULES)
+    ahead = begun_ahead(decoder.read_ahead(TRADE)(values))
     monkeypatch.setattr(decoder, "_polars_read", None)  # a strict read now would fail
     monkeypatch.setattr(decoder.pa_json, "read_json", None)
-    ahead = decode_batch(RawBatch("file:t", block, positions), RULES)
-    assert ahead.valid.equals(in_turn.valid)
-    assert ahead.rejections == in_turn.rejections
-    assert bool(ahead.rejections) == (odd is not None)
+    decoded = decode_batch(RawBatch("t", values, positions, ahead=ahead), RULES)
+    assert decoded.valid.equals(in_turn.valid)
+    assert decoded.rejections == in_turn.rejections
+    assert bool(decoded.rejections) == (odd is not None)
 
 
-def test_a_block_read_ahead_is_freed_once_dropped_without_the_cycle_collector():
-    # The flow pauses the cyclic collector for long stretches: a block read ahead that
-    # referred to itself piled up, 20 MB each (peak RSS +430 MB on the 2 M-trade file).
+def test_a_batch_read_ahead_is_freed_once_dropped_without_the_cycle_collector():
+    # The flow pauses the cyclic collector for long stretches: batches read ahead that
+    # referred to themselves piled up, 20 MB each (peak RSS +430 MB on the 2 M-trade file).
     block = LineBlock.of([trade("B", 2, 1, T0 + i, trade_id=i) for i in range(4_000)])
-    decoder.read_ahead(TRADE)(block)
-    decoded = decode_batch(RawBatch("file:t", block, range(1, 4_001)), RULES)
+    batch = RawBatch(
+        "t", block, range(1, 4_001), ahead=begun_ahead(decoder.read_ahead(TRADE)(block))
+    )
+    decoded = decode_batch(batch, RULES)
     assert decoded.valid.height == 4_000
-    frame = weakref.ref(block.ahead[0])
+    frame = weakref.ref(batch.ahead.result()[0])
     gc.disable()
     try:
-        del block, decoded
+        del block, batch, decoded
         assert frame() is None
     finally:
         gc.enable()

@@ -76,8 +76,8 @@ def test_lines_split_by_reads_and_batches_anywhere_are_read_whole(
     worked_on = []
 
     def read_ahead(block):
-        block.ahead = len(worked_on)
         worked_on.append(block)
+        return len(worked_on) - 1
 
     partition = NdjsonFilePartition(path, batch_size, None, read_ahead if ahead else None)
     read, handed = [], 0
@@ -88,7 +88,8 @@ def test_lines_split_by_reads_and_batches_anywhere_are_read_whole(
             break
         assert all(len(batch) <= batch_size for batch in batches)
         if ahead:
-            assert [batch.values.ahead for batch in batches] == [handed]
+            assert [batch.ahead.result() for batch in batches] == [handed]
+            assert worked_on[handed] is batches[0].values
             handed += 1
             assert handed <= len(worked_on) <= handed + 1
         read += lines_of(batches)

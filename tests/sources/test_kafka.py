@@ -3,6 +3,7 @@ lets the input clock run)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from candlewax.input_clock import INPUT_CLOCK
 from sources.kafka import (
     NO_OUTAGE_SEEN,
+    READ_AHEAD_MESSAGES,
     KafkaBatchPartition,
     KafkaBatchSource,
     at_head,
@@ -43,6 +45,14 @@ def test_a_backlog_keeps_the_partition_behind():
     # No timestamp to tell by, something left: not known to be caught up.
     assert not at_head(10, 10, 0, NOW)
     assert not at_head(10, 10, -1, NOW)
+
+
+def test_a_batch_kept_back_for_its_read_ahead_keeps_the_partition_behind():
+    # Read but not handed over: its trades are still to come, whatever is left after it
+    # (the watermark would otherwise run ahead of them).
+    assert at_head(3_000, 3_000, int(NOW) - 15, NOW)
+    assert not at_head(3_000, 3_000, int(NOW) - 15, NOW, kept=True)
+    assert not at_head(0, 3_000, int(NOW) - 15, NOW, kept=True)
 
 
 def test_messages_handed_out_in_an_outage_do_not_end_it_until_a_fetch_is_answered():
@@ -98,6 +108,51 @@ def test_a_fresh_start_snapshots_the_oldest_offset_and_reads_every_message(broke
     # first message resumes where this run began.
     assert partition.snapshot() == 0
     assert _read_all(partition) == [(i, b"m%d" % i) for i in range(5)]
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("batch_size", [3_000, 500])
+def test_a_backlog_is_read_ahead_and_a_resume_reads_what_was_kept_back(broker, batch_size):
+    # Batches of READ_AHEAD_MESSAGES or more are worked on (`read_ahead`) on a thread of
+    # their own while kept back a poll; every message still goes once, in order, and a
+    # snapshot counts only the batches handed over. A live poll's handful goes at once.
+    topic = f"ahead.{batch_size}"
+    broker.create_topics({topic: 1})
+    count = 10_000
+    produce(broker.bootstrap, topic, [(b"k", b"m%d" % i) for i in range(count)])
+
+    def read_ahead(values):
+        return len(values), threading.current_thread().name
+
+    source = KafkaBatchSource(
+        {"bootstrap.servers": broker.bootstrap},
+        topic,
+        tail=False,
+        batch_size=batch_size,
+        read_ahead=read_ahead,
+    )
+    (part,) = source.list_parts()
+    partition = source.build_part("trades_in", part, None)
+    read: list[tuple[int, bytes]] = []
+    resumed = None
+    try:
+        while True:
+            for batch in partition.next_batch():
+                read += zip(batch.positions, batch.values, strict=True)
+                if len(batch) >= READ_AHEAD_MESSAGES:
+                    assert batch.ahead is not None
+                    assert batch.ahead.result() == (len(batch), "kafka-read-ahead_0")
+                else:
+                    assert batch.ahead is None
+                if resumed is None and len(read) >= count // 2:
+                    assert partition.snapshot() == read[-1][0] + 1
+                    resumed = _read_all(_partition(broker, topic, partition.snapshot()))
+            time.sleep(0.01)
+    except StopIteration:
+        partition.close()
+    expected = [(i, b"m%d" % i) for i in range(count)]
+    assert read == expected
+    assert resumed is not None and read[: count - len(resumed)] + resumed == expected
 
 
 # --- a live partition and the broker's answers ------------------------------------------
