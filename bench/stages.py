@@ -4,7 +4,7 @@
 
 Runs the flow's own functions, stage after stage, on batches of the file (in one thread,
 without Bytewax in between) and prints microseconds per trade for each: reading the file,
-decoding (the strict Arrow read), splitting by shard of symbols with dedupe keys, then
+decoding (the strict read: polars' or Arrow's), splitting by shard of symbols with dedupe keys, then
 per shard, as in the flow, dedupe, the fat-finger guard and the candle engine; the
 lake's frames and Parquet encoding, and the Kafka sink's JSON. The sum is close to what
 the whole flow costs; the difference is Bytewax moving items.
