@@ -39,7 +39,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from candlewax.ndjson import LineBlock, bracket_count, byte_counts, may_hold_negative_zero
+from candlewax.ndjson import LineBlock, byte_counts, may_hold_negative_zero
 from candlewax.records import (
     QUOTE,
     SYMBOL_PATTERN,
@@ -406,9 +406,10 @@ def _bad_symbols(symbols: pl.Series) -> np.ndarray:
 
 # --- the strict batch read -------------------------------------------------------------
 # Polars' NDJSON reader where the batch's punctuation vouches for it (`_polars_read`),
-# else Arrow's JSON reader, which is strict where the contract is: a string where a number belongs
-# (or the reverse), a float for `ts`, a number out of range, a contract field given twice
-# (`\u`-spelt too), a bad surrogate escape, anything but an object: each fails the read.
+# else Arrow's JSON reader, which is strict where the contract is: a string where a
+# number belongs (or the reverse), a float for `ts`, a number out of range, a contract
+# field given twice (`\u`-spelt too), a bad surrogate escape, anything but an object:
+# each fails the read.
 # What it lets through that the contract refuses is checked on the whole batch first
 # (bytes that are not UTF-8, a byte-order mark, a message over several lines or empty,
 # deep nesting) or on the columns after (`_doubtful_rows`).
@@ -452,16 +453,17 @@ def _strict_read(
     blob = block.text
     if not _one_object_per_line(blob, n, block.newlines):
         return None
-    brackets = bracket_count(blob)
-    if brackets > n + _STRICT_MAX_NESTING:
+    opens, squares, backslashes, colons, quotes = byte_counts(blob, b'{[\\:"')
+    if opens + squares > n + _STRICT_MAX_NESTING:
         return None
     if not blob.isascii():  # ASCII (the usual case) is UTF-8; else decode to find out
         try:
             blob.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    if brackets == n and len(blob) >= _POLARS_READ_BYTES:  # flat: polars' read may do
-        read = _polars_read(blob, n, reader)
+    # Flat objects (one `{` a line), no escapes: polars' read may be vouched for.
+    if opens == n and not squares and not backslashes and len(blob) >= _POLARS_READ_BYTES:
+        read = _polars_read(blob, n, reader, colons, quotes)
         if read is not None:
             return read, block
     id_field, id_types = reader.kind.id_field, reader.id_types
@@ -488,17 +490,20 @@ def _strict_read(
     return None
 
 
-def _polars_read(blob: bytes, n: int, reader: _Reader) -> pl.DataFrame | None:
+def _polars_read(
+    blob: bytes, n: int, reader: _Reader, colons: int, quotes: int
+) -> pl.DataFrame | None:
     """The batch's columns from polars' NDJSON reader, or None where that read cannot be
-    vouched for as strict (then Arrow's reads it).
+    vouched for as strict (then Arrow's reads it); `colons` and `quotes`: how many the
+    batch holds.
 
     Polars reads a batch in ~60 % of Arrow's CPU time, and refuses what Arrow does
     (malformed JSON, a string, bool, float or out-of-range number for a number column,
     anything but an object), except in three ways: a text column takes any value (`5`
     is read as "5"), a key given twice keeps its first value, and `-0` reads as +0.0
     (where a number column read a zero, the text is scanned for `-0`). The batch's
-    punctuation vouches for the rest (callers checked the objects are flat: one `{` a
-    line, no `[`). With no backslash, every `"` delimits a string. Each contract
+    punctuation vouches for the rest (callers checked the objects are flat, one `{` a
+    line and no `[`, and that there is no backslash). So every `"` delimits a string. Each contract
     value polars found has its own key and colon, so the colons are at least the values
     found, and equal only if there is no other key (none repeated, none null, none
     unknown) and no colon in a string. Then the quotes are two for each key and two for
@@ -509,8 +514,7 @@ def _polars_read(blob: bytes, n: int, reader: _Reader) -> pl.DataFrame | None:
     if _POLARS_PAUSE.left:  # it failed lately: this feed's batches are not for it
         _POLARS_PAUSE.left -= 1
         return None
-    backslashes, colons, quotes = byte_counts(blob, b'\\:"')
-    if backslashes or colons > n * len(reader.read_schema):
+    if colons > n * len(reader.read_schema):  # more keys than the contract's
         return None
     id_field, id_types = reader.kind.id_field, reader.id_types
     for id_type in list(id_types):

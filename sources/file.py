@@ -94,18 +94,19 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
             return None if block is None else (block, None)
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, "file-read-ahead")
-            self._next = self._reader.submit(self._block_ahead)
+            self._next = self._reader.submit(self._block_ahead, self._read_ahead)
         assert self._next is not None
         read = self._next.result()
-        self._next = None if read is None else self._reader.submit(self._block_ahead)
+        if read is not None:
+            self._next = self._reader.submit(self._block_ahead, self._read_ahead)
         return read
 
-    def _block_ahead(self) -> tuple[LineBlock, Future[Any]] | None:
+    def _block_ahead(self, read_ahead: ReadAhead) -> tuple[LineBlock, Future[Any]] | None:
         block = self._read_block()
-        if block is None or self._read_ahead is None:
+        if block is None:
             return None
-        worked: Future[Any] = Future()
-        worked.set_result(self._read_ahead(block))
+        worked: Future[Any] = Future()  # done already: the batch's `ahead`
+        worked.set_result(read_ahead(block))
         return block, worked
 
     def _read_block(self) -> LineBlock | None:

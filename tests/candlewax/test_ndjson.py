@@ -1,4 +1,4 @@
-"""NDJSON text in bulk: its newlines and brackets found in pieces, and `LineBlock`, a
+"""NDJSON text in bulk: its newlines and bytes found in pieces, and `LineBlock`, a
 batch kept as the text it was read from."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from candlewax import ndjson
-from candlewax.ndjson import LineBlock, bracket_count, newline_positions
+from candlewax.ndjson import LineBlock, byte_counts, newline_positions
 
 TEXTS = [
     b"",
@@ -21,11 +21,12 @@ TEXTS = [
 
 @pytest.mark.parametrize("piece", [1, 3, 64, 1 << 18])
 @pytest.mark.parametrize("text", TEXTS)
-def test_newlines_and_brackets_are_found_across_pieces(monkeypatch, text, piece):
+def test_newlines_and_bytes_are_found_and_counted_across_pieces(monkeypatch, text, piece):
     monkeypatch.setattr(ndjson, "_SCAN_BYTES", piece)
     expected = [i for i, byte in enumerate(text) if byte == ord("\n")]
     assert newline_positions(text).tolist() == expected
-    assert bracket_count(text) == text.count(b"{") + text.count(b"[")
+    wanted = b'{["\\:\x00'
+    assert byte_counts(text, wanted) == [text.count(bytes([byte])) for byte in wanted]
 
 
 @pytest.mark.parametrize(
