@@ -55,7 +55,7 @@ from sinks.kafka import (
     quote_bar_messages,
     quote_drift_messages,
 )
-from sinks.parquet import LakeSink
+from sinks.parquet import LakeSink, LastWrites
 from sources.file import NdjsonFileSource
 from sources.kafka import KafkaBatchSource
 from sources.simulator import SimulatorConfig, SimulatorSource
@@ -270,12 +270,15 @@ def default_quote_source(settings: Settings) -> Source[Any]:
 def default_sinks(settings: Settings) -> FlowSinks:
     """The lake always; Kafka topics too when brokers are set."""
 
+    last_writes = LastWrites()  # the lake's last writes at the end run side by side
+
     def lake_sink(dataset: lake.LakeDataset) -> LakeSink:
         return LakeSink(
             settings.lake_dir,
             dataset,
             flush_rows=settings.lake_flush_rows,
             flush_interval_ms=settings.lake_flush_interval,
+            last_writes=last_writes,
         )
 
     sinks = FlowSinks(

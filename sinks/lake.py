@@ -188,6 +188,7 @@ class LakeWriter:
             else None
         )
         self._in_flight: Future[list[Path]] | None = None
+        self._last: Future[list[Path]] | None = None  # the write `close` started
         # What the write in flight holds, and the number of its first file: a snapshot
         # taken meanwhile counts those rows as not yet written, so it never waits.
         self._in_flight_items: list[Any] = []
@@ -311,9 +312,29 @@ class LakeWriter:
             if number.isdigit() and int(number) >= first:
                 path.unlink(missing_ok=True)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Write what is buffered and stop. Without `wait`, the last write is only
+        started (on the writer's thread, after a write in flight): `finish()` waits."""
         self._stopped.set()
-        self.flush(wait=True)
+        with self._lock:
+            self._raise_timer_error()
+            if self._pending:
+                records, self._pending, self._rows, self._first_at = self._pending, [], 0, None
+                if self._executor is None:
+                    self.files_written.extend(self._write_partitions(records))
+                else:
+                    self._last = self._executor.submit(self._write_partitions, records)
+        if wait:
+            self.finish()
+
+    def finish(self) -> None:
+        """Wait for every write this writer started (their errors surface here), then let
+        its thread go."""
+        with self._lock:
+            self._collect()
+            if self._last is not None:
+                last, self._last = self._last, None
+                self.files_written.extend(last.result())
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -331,8 +352,10 @@ class LakeWriter:
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
 
     def _write_partitions(self, records: list[Any]) -> list[Path]:
+        # The date stays a Date while rows are split (text for every row cost as much as
+        # encoding the Parquet); a partition's directory says it as ISO text.
         frame = self._rows_of(records).with_columns(
-            pl.col(self.dataset.date_column).dt.date().cast(pl.String).alias("date")
+            pl.col(self.dataset.date_column).dt.date().alias("date")
         )
         written = []
         partition_by = list(self.dataset.partition_by)

@@ -10,10 +10,13 @@ import duckdb
 import msgspec
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
+from candlewax.failures import OutputError
 from candlewax.records import Candle, FlaggedTrades, bar_id
 from sinks.kafka import candle_messages
 from sinks.lake import CANDLES, TRADES, LakeWriter
+from sinks.parquet import LakeSink
 from tests import factories
 from tests.factories import T0, candle_batches, trade, trades_frame
 from tests.flow_runs import run_flow
@@ -241,3 +244,65 @@ def test_many_small_records_are_held_as_one_frame_and_every_row_lands_once(tmp_p
         f"SELECT trade_id FROM read_parquet('{tmp_path}/trades/**/*.parquet') ORDER BY ts"
     ).fetchall()
     assert [int(row[0]) for row in got] == list(range(3_000))
+
+
+def _held_sink(tmp_path, partitions: int, release: threading.Event, started: list[str]):
+    """A candles LakeSink whose writes record their writer and hang until `release`."""
+    sink = LakeSink(
+        tmp_path, CANDLES, flush_rows=10**6, flush_interval_ms=600_000, partitions=partitions
+    )
+    built = [sink.build_part("lake", part, None) for part in sink.list_parts()]
+    for partition in built:
+        write = partition.writer._write_partitions
+
+        def held(records, write=write, name=partition.writer.writer_id):
+            started.append(name)
+            release.wait(30)
+            return write(records)
+
+        partition.writer._write_partitions = held  # type: ignore[method-assign]
+    return built
+
+
+def test_the_last_writes_at_the_end_run_side_by_side_and_all_land_before_the_last_close(
+    tmp_path,
+):
+    rows = [c for c in sample_candles() if c.resolution == "1s"][:60]
+    release, started = threading.Event(), []
+    first, second, third = _held_sink(tmp_path, 3, release, started)
+    for index, partition in enumerate((first, second, third)):
+        partition.write_batch(candle_batches(rows[index * 20 : (index + 1) * 20]))
+    began = time.monotonic()
+    first.close()
+    second.close()
+    assert time.monotonic() - began < 5, "a close that is not the last waited for its write"
+    assert _eventually(lambda: len(started) == 2), "both last writes run at once"
+    last = threading.Thread(target=third.close)
+    last.start()
+    last.join(0.5)
+    assert last.is_alive(), "the last close returned before the writes landed"
+    release.set()
+    last.join(30)
+    assert not last.is_alive()
+    assert lake_bar_ids(tmp_path) == sorted(c.bar_id for c in rows), "every row, once"
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_failed_last_write_of_an_earlier_partition_fails_the_last_close(tmp_path):
+    release, started = threading.Event(), []
+    release.set()
+    first, second = _held_sink(tmp_path, 2, release, started)
+    first.write_batch(candle_batches(sample_candles()[:5]))
+    first.writer._write_partitions = lambda records: 1 / 0  # type: ignore[method-assign]
+    first.close()  # starts the write that fails, and does not wait for it
+    with pytest.raises(OutputError, match=r"lake dataset 'candles'.*division by zero"):
+        second.close()
+
+
+def _eventually(check, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
