@@ -36,8 +36,8 @@ def newline_positions(text: bytes | memoryview) -> np.ndarray:
 
 def byte_counts(text: bytes, wanted: bytes) -> list[int]:
     """How many times `text` holds each byte of `wanted` (a comparison pass a byte, in
-    numpy: ~0.01 us a 120-byte message each, 5x faster than `bytes.count`): of `{` and
-    `[`, a bound on how deep the text can nest."""
+    numpy: ~0.01 us a 120-byte message each, 5x faster than `bytes.count`; to know only
+    whether a byte is there at all, `bytes.find` is faster still)."""
     size = min(len(text), _SCAN_BYTES)
     hits = np.empty(size, dtype=bool)
     counts = [0] * len(wanted)

@@ -129,7 +129,7 @@ def _split(
     valid = decoded.valid
     if valid.height == 0:
         return []
-    keyed = with_dedupe_keys(valid, fingerprint, kind)
+    keyed = with_dedupe_keys(valid, fingerprint, kind, decoded.id_numbers)
     return split_by_symbol(keyed) if shards is None else split_by_shard(keyed, shards)
 
 

@@ -15,6 +15,7 @@ import operators.decode as decoder
 from candlewax.ndjson import LineBlock
 from candlewax.records import ORIGIN_SCHEMA, TRADE, TRADE_SCHEMA, RawBatch
 from operators.decode import ValidationRules, decode_batch
+from operators.dedupe import KEY_COLUMNS, with_dedupe_keys
 from operators.steps import JOIN_MESSAGES, joined_groups
 from tests.factories import T0, trade
 
@@ -476,6 +477,29 @@ def test_integer_and_string_trade_ids_read_the_same_in_any_batch():
     numbered = [trade(trade_id=n, ts=T0 + n) for n in range(3)]
     named = [trade(trade_id=str(n), ts=T0 + n) for n in range(3)]
     assert ids(*numbered) == ids(*named) == ids(*numbered[:2], named[2]) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("fingerprint", [False, True])
+@pytest.mark.parametrize("copies", [1, 400])  # small: Arrow's read; large: polars'
+def test_ids_read_as_numbers_key_dedupe_as_their_text_does(fingerprint, copies):
+    edges = [0, 7, -1, 10**18 - 1, 10**18, -(10**18 - 1), -(10**18), 2**63 - 1, -(2**63)]
+    numbers = [*edges, None] * copies
+    numbered = [trade(trade_id=n, ts=T0 + i) for i, n in enumerate(numbers)]
+    named = [
+        trade(trade_id=None if n is None else str(n), ts=T0 + i) for i, n in enumerate(numbers)
+    ]
+    from_numbers, from_text = decode(*numbered), decode(*named)
+    assert from_numbers.id_numbers is not None, "the ids were read as integers"
+    assert from_text.id_numbers is None
+    keys = [
+        with_dedupe_keys(d.valid, fingerprint, TRADE, d.id_numbers).select(KEY_COLUMNS).rows()
+        for d in (from_numbers, from_text)
+    ]
+    assert keys[0] == keys[1]
+    assert keys[0][: len(edges)] == [
+        (n, None) if abs(n) < 10**18 else (None, str(n)) for n in edges
+    ], "up to 18 digits an integer key, past them the id's text"
+    assert (keys[0][len(edges)][1] is not None) == fingerprint, "no id: a fingerprint if asked"
 
 
 @pytest.mark.parametrize("careful", [False, True])
