@@ -54,6 +54,10 @@ from candlewax.records import (
     quote_bar_frame,
 )
 
+# zstd's level 2, not polars' default 3: measured on 2 M dense trades' lake rows, 16 % less
+# CPU for the trades (0.27 -> 0.23 us a row) and 23 % for the candles (0.46 -> 0.35), for
+# files 2-3 % larger (level 1: 12-20 % larger for a few % less again).
+_ZSTD_LEVEL = 2
 # Buffered records are made into one frame of lake rows once there are this many (small).
 _COMPACT_RECORDS = 512
 _TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name not in ("late", "seq")]
@@ -377,7 +381,9 @@ class LakeWriter:
         temporary = directory / f".{name}.tmp"
         self._writing.add(temporary)
         try:
-            frame.write_parquet(temporary, compression="zstd", statistics=True)
+            frame.write_parquet(
+                temporary, compression="zstd", compression_level=_ZSTD_LEVEL, statistics=True
+            )
             os.replace(temporary, final)
         finally:  # a failed write (disk full...) leaves no half file behind
             self._writing.discard(temporary)
