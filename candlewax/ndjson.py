@@ -1,5 +1,6 @@
 """NDJSON text in bulk: where its lines end, how many of some bytes it holds, `LineBlock`,
-a batch of messages kept as the text they were read from.
+a batch of messages kept as the text they were read from, and `json_objects`, the rows
+of a frame as JSON objects.
 
 A file source that split each read into one Python `bytes` per line spent 0.34 us a
 message doing so (a third of the decode's cost), and the decode joined the lines back
@@ -12,6 +13,8 @@ bytes).
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator, Sequence
 from typing import overload
 
@@ -81,6 +84,57 @@ def _pieces(text: bytes | memoryview) -> Iterator[tuple[int, np.ndarray]]:
     data = np.frombuffer(text, dtype=np.uint8)
     for start in range(0, len(data), _SCAN_BYTES):
         yield start, data[start : start + _SCAN_BYTES]
+
+
+def json_objects(frame: pl.DataFrame) -> list[bytes]:
+    """Each row of `frame` as a JSON object, the bytes `write_ndjson` writes for it.
+
+    `write_ndjson` writes one text for the whole frame, which is then encoded and split
+    into a message per row: 1.7 us of CPU a candle (422 ms for 244,543 candles, the
+    Kafka candle sink's main cost). Here each row's JSON is one polars string made of
+    the column names and the values cast to text (the same float formatting: shortest
+    round trip), one pass per column, then a `bytes` per row: ~0.9 us a candle. Text,
+    booleans, integers and finite floats (or nulls) only, and text that needs no escape
+    (no `"`, `\\` or control character: symbols and bar ids never do): any other frame
+    is written by `write_ndjson`, so the bytes are the same either way."""
+    if frame.height == 0:
+        return []
+    schema = frame.schema
+    expression = _object_expression(tuple(schema.items()))
+    if expression is None or _needs_writer(frame, schema):
+        text = frame.write_ndjson()
+        return text.encode().split(b"\n")[: frame.height]
+    return frame.select(expression).to_series().cast(pl.Binary).to_list()
+
+
+@functools.lru_cache(maxsize=64)
+def _object_expression(columns: tuple[tuple[str, pl.DataType], ...]) -> pl.Expr | None:
+    """The expression of each row's JSON object, or None for a column it cannot write."""
+    parts: list[pl.Expr] = []
+    for index, (name, dtype) in enumerate(columns):
+        parts.append(pl.lit(("{" if index == 0 else ",") + json.dumps(name) + ":"))
+        column = pl.col(name)
+        if dtype == pl.String():
+            value = pl.concat_str(pl.lit('"'), column, pl.lit('"'))
+        elif dtype == pl.Float64() or dtype == pl.Boolean() or dtype.is_integer():
+            value = column.cast(pl.String)
+        else:
+            return None
+        parts.append(value.fill_null("null"))
+    parts.append(pl.lit("}"))
+    return pl.concat_str(parts).alias("json")
+
+
+_ESCAPED = r'["\\\x00-\x1f]'  # what JSON text escapes
+
+
+def _needs_writer(frame: pl.DataFrame, schema: pl.Schema) -> bool:
+    """Whether some text needs an escape or some float is not finite (NaN, inf)."""
+    texts = [name for name, dtype in schema.items() if dtype == pl.String()]
+    floats = [name for name, dtype in schema.items() if dtype == pl.Float64()]
+    checks = [pl.col(name).str.contains(_ESCAPED).any() for name in texts]
+    checks += [(~pl.col(name).is_finite()).any() for name in floats]
+    return bool(checks) and bool(frame.select(pl.any_horizontal(checks)).item())
 
 
 class LineBlock(Sequence[bytes]):

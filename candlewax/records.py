@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from candlewax.ndjson import LineBlock
+from candlewax.ndjson import LineBlock, json_objects
 from candlewax.rows import joined
 
 TIMESTAMP_MS = pa.timestamp("ms", tz="UTC")
@@ -288,11 +288,8 @@ class _Record:
 
     @classmethod
     def json_lines(cls, frame: pl.DataFrame) -> list[bytes]:
-        """The JSON form of every row, encoded in one call for the whole frame."""
-        if frame.height == 0:
-            return []
-        text = finite(frame).write_ndjson()
-        return text.encode().split(b"\n")[: frame.height]
+        """The JSON form of every row, encoded for the whole frame at once."""
+        return json_objects(finite(frame))
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
