@@ -13,6 +13,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main
 
+from candlewax import shards
 from candlewax.shards import bytewax_worker, shard_key, shard_keys, shard_of
 
 _SHARDS_OF_SYMBOLS = (
@@ -57,3 +58,7 @@ def test_bytewax_puts_shard_i_on_worker_i_mod_w(workers):
         for j, other in enumerate(keys):
             assert (thread_of[key] == thread_of[other]) == (i % workers == j % workers)
         assert bytewax_worker(key, workers) == i % workers
+
+
+def test_the_keys_kept_for_the_first_shards_are_those_the_search_finds():
+    assert [shards._key_of(i) for i in range(70)] == [shards._search_key(i) for i in range(70)]
