@@ -67,7 +67,8 @@ def test_lines_split_by_reads_and_batches_anywhere_are_read_whole(
 ):
     # Reads end inside lines and batches inside reads; a resume from any batch's snapshot
     # reads the rest. Read ahead, every block is worked on before it is handed over, at
-    # most one block waits, and the snapshot counts only the blocks handed over.
+    # most one block waits, the snapshot counts only the blocks handed over, and the
+    # first block is an eighth of a batch.
     monkeypatch.setattr(file, "READ_BYTES", read_bytes)
     lines = [b'{"n":%d%s}' % (i, b"x" * (i % 13)) if i % 10 else b"" for i in range(1, 90)]
     path = tmp_path / "t.ndjson"
@@ -80,7 +81,7 @@ def test_lines_split_by_reads_and_batches_anywhere_are_read_whole(
         return len(worked_on) - 1
 
     partition = NdjsonFilePartition(path, batch_size, None, read_ahead if ahead else None)
-    read, handed = [], 0
+    read, handed, sizes = [], 0, []
     while True:
         try:
             batches = partition.next_batch()
@@ -95,9 +96,13 @@ def test_lines_split_by_reads_and_batches_anywhere_are_read_whole(
         read += lines_of(batches)
         rest = lines_of(drain(NdjsonFilePartition(path, batch_size, partition.snapshot())))
         assert read + rest == expected
+        sizes.extend(len(batch) for batch in batches)
     partition.close()
     assert read == expected
     assert len(worked_on) == (handed if ahead else 0)
+    # Read ahead, the first block is a small one: the flow starts on it sooner.
+    first = min(len(lines), max(1, batch_size // 8)) if ahead else min(len(lines), batch_size)
+    assert sizes[0] == first
 
 
 def test_a_missing_file_names_the_setting(tmp_path):
