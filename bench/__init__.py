@@ -1,3 +1,4 @@
 """Benchmarks: `python -m bench.<name>` (see the README's figures table)."""
 
-import candlewax  # noqa: F401  (first: it tunes polars' allocator before polars loads)
+# First: the package tunes polars' and numpy's native libraries before they load.
+import candlewax  # noqa: F401

@@ -1,3 +1,4 @@
 """Dataflow definitions (wiring only): `python -m bytewax.run flows.ohlcv`."""
 
-import candlewax  # noqa: F401  (first: it tunes polars' allocator before polars loads)
+# First: the package tunes polars' and numpy's native libraries before they load.
+import candlewax  # noqa: F401

@@ -1,3 +1,4 @@
 """The `candlewax` command and its sub-commands (one module each), with their pure cores."""
 
-import candlewax  # noqa: F401  (first: it tunes polars' allocator before polars loads)
+# First: the package tunes polars' and numpy's native libraries before they load.
+import candlewax  # noqa: F401
