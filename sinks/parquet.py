@@ -57,6 +57,8 @@ class LastWrites:
             if self._open > 0:
                 return
             closed, self._closed = self._closed, []
+        if failure() is not None:  # the process is ending: each partition's `abandon`
+            return  # removes what its writes left, and nothing is waited for
         for each in closed:
             each._guarded(each.writer.finish)
 

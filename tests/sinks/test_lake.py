@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from candlewax import failures
 from candlewax.failures import OutputError
 from candlewax.records import Candle, FlaggedTrades, bar_id
 from sinks.kafka import candle_messages
@@ -246,6 +247,12 @@ def test_many_small_records_are_held_as_one_frame_and_every_row_lands_once(tmp_p
     assert [int(row[0]) for row in got] == list(range(3_000))
 
 
+@pytest.fixture
+def no_failure_yet(monkeypatch):
+    """The process's failure state as at the start (`candlewax.failures`), and again after."""
+    monkeypatch.setattr(failures._policy, "failure", None)
+
+
 def _held_sink(tmp_path, partitions: int, release: threading.Event, started: list[str]):
     """A candles LakeSink whose writes record their writer and hang until `release`."""
     sink = LakeSink(
@@ -265,7 +272,7 @@ def _held_sink(tmp_path, partitions: int, release: threading.Event, started: lis
 
 
 def test_the_last_writes_at_the_end_run_side_by_side_and_all_land_before_the_last_close(
-    tmp_path,
+    tmp_path, no_failure_yet
 ):
     rows = [c for c in sample_candles() if c.resolution == "1s"][:60]
     release, started = threading.Event(), []
@@ -288,7 +295,7 @@ def test_the_last_writes_at_the_end_run_side_by_side_and_all_land_before_the_las
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
-def test_a_failed_last_write_of_an_earlier_partition_fails_the_last_close(tmp_path):
+def test_a_failed_last_write_of_an_earlier_partition_fails_the_last_close(tmp_path, no_failure_yet):
     release, started = threading.Event(), []
     release.set()
     first, second = _held_sink(tmp_path, 2, release, started)
@@ -306,3 +313,16 @@ def _eventually(check, seconds: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def test_once_the_process_fails_the_last_close_waits_for_no_write(tmp_path, no_failure_yet):
+    release, started = threading.Event(), []
+    first, second = _held_sink(tmp_path, 2, release, started)
+    first.write_batch(candle_batches(sample_candles()[:5]))
+    first.close()  # its last write starts, and hangs
+    assert _eventually(lambda: started)
+    failures._policy.failure = "a sink failed"  # as `fail` records it
+    began = time.monotonic()
+    second.close()  # the last: after a failure it abandons, and waits for nothing
+    assert time.monotonic() - began < 5
+    release.set()
