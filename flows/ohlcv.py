@@ -267,6 +267,11 @@ def default_quote_source(settings: Settings) -> Source[Any]:
     return kafka_source(settings, settings.kafka_quotes_topic, QUOTE)
 
 
+# A bounded run's lake writes what it holds once no rows have come for this long: the
+# input has likely ended (a Kafka backfill confirms its end with 500 ms of quiet).
+BOUNDED_QUIET_FLUSH_MS = 200
+
+
 def default_sinks(settings: Settings) -> FlowSinks:
     """The lake always; Kafka topics too when brokers are set."""
 
@@ -279,6 +284,7 @@ def default_sinks(settings: Settings) -> FlowSinks:
             flush_rows=settings.lake_flush_rows,
             flush_interval_ms=settings.lake_flush_interval,
             last_writes=last_writes,
+            quiet_flush_ms=BOUNDED_QUIET_FLUSH_MS if settings.bounded_input else 0,
         )
 
     sinks = FlowSinks(

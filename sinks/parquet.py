@@ -124,6 +124,7 @@ class LakeSink(FixedPartitionedSink[Any, LakeWriterState]):
         flush_interval_ms: int,
         partitions: int = 8,
         last_writes: LastWrites | None = None,
+        quiet_flush_ms: int = 0,
     ):
         self.root = Path(root)
         self.dataset = dataset
@@ -131,6 +132,7 @@ class LakeSink(FixedPartitionedSink[Any, LakeWriterState]):
         self.flush_interval_ms = flush_interval_ms
         self.partitions = partitions
         self.last_writes = LastWrites() if last_writes is None else last_writes
+        self.quiet_flush_ms = quiet_flush_ms  # `LakeWriter`'s: bounded runs only
 
     def list_parts(self) -> list[str]:
         return [f"{self.dataset.name}-{index}" for index in range(self.partitions)]
@@ -147,6 +149,7 @@ class LakeSink(FixedPartitionedSink[Any, LakeWriterState]):
             flush_interval_ms=self.flush_interval_ms,
             background=True,
             on_timer_error=lambda error: _report(writer, error),
+            quiet_flush_ms=self.quiet_flush_ms,
         )
         writer.restore(resume_state)  # the same writer again: its name, files and rows
         return _LakePartition(writer, self.last_writes)

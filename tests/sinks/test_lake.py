@@ -221,6 +221,30 @@ def test_the_flush_interval_holds_on_a_timer_for_a_quiet_stream(tmp_path):
     assert list(tmp_path.glob("candles/**/*.tmp")) == []
 
 
+@pytest.mark.parametrize("quiet_flush_ms", [0, 500])
+def test_a_bounded_run_writes_what_it_holds_once_rows_stop_coming(tmp_path, quiet_flush_ms):
+    # Rows come for a while (more often than the quiet time), then stop: with a quiet
+    # time the writer writes them then, without it only at the flush interval (an hour).
+    writer = LakeWriter(
+        tmp_path,
+        CANDLES,
+        writer_id="t",
+        flush_rows=1_000_000,
+        flush_interval_ms=3_600_000,
+        background=True,
+        quiet_flush_ms=quiet_flush_ms,
+    )
+    rows = [c for c in sample_candles() if c.resolution == "1s"][:40]
+    for start in range(0, 40, 4):
+        writer.add(candle_batches(rows[start : start + 4]))
+        time.sleep(0.01)
+        assert not list(tmp_path.rglob("*.parquet")), "nothing written while rows keep coming"
+    landed = _eventually(lambda: len(list(tmp_path.rglob("*.parquet"))) > 0, seconds=3)
+    assert landed == (quiet_flush_ms > 0)
+    writer.close()
+    assert lake_bar_ids(tmp_path) == sorted(c.bar_id for c in rows), "every row, once"
+
+
 def test_many_small_records_are_held_as_one_frame_and_every_row_lands_once(tmp_path):
     # Live, the trades sink gets a small record per symbol per step; thousands are held
     # between writes. They are made into one frame as they come (one object for the
