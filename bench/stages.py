@@ -31,7 +31,7 @@ from operators.dedupe import ShardDeduplicator
 from operators.price_guard import OutlierRule, ShardGuard
 from operators.steps import _DedupeLogic, _GuardLogic, _split
 from sinks.kafka import candle_messages
-from sinks.lake import CANDLES, TRADES, ZSTD_LEVEL
+from sinks.lake import CANDLES, TRADES, encode_parquet
 from sources.file import NdjsonFileSource
 
 
@@ -100,9 +100,7 @@ def main() -> None:
 
 
 def _parquet(to_frame: Callable[[Any], Any], items: Any) -> None:
-    to_frame(items).write_parquet(
-        io.BytesIO(), compression="zstd", compression_level=ZSTD_LEVEL, statistics=True
-    )
+    encode_parquet(to_frame(items), io.BytesIO())
 
 
 def _messages(candles: Any) -> int:

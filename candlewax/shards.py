@@ -215,85 +215,28 @@ def bytewax_worker(key: str, workers: int) -> int:
 # The salt of shard `i`'s key (`_search_key(i)`) for the first 64 shards, found once:
 # searching costs ~17 us a hash in Python, ~840 hashes a shard (57 ms of a flow's first
 # batch with the default 4 shards). A test checks them against the search.
+# fmt: off
 _SALTS = (
-    276,
-    891,
-    343,
-    623,
-    427,
-    88,
-    294,
-    11,
-    1703,
-    97,
-    697,
-    1872,
-    1042,
-    347,
-    1464,
-    840,
-    989,
-    1485,
-    1627,
-    1256,
-    499,
-    409,
-    1473,
-    27,
-    2133,
-    142,
-    321,
-    1095,
-    1652,
-    860,
-    1633,
-    1762,
-    330,
-    376,
-    317,
-    145,
-    218,
-    316,
-    713,
-    995,
-    1514,
-    652,
-    113,
-    84,
-    383,
-    722,
-    3,
-    363,
-    1830,
-    54,
-    83,
-    2207,
-    833,
-    1247,
-    5449,
-    608,
-    428,
-    198,
-    3743,
-    1090,
-    133,
-    70,
-    1231,
-    2254,
+    276, 891, 343, 623, 427, 88, 294, 11, 1703, 97, 697, 1872, 1042, 347, 1464, 840,
+    989, 1485, 1627, 1256, 499, 409, 1473, 27, 2133, 142, 321, 1095, 1652, 860, 1633,
+    1762, 330, 376, 317, 145, 218, 316, 713, 995, 1514, 652, 113, 84, 383, 722, 3, 363,
+    1830, 54, 83, 2207, 833, 1247, 5449, 608, 428, 198, 3743, 1090, 133, 70, 1231, 2254,
 )
+# fmt: on
 
 
 def _key_of(shard: int) -> str:
-    if shard < len(_SALTS):
-        salt = _SALTS[shard]
-        return f"shard-{shard}" if salt == 0 else f"shard-{shard}.{salt}"
-    return _search_key(shard)
+    return _key(shard, _SALTS[shard]) if shard < len(_SALTS) else _search_key(shard)
+
+
+def _key(shard: int, salt: int) -> str:
+    return f"shard-{shard}" if salt == 0 else f"shard-{shard}.{salt}"
 
 
 def _search_key(shard: int) -> str:
     salt = 0
     while True:
-        key = f"shard-{shard}" if salt == 0 else f"shard-{shard}.{salt}"
+        key = _key(shard, salt)
         if _siphash13(key.encode() + b"\xff") % _SPREAD == shard % _SPREAD:
             return key
         salt += 1
