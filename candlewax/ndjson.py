@@ -22,6 +22,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+# `pl.from_arrow` imports it on its first call (30-100 ms, measured): the first batch a
+# flow decodes paid for it, after every other import was done. Now the import does.
+import pyarrow.compute
+
 NEWLINE = ord("\n")
 _SCAN_BYTES = 1 << 18  # a piece and its buffers stay in the core's cache
 

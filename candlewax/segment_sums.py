@@ -1,16 +1,21 @@
-"""Exactly rounded sums of many short segments of an array, vectorised.
+"""Exactly rounded sums of many segments of an array, vectorised.
 
 A candle's volume and notional are the exactly rounded sums of its trades' terms
 (`math.fsum`): the same bits whichever batches, workers or order the trades came in.
-Called once per segment, `fsum` costs ~0.4 us a candle in the interpreter, where a
-dense tape has a candle every few trades. `segment_fsum` sums all the short segments at
-once instead, position by position (the segments sorted by length, so those still
-running are one slice), with error-free transformations (TwoSum): each segment's sum is
-carried as a float plus the exact sum of what each addition rounded away, itself carried
-the same way with a bound on what that rounded away. Where that bound proves the final
-rounding exact — all but a vanishing fraction of segments — the result is the exactly
-rounded sum, the same bits as `fsum`; every other segment (a tie or near-tie, an
-overflow, an infinity or NaN, a long segment) is summed by `fsum` itself.
+Called once per segment, `fsum` costs ~0.3 us a candle plus ~0.03 a term in the
+interpreter, where a dense tape has a candle every few trades and a busy symbol
+hundreds of trades a candle. `segment_fsum` sums every segment at once instead,
+position by position (the segments sorted by length, so those still running are one
+slice), with error-free transformations (TwoSum): each segment's sum is carried as a
+float plus the exact sum of what each addition rounded away, itself carried the same
+way with a bound on what that rounded away. A segment longer than `_PIECE` terms is
+summed in pieces of `_PIECE`, and the pieces' sums and errors are summed the same way
+(in pieces again if they are many): a step costs ~8 us whatever its width, so no
+segment takes more than a few dozen steps (a 1 s candle of 300 trades took 300 steps,
+or `fsum`, 4x what the pieces cost). Where the bound proves the final rounding exact —
+all but a vanishing fraction of segments — the result is the exactly rounded sum, the
+same bits as `fsum`; every other segment (a near-tie within the bound, an overflow, an
+infinity or NaN) is summed by `fsum` itself.
 """
 
 from __future__ import annotations
@@ -19,66 +24,29 @@ import math
 
 import numpy as np
 
-# Measured costs (us): a step of the vectorised sums (one position of every segment still
-# running) costs ~7.6 whatever its width plus ~0.006 a term; `fsum` costs ~0.3 a segment
-# plus ~0.03 a term. The segments summed together are the shortest ones, up to the length
-# where what they save no longer pays for the steps (`segment_fsum`).
-_STEP_US = 7.6
+# Terms a segment is summed in per pass; a longer one goes in pieces of this many.
+_PIECE = 16
+# Measured costs (us): a step of the vectorised sums (one position of every segment or
+# piece still running) ~8 whatever its width, plus ~0.014 a term over every pass;
+# `fsum` ~0.3 a segment plus ~0.03 a term. A call takes the cheaper way for all of its
+# segments: `fsum` for a live poll's few candles, the steps for a batch's many.
+_STEP_US = 8.0
+_VECTOR_TERM_US = 0.014
 _SEGMENT_US = 0.3
-_TERM_SAVED_US = 0.024
+_FSUM_TERM_US = 0.03
 
 
 def segment_fsum(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
     """The exactly rounded sum (as `math.fsum`) of `values[first : last + 1]` for each
     segment (`firsts`, `lasts`: int arrays, each segment non-empty)."""
-    if len(firsts) * _SEGMENT_US < _STEP_US:  # too few to pay for a step (a live poll's)
+    lengths = lasts - firsts + 1
+    terms = int(lengths.sum())
+    fsum_us = _SEGMENT_US * len(firsts) + _FSUM_TERM_US * terms
+    if fsum_us <= _STEP_US * _steps(int(lengths.max(initial=0))) + _VECTOR_TERM_US * terms:
         return _fsum_each(values, firsts, lasts)
     values = np.ascontiguousarray(values, dtype=np.float64)
-    lengths = lasts - firsts + 1
-    sums = np.empty(len(firsts), dtype=np.float64)
-    fallback = np.ones(len(firsts), dtype=bool)
-    order = np.argsort(lengths, kind="stable")
-    ascending = lengths[order]
-    # What summing the shortest i + 1 segments together saves, less its steps (as many
-    # as the longest of them is long); the best cut, if it saves anything.
-    saved = np.cumsum(_SEGMENT_US + _TERM_SAVED_US * ascending) - _STEP_US * ascending
-    best = int(np.argmax(saved))
-    cut = best + 1 if saved[best] > 0 else 0  # the last of equal lengths: they save most
-    together = order[:cut]
-    if len(together):
-        sums[together], exact = _lockstep_sums(values, firsts[together], lengths[together])
-        fallback[together[exact]] = False
-    alone = np.flatnonzero(fallback)
-    sums[alone] = _fsum_each(values, firsts[alone], lasts[alone])
-    return sums
-
-
-def _fsum_each(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
-    """`math.fsum` of each segment, one call each (a slice at a time: a few segments of
-    a large array need not make all of it Python floats)."""
-    fsum = math.fsum
-    ends = zip(firsts.tolist(), lasts.tolist(), strict=True)
-    return np.array([fsum(values[a : b + 1].tolist()) for a, b in ends], dtype=np.float64)
-
-
-def _lockstep_sums(
-    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each segment's (in ascending order of length) sum rounded once, and whether that
-    rounding is proven exact (else the sum must come from `fsum`)."""
-    s = values[starts]  # the running sum
-    e = np.zeros(len(starts))  # the sum of what each addition to `s` rounded away
-    lost = np.zeros(len(starts))  # a bound on what the additions to `e` rounded away
     with np.errstate(over="ignore", invalid="ignore"):
-        for k in range(1, int(lengths[-1]) if len(lengths) else 0):
-            first = int(np.searchsorted(lengths, k, side="right"))  # still running
-            x = values[starts[first:] + k]
-            s_k, e_k = s[first:], e[first:]
-            total, error = _two_sum(s_k, x)
-            s[first:] = total
-            e_total, e_error = _two_sum(e_k, error)
-            e[first:] = e_total
-            lost[first:] += np.abs(e_error)
+        s, e, lost = _parts(values, firsts, lengths)
         # s + e + (what `lost` bounds) is the exact sum: round s + e once (to nearest,
         # ties to even, as `fsum`) and keep the result where nothing was lost or no
         # value within the bound rounds elsewhere.
@@ -88,7 +56,85 @@ def _lockstep_sums(
         half = np.spacing(np.abs(rounded)) * np.where(np.abs(mantissa) == 0.5, 0.25, 0.5)
         # (A zero comes out +0.0, as from `fsum`: `e` starts at +0.0.)
         exact = np.isfinite(rounded) & ((lost == 0) | (np.abs(residual) + 2 * lost < half))
-    return rounded, exact
+    alone = np.flatnonzero(~exact)
+    rounded[alone] = _fsum_each(values, firsts[alone], lasts[alone])
+    return rounded
+
+
+def _steps(longest: int) -> int:
+    """How many steps `_parts` takes when the longest segment has `longest` terms."""
+    steps = 0
+    while longest > _PIECE:
+        steps += _PIECE
+        longest = 2 * -(-longest // _PIECE)  # each piece's sum and error
+    return steps + longest
+
+
+def _parts(
+    values: np.ndarray, firsts: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each segment's sum as `s + e` within `lost` of the exact one (see `_lockstep`),
+    a long one from its pieces'."""
+    if int(lengths.max()) <= _PIECE:
+        return _lockstep(values, firsts, lengths)
+    pieces = -(-lengths // _PIECE)
+    first_piece = np.cumsum(pieces) - pieces  # each segment's pieces are consecutive
+    segment = np.repeat(np.arange(len(lengths)), pieces)
+    within = np.arange(len(segment)) - first_piece[segment]
+    piece_s, piece_e, piece_lost = _lockstep(
+        values,
+        firsts[segment] + within * _PIECE,
+        np.minimum(_PIECE, lengths[segment] - within * _PIECE),
+    )
+    s, e = piece_s[first_piece], piece_e[first_piece]
+    lost = np.add.reduceat(piece_lost, first_piece)
+    several = np.flatnonzero(pieces > 1)
+    if len(several):
+        # The exact sum of a segment is the exact sum of its pieces' s and e, plus what
+        # each piece's bound allows: those 2 x pieces floats, summed as segments.
+        partials = np.empty(2 * len(piece_s))
+        partials[0::2], partials[1::2] = piece_s, piece_e
+        s[several], e[several], more_lost = _parts(
+            partials, 2 * first_piece[several], 2 * pieces[several]
+        )
+        lost[several] += more_lost
+    return s, e, lost
+
+
+def _lockstep(
+    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each segment's running sum `s`, the sum `e` of what each addition to `s` rounded
+    away, and a bound `lost` on what the additions to `e` rounded away: the exact sum is
+    within `lost` of `s + e` (exactly `s + e` where `lost` is 0), position by position
+    over the segments still running (longest first, so they are a slice)."""
+    n = len(starts)
+    longest = int(lengths.max())
+    order = np.argsort(-lengths, kind="stable")
+    starts_sorted = starts[order]
+    running = n - np.cumsum(np.bincount(lengths, minlength=longest))  # after k terms
+    s = values[starts_sorted]
+    e = np.zeros(n)
+    lost = np.zeros(n)
+    for k in range(1, longest):
+        count = int(running[k])
+        x = values[starts_sorted[:count] + k]
+        total, error = _two_sum(s[:count], x)
+        s[:count] = total
+        e_total, e_error = _two_sum(e[:count], error)
+        e[:count] = e_total
+        lost[:count] += np.abs(e_error)
+    unsorted = np.empty((3, n))
+    unsorted[:, order] = s, e, lost
+    return unsorted[0], unsorted[1], unsorted[2]
+
+
+def _fsum_each(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
+    """`math.fsum` of each segment, one call each (a slice at a time: a few segments of
+    a large array need not make all of it Python floats)."""
+    fsum = math.fsum
+    ends = zip(firsts.tolist(), lasts.tolist(), strict=True)
+    return np.array([fsum(values[a : b + 1].tolist()) for a, b in ends], dtype=np.float64)
 
 
 def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

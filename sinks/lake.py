@@ -387,9 +387,7 @@ class LakeWriter:
         )
         written = []
         partition_by = list(self.dataset.partition_by)
-        for key, part in frame.partition_by(
-            partition_by, as_dict=True, maintain_order=True
-        ).items():
+        for key, part in _partitions(frame, partition_by).items():
             directory = self.root / self.dataset.name
             for column, value in zip(partition_by, key, strict=True):
                 directory = directory / f"{column}={value}"
@@ -418,6 +416,16 @@ class LakeWriter:
         self._stopped.set()
         for temporary in list(self._writing):
             temporary.unlink(missing_ok=True)
+
+
+def _partitions(frame: pl.DataFrame, by: list[str]) -> dict[tuple[Any, ...], pl.DataFrame]:
+    """The frame's rows by the values of the `by` columns, in order. A write usually holds
+    one partition (a day of one dataset): then the frame as it is, not a copy of every
+    row (`partition_by` copies, ~7 % of the CPU of writing the trades)."""
+    columns = [frame.get_column(name) for name in by]
+    if frame.height and all(not c.has_nulls() and c.min() == c.max() for c in columns):
+        return {tuple(c[0] for c in columns): frame}
+    return frame.partition_by(by, as_dict=True, maintain_order=True)
 
 
 def _yield_to_the_flow() -> None:

@@ -97,6 +97,34 @@ def test_ties_and_near_ties_round_as_the_exact_sum_does() -> None:
         _same_bits(got[1:], _exactly_rounded(values, firsts, lasts)[1:])
 
 
+def test_long_segments_summed_in_pieces_round_as_the_exact_sum_does() -> None:
+    """Segments of hundreds to thousands of terms are summed in pieces, and the pieces'
+    sums and errors summed again: what each piece rounded away must reach the result.
+    Here the rounding of each segment turns on terms far below the first term's last
+    bit, spread over many pieces: a tie, just above it, just below it."""
+    tiny = 2.0**-62  # 512 of them make half of 1.0's last bit
+    tricky = [
+        [1.0] + [tiny] * 512,  # a tie: to even, 1.0
+        [1.0] + [tiny] * 512 + [2.0**-106],  # just above: up
+        [1.0 + 2.0**-52] + [tiny] * 511 + [tiny / 2] * 2 + [-(2.0**-106)],  # just below
+        [1.0] + [tiny] * 1_000 + [-tiny] * 489 + [2.0**-70] * 300,  # cancelling pieces
+        [3.0] * 700 + [-(2.0**-52)] * 3,  # integers, then a nudge below their sum
+        # A second piece whose error sum itself rounds (128 + 2**-60): without what it
+        # lost, its sum is a tie that rounds down, where the exact sum rounds up.
+        [0.0] * 16 + [2.0**60, 128.0, 2.0**-60],
+    ]
+    rng = np.random.default_rng(11)
+    for case in tricky:
+        filler = rng.integers(200, 2_000, size=40)  # enough long segments to go in pieces
+        lengths = np.concatenate(([len(case)], filler))
+        values = np.concatenate((case, rng.uniform(1, 2, int(filler.sum()))))
+        firsts, lasts = _segments(lengths)
+        got = segment_fsum(values, firsts, lasts)
+        exact = float(sum(map(Fraction, case)))
+        assert got[0].hex() == exact.hex() == math.fsum(case).hex(), case[:3]
+        _same_bits(got[1:], _exactly_rounded(values, firsts, lasts)[1:])
+
+
 def test_infinities_nans_and_zeros_are_as_fsum_gives_them() -> None:
     rng = np.random.default_rng(5)
     cases = [[math.inf, 1.0], [1.0, math.nan], [-0.0, -0.0], [-0.0], [0.5, -0.5]]

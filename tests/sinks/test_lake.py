@@ -77,6 +77,19 @@ def test_writer_lays_out_hive_partitions_of_zstd_parquet_in_few_files(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp")), "no temporary files are left behind"
 
 
+def test_a_write_of_one_partition_is_one_file_of_all_its_rows(tmp_path):
+    day_two = [c for c in sample_candles() if c.resolution == "10s" and c.window_start >= T0 + DAY]
+    day_two = [c for c in day_two if c.window_start < T0 + 2 * DAY]
+    writer = LakeWriter(tmp_path, CANDLES, writer_id="t", flush_rows=10**6)
+    writer.add(candle_batches(day_two))
+    writer.flush()
+    (written,) = writer.files_written
+    assert str(written.relative_to(tmp_path).parent) == "candles/resolution=10s/date=2023-11-15"
+    table = pq.read_table(written)
+    assert table.num_rows == len(day_two) == 20
+    assert not {"resolution", "date"} & set(table.column_names)
+
+
 def test_writer_flushes_by_row_count_and_by_age(tmp_path):
     now = [0.0]
     writer = LakeWriter(
