@@ -15,12 +15,14 @@ segment takes more than a few dozen steps (a 1 s candle of 300 trades took 300 s
 or `fsum`, 4x what the pieces cost). Where the bound proves the final rounding exact —
 all but a vanishing fraction of segments — the result is the exactly rounded sum, the
 same bits as `fsum`; every other segment (a near-tie within the bound, an overflow, an
-infinity or NaN) is summed by `fsum` itself.
+infinity or NaN) is summed by `fsum` itself, and where even `fsum` overflows on the way,
+exactly: past the largest float, the sum is an infinity (IEEE's rounding), not an error.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -133,8 +135,26 @@ def _fsum_each(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.
     """`math.fsum` of each segment, one call each (a slice at a time: a few segments of
     a large array need not make all of it Python floats)."""
     fsum = math.fsum
-    ends = zip(firsts.tolist(), lasts.tolist(), strict=True)
-    return np.array([fsum(values[a : b + 1].tolist()) for a, b in ends], dtype=np.float64)
+    ends = list(zip(firsts.tolist(), lasts.tolist(), strict=True))
+    try:
+        return np.array([fsum(values[a : b + 1].tolist()) for a, b in ends], dtype=np.float64)
+    except OverflowError:  # rare: each segment again, the one that overflows exactly
+        return np.array([_overflowing_fsum(values[a : b + 1].tolist()) for a, b in ends])
+
+
+def _overflowing_fsum(terms: list[float]) -> float:
+    """`fsum`, where it raises (a partial sum past the largest float: two trades of
+    1e308 shares in one candle) the exact sum rounded as IEEE does: the float if it is
+    within range, else an infinity of its sign. A candle's sum is then defined (the
+    lake and the topics carry an infinite sum as null) and the flow goes on."""
+    try:
+        return math.fsum(terms)
+    except OverflowError:
+        exact = sum(map(Fraction, terms), Fraction(0))
+        try:
+            return float(exact)
+        except OverflowError:
+            return math.inf if exact > 0 else -math.inf
 
 
 def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

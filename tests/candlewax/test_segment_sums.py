@@ -78,7 +78,6 @@ def test_ties_and_near_ties_round_as_the_exact_sum_does() -> None:
         [1.0, half_ulp, -(2.0**-106)],  # just below: 1.0
         [1.0, -(2.0**-54), -(2.0**-107)],  # below a power of two, where the gap halves
         [2.0**53, 1.0, 1.0, 1.0],  # integers past 2**53
-        [1e308, 1e308, -1e308],  # overflows on the way: fsum's answer is an error
     ]
     rng = np.random.default_rng(3)
     for case in tricky:
@@ -86,15 +85,33 @@ def test_ties_and_near_ties_round_as_the_exact_sum_does() -> None:
         lengths = np.concatenate(([len(case)], filler))
         values = np.concatenate((case, rng.uniform(1, 2, int(filler.sum()))))
         firsts, lasts = _segments(lengths)
-        try:
-            expected = math.fsum(case)
-        except OverflowError:
-            with pytest.raises(OverflowError):
-                segment_fsum(values, firsts, lasts)
-            continue
         got = segment_fsum(values, firsts, lasts)
+        expected = math.fsum(case)
         assert got[0].hex() == expected.hex() == float(sum(map(Fraction, case))).hex(), case
         _same_bits(got[1:], _exactly_rounded(values, firsts, lasts)[1:])
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["fsum-each", "vectorised"])
+def test_a_sum_past_the_largest_float_is_an_infinity_not_an_error(many) -> None:
+    """`fsum` raises where a partial sum overflows (two trades of 1e308 shares in one
+    candle); the exact sum, rounded as IEEE does, is a float or an infinity, and the
+    other segments of the call are not lost."""
+    cases = [
+        ([1e308, 1e308], math.inf),
+        ([-1e308, -1e308, 5.0], -math.inf),
+        ([1e308, 1e308, -1e308], 1e308),  # back within range: the exact sum
+    ]
+    rng = np.random.default_rng(13)
+    filler = _many_short(rng) if many else np.array([2, 3])
+    lengths = np.concatenate(([len(c) for c, _ in cases], filler))
+    values = np.concatenate(
+        ([v for c, _ in cases for v in c], rng.uniform(1, 2, int(filler.sum())))
+    )
+    firsts, lasts = _segments(lengths)
+    got = segment_fsum(values, firsts, lasts)
+    assert got[: len(cases)].tolist() == [expected for _, expected in cases]
+    rest = slice(len(cases), None)
+    _same_bits(got[rest], _exactly_rounded(values, firsts[rest], lasts[rest]))
 
 
 def test_long_segments_summed_in_pieces_round_as_the_exact_sum_does() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
@@ -62,6 +63,18 @@ def test_ohlcv_arithmetic_with_ties_broken_by_arrival():
     assert bar.vwap == pytest.approx((10 + 22 + 9 + 48 + 13) / 9.0)
     assert (bar.window_start, bar.window_end) == (T0, T0 + 1_000)
     assert drift == [] and late == [False] * 5
+
+
+def test_a_volume_past_the_largest_float_is_infinite_and_the_other_candles_go_on():
+    """Valid sizes (finite, > 0) whose sum overflows float64, in one batch: the candle's
+    volume is an infinity (the lake and the topics carry it as null), at every
+    resolution, and no error stops the engine."""
+    rows = [(T0 + 100, 2.0, 1e308), (T0 + 200, 2.0, 1e308), (T0 + 1_500, 3.0, 1.0)]
+    candles, _, _ = run(rows)
+    bars = by_id(candles)
+    assert [bars[f"BTC-USD:{r}:{T0}"].volume for r in ("1s", "10s", "1m")] == [math.inf] * 3
+    after = bars[f"BTC-USD:1s:{T0 + 1_000}"]
+    assert (after.volume, after.vwap, after.trade_count) == (1.0, 3.0, 1)
 
 
 def test_windows_are_epoch_aligned_and_empty_windows_make_no_candle():
