@@ -139,14 +139,15 @@ def _fsum_each(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.
     try:
         return np.array([fsum(values[a : b + 1].tolist()) for a, b in ends], dtype=np.float64)
     except OverflowError:  # rare: each segment again, the one that overflows exactly
-        return np.array([_overflowing_fsum(values[a : b + 1].tolist()) for a, b in ends])
+        return np.array([exact_sum(values[a : b + 1].tolist()) for a, b in ends])
 
 
-def _overflowing_fsum(terms: list[float]) -> float:
-    """`fsum`, where it raises (a partial sum past the largest float: two trades of
-    1e308 shares in one candle) the exact sum rounded as IEEE does: the float if it is
-    within range, else an infinity of its sign. A candle's sum is then defined (the
-    lake and the topics carry an infinite sum as null) and the flow goes on."""
+def exact_sum(terms: list[float]) -> float:
+    """The exactly rounded sum of `terms`: `math.fsum`, and where it raises (a partial
+    sum past the largest float: two trades of 1e308 shares in one candle) the exact sum
+    rounded as IEEE does: the float if it is within range, else an infinity of its sign.
+    A candle's sum is then defined (the lake and the topics carry an infinite sum as
+    null) and the flow goes on."""
     try:
         return math.fsum(terms)
     except OverflowError:

@@ -2,14 +2,16 @@
 
 Pure arithmetic with no Bytewax in it. Open and close are chosen by the key
 `(ts, arrival sequence)`, so ties on `ts` go by arrival order. Volume and notional are
-kept as lists of terms and summed with `math.fsum` (exactly rounded, independent of
-order), so a candle has the same value to the last bit however its trades were batched.
+kept as lists of terms and summed exactly rounded (`exact_sum`, independent of order),
+so a candle has the same value to the last bit however its trades were batched.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+
+from candlewax.segment_sums import exact_sum
 
 TradeKey = tuple[int, int]  # (event time ms, arrival sequence of the symbol)
 
@@ -34,11 +36,11 @@ class Bar:
 
     @property
     def volume(self) -> float:
-        return math.fsum(self.volume_terms)
+        return exact_sum(self.volume_terms)
 
     @property
     def notional(self) -> float:
-        return math.fsum(self.notional_terms)
+        return exact_sum(self.notional_terms)
 
     @property
     def vwap(self) -> float:

@@ -120,6 +120,15 @@ def test_a_late_trade_is_not_folded_and_goes_to_drift_for_every_resolution():
     )
 
 
+def test_a_late_trade_that_takes_a_volume_past_the_largest_float_drifts_to_infinity():
+    rows = [(T0 + 100, 100.0, 1e308), (T0 + 2_500, 100.0, 1.0), (T0 + 200, 100.0, 1e308)]
+    candles, drift, late = run(rows)
+    assert late == [False, False, True]
+    assert by_id(candles)[f"BTC-USD:1s:{T0}"].volume == 1e308
+    base = {d.bar_id: d for d in drift}[f"BTC-USD:1s:{T0}"]
+    assert (base.emitted_volume, base.corrected_volume, base.late_trades) == (1e308, math.inf, 1)
+
+
 def test_a_late_trade_for_an_empty_window_reports_a_missing_bar():
     _, drift, late = run([(T0 + 100, 1.0, 1.0), (T0 + 5_000, 1.0, 1.0), (T0 + 3_500, 7.0, 1.0)])
     base = next(d for d in drift if d.resolution == "1s")
