@@ -30,6 +30,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -66,6 +67,9 @@ def encode_parquet(frame: pl.DataFrame, target: Path | IO[bytes]) -> None:
     frame.write_parquet(target, compression="zstd", compression_level=_ZSTD_LEVEL, statistics=True)
 
 
+# How long a failing process's lake writers wait for the writes on their threads to end.
+_ABANDON_WAIT_S = 2.0
+_ABANDON_LOCK = threading.Lock()
 # Buffered records are made into one frame of lake rows once there are this many (small).
 _COMPACT_RECORDS = 512
 _TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name not in ("late", "seq")]
@@ -166,6 +170,9 @@ class LakeWriterState:
 class LakeWriter:
     """Buffers rows of one dataset and writes them as partitioned Parquet files."""
 
+    # When a failing process's writers stop waiting for their writes (`abandon`).
+    _abandon_deadline: float | None = None
+
     def __init__(
         self,
         root: Path,
@@ -213,6 +220,8 @@ class LakeWriter:
         self._in_flight_items: list[Any] = []
         self._in_flight_first_file = 0
         self._writing: set[Path] = set()  # temporary files being written right now
+        self._writing_lock = threading.Lock()
+        self._abandoned = False  # after a failure: no write starts (`abandon`)
         self.files_written: list[Path] = []
         # The worker and the ticker share the buffer; the lock is held for list moves only
         # (the writing itself happens on the executor's thread).
@@ -401,7 +410,10 @@ class LakeWriter:
         name = f"part-{self.writer_id}-{number:06d}.parquet"
         final = directory / name
         temporary = directory / f".{name}.tmp"
-        self._writing.add(temporary)
+        with self._writing_lock:
+            if self._abandoned:  # the process is ending on a failure: no new file
+                raise OSError(f"lake writer {self.writer_id} was abandoned after a failure")
+            self._writing.add(temporary)
         try:
             encode_parquet(frame, temporary)
             os.replace(temporary, final)
@@ -411,9 +423,22 @@ class LakeWriter:
         return final
 
     def abandon(self) -> None:
-        """The process is ending on a failure: remove the temporary files being written
-        (their rows are in the last recovery snapshot or come again on resume)."""
+        """The process is ending on a failure: no write starts any more, the one on the
+        writer's thread is let end (it removes its own temporary file; a full disk fails
+        it at once), and what is still being written is removed. Their rows are in the
+        last recovery snapshot or come again on resume. Removing the temporary files at
+        once was not enough: a write that had not opened its file yet created it after,
+        and the process's end left it in the lake."""
         self._stopped.set()
+        with self._writing_lock:
+            self._abandoned = True
+        writes = [write for write in (self._in_flight, self._last) if write is not None]
+        if writes:  # every writer of the process waits until one deadline, not each its own
+            with _ABANDON_LOCK:
+                deadline = LakeWriter._abandon_deadline = (
+                    LakeWriter._abandon_deadline or time.monotonic() + _ABANDON_WAIT_S
+                )
+            wait_for(writes, timeout=max(0.0, deadline - time.monotonic()))
         for temporary in list(self._writing):
             temporary.unlink(missing_ok=True)
 

@@ -15,6 +15,7 @@ import pytest
 from candlewax import failures
 from candlewax.failures import OutputError
 from candlewax.records import Candle, FlaggedTrades, bar_id
+from sinks import lake as lake_module
 from sinks.kafka import candle_messages
 from sinks.lake import CANDLES, TRADES, LakeWriter
 from sinks.parquet import LakeSink
@@ -341,6 +342,37 @@ def test_a_failed_last_write_of_an_earlier_partition_fails_the_last_close(tmp_pa
     first.close()  # starts the write that fails, and does not wait for it
     with pytest.raises(OutputError, match=r"lake dataset 'candles'.*division by zero"):
         second.close()
+
+
+def test_once_abandoned_a_writer_writes_nothing_more_into_the_lake(tmp_path, monkeypatch):
+    """A failing process removes its writers' temporary files and ends at once after. A
+    write that had not opened its file yet when that happened created it after, and the
+    process's end left it behind: abandoning lets the write on the writer's thread end
+    first, and starts no other."""
+    release, started = threading.Event(), threading.Event()
+    encode = lake_module.encode_parquet
+
+    def held(frame, target):  # the write is under way, its file not opened yet
+        started.set()
+        release.wait(30)
+        encode(frame, target)
+
+    monkeypatch.setattr(lake_module, "encode_parquet", held)
+    monkeypatch.setattr(LakeWriter, "_abandon_deadline", None, raising=False)
+    rows = [c for c in sample_candles() if c.resolution == "1s"]
+    writer = LakeWriter(tmp_path, CANDLES, writer_id="t", background=True, flush_interval_ms=0)
+    writer.add(candle_batches(rows[:5]))  # one partition: one write
+    assert started.wait(10)
+    threading.Timer(0.3, release.set).start()
+    writer.abandon()
+    when_abandoned = sorted(tmp_path.rglob("*"))
+    time.sleep(0.6)
+    assert sorted(tmp_path.rglob("*")) == when_abandoned, "a file was written after abandon"
+    assert not list(tmp_path.rglob("*.tmp"))
+    with pytest.raises(OSError, match="abandoned"):
+        writer.add(candle_batches(rows[5:10]))
+        writer.flush()
+    assert sorted(tmp_path.rglob("*")) == when_abandoned, "a write started after abandon"
 
 
 def _eventually(check, seconds: float = 10.0) -> bool:
