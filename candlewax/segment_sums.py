@@ -138,24 +138,29 @@ def _fsum_each(values: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.
     ends = list(zip(firsts.tolist(), lasts.tolist(), strict=True))
     try:
         return np.array([fsum(values[a : b + 1].tolist()) for a, b in ends], dtype=np.float64)
-    except OverflowError:  # rare: each segment again, the one that overflows exactly
+    except (OverflowError, ValueError):  # rare: each again, the one that raised as IEEE
         return np.array([exact_sum(values[a : b + 1].tolist()) for a, b in ends])
 
 
 def exact_sum(terms: list[float]) -> float:
-    """The exactly rounded sum of `terms`: `math.fsum`, and where it raises (a partial
-    sum past the largest float: two trades of 1e308 shares in one candle) the exact sum
-    rounded as IEEE does: the float if it is within range, else an infinity of its sign.
-    A candle's sum is then defined (the lake and the topics carry an infinite sum as
-    null) and the flow goes on."""
+    """The exactly rounded sum of `terms`: `math.fsum`, and where it raises, what IEEE
+    arithmetic gives. A partial sum past the largest float (two trades of 1e308 shares
+    in one candle): the exact sum if it is back within range, else an infinity of its
+    sign; with an infinity or NaN among the terms, their sum (NaN for both infinities).
+    A candle's sum is then defined (the lake and the topics carry one that is not finite
+    as null) and the flow goes on."""
     try:
         return math.fsum(terms)
+    except (OverflowError, ValueError):  # ValueError: -inf + inf
+        pass
+    specials = [term for term in terms if not math.isfinite(term)]
+    if specials:
+        return sum(specials)
+    exact = sum(map(Fraction, terms), Fraction(0))
+    try:
+        return float(exact)
     except OverflowError:
-        exact = sum(map(Fraction, terms), Fraction(0))
-        try:
-            return float(exact)
-        except OverflowError:
-            return math.inf if exact > 0 else -math.inf
+        return math.inf if exact > 0 else -math.inf
 
 
 def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

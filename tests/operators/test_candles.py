@@ -70,11 +70,16 @@ def test_a_volume_past_the_largest_float_is_infinite_and_the_other_candles_go_on
     volume is an infinity (the lake and the topics carry it as null), at every
     resolution, and no error stops the engine."""
     rows = [(T0 + 100, 2.0, 1e308), (T0 + 200, 2.0, 1e308), (T0 + 1_500, 3.0, 1.0)]
-    candles, _, _ = run(rows)
+    # A notional that overflowed (1e308 x 10) next to two that add up past the largest
+    # float: IEEE's infinity, whatever the order.
+    rows += [(T0 + 2_100, 1e308, 10.0), (T0 + 2_200, 1e300, 1e8), (T0 + 2_300, 1e300, 1e8)]
+    candles, _, _ = run(rows + [(T0 + 5_000, 3.0, 1.0)])
     bars = by_id(candles)
     assert [bars[f"BTC-USD:{r}:{T0}"].volume for r in ("1s", "10s", "1m")] == [math.inf] * 3
     after = bars[f"BTC-USD:1s:{T0 + 1_000}"]
     assert (after.volume, after.vwap, after.trade_count) == (1.0, 3.0, 1)
+    notional = bars[f"BTC-USD:1s:{T0 + 2_000}"]
+    assert (notional.volume, notional.vwap) == (10.0 + 2e8, math.inf)
 
 
 def test_windows_are_epoch_aligned_and_empty_windows_make_no_candle():
