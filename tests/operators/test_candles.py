@@ -73,7 +73,8 @@ def test_a_volume_past_the_largest_float_is_infinite_and_the_other_candles_go_on
     # A notional that overflowed (1e308 x 10) next to two that add up past the largest
     # float: IEEE's infinity, whatever the order.
     rows += [(T0 + 2_100, 1e308, 10.0), (T0 + 2_200, 1e300, 1e8), (T0 + 2_300, 1e300, 1e8)]
-    candles, _, _ = run(rows + [(T0 + 5_000, 3.0, 1.0)])
+    rows.append((T0 + 5_000, 3.0, 1.0))  # closes it
+    candles, _, _ = run(rows)
     bars = by_id(candles)
     assert [bars[f"BTC-USD:{r}:{T0}"].volume for r in ("1s", "10s", "1m")] == [math.inf] * 3
     after = bars[f"BTC-USD:1s:{T0 + 1_000}"]
