@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import NoReturn
@@ -57,6 +58,7 @@ class _FailurePolicy:
     def __init__(self) -> None:
         self.exit_process = False
         self.failure: str | None = None
+        self.failed_at: float | None = None  # `time.monotonic()` when it was reported
         self.cleanups: list[Callable[[], Callable[[], None] | None]] = []
         self.secrets: set[str] = set()
         self.lock = threading.Lock()
@@ -84,12 +86,19 @@ def failure() -> str | None:
     return _policy.failure
 
 
+def failed_at() -> float | None:
+    """When (`time.monotonic()`) the first failure was reported, if one was: what a
+    cleanup may still wait for is counted from it, so cleanups together stay brief."""
+    return _policy.failed_at if _policy.failure is not None else None
+
+
 def fail(error: PipelineError) -> NoReturn:
     """Report `error`: end the process with one line (command) or raise it (library)."""
     with _policy.lock:
         first = _policy.failure is None
         if first:
             _policy.failure = redact(str(error))
+            _policy.failed_at = time.monotonic()
     if not _policy.exit_process:
         raise error
     if first:

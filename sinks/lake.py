@@ -38,6 +38,7 @@ from typing import IO, Any
 import numpy as np
 import polars as pl
 
+from candlewax.failures import failed_at
 from candlewax.records import (
     QUOTE_LAKE_SCHEMA,
     TRADE_LAKE_SCHEMA,
@@ -67,9 +68,8 @@ def encode_parquet(frame: pl.DataFrame, target: Path | IO[bytes]) -> None:
     frame.write_parquet(target, compression="zstd", compression_level=_ZSTD_LEVEL, statistics=True)
 
 
-# How long a failing process's lake writers wait for the writes on their threads to end.
+# How long after a failure the lake writers wait for the writes on their threads to end.
 _ABANDON_WAIT_S = 2.0
-_ABANDON_LOCK = threading.Lock()
 # Buffered records are made into one frame of lake rows once there are this many (small).
 _COMPACT_RECORDS = 512
 _TRADE_COLUMNS = [name for name in TRADE_LAKE_SCHEMA.names if name not in ("late", "seq")]
@@ -169,9 +169,6 @@ class LakeWriterState:
 
 class LakeWriter:
     """Buffers rows of one dataset and writes them as partitioned Parquet files."""
-
-    # When a failing process's writers stop waiting for their writes (`abandon`).
-    _abandon_deadline: float | None = None
 
     def __init__(
         self,
@@ -433,12 +430,9 @@ class LakeWriter:
         with self._writing_lock:
             self._abandoned = True
         writes = [write for write in (self._in_flight, self._last) if write is not None]
-        if writes:  # every writer of the process waits until one deadline, not each its own
-            with _ABANDON_LOCK:
-                deadline = LakeWriter._abandon_deadline = (
-                    LakeWriter._abandon_deadline or time.monotonic() + _ABANDON_WAIT_S
-                )
-            wait_for(writes, timeout=max(0.0, deadline - time.monotonic()))
+        if writes:  # every writer waits until the same moment, counted from the failure
+            until = (failed_at() or time.monotonic()) + _ABANDON_WAIT_S
+            wait_for(writes, timeout=max(0.0, until - time.monotonic()))
         for temporary in list(self._writing):
             temporary.unlink(missing_ok=True)
 

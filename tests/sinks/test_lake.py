@@ -358,7 +358,6 @@ def test_once_abandoned_a_writer_writes_nothing_more_into_the_lake(tmp_path, mon
         encode(frame, target)
 
     monkeypatch.setattr(lake_module, "encode_parquet", held)
-    monkeypatch.setattr(LakeWriter, "_abandon_deadline", None, raising=False)
     rows = [c for c in sample_candles() if c.resolution == "1s"]
     writer = LakeWriter(tmp_path, CANDLES, writer_id="t", background=True, flush_interval_ms=0)
     writer.add(candle_batches(rows[:5]))  # one partition: one write
