@@ -11,11 +11,12 @@ after the warm-up: the median RSS of the last `--window` minutes more than
 `--tolerance-mb` above the median of the first `--window` minutes after the warm-up.
 
 RSS is sampled every 5 s and each verdict takes the median of minutes of samples, not
-of three: RSS on this machine moves by tens of MB within a minute (the lake buffers up
-to `CANDLEWAX_LAKE_FLUSH_ROWS` rows of a dataset before it writes them; polars' allocator
-keeps freed pages for 5 s), and samples 30 s apart rose and fell by ~70 MB over minutes
-(stop 34: one 10-minute run failed at +66 MB on three samples each; the same code for 20
-minutes passed at +25 MB with the same swings).
+of three: RSS on this machine moves by tens of MB within a minute (likely causes, not
+measured apart: the lake buffers up to `CANDLEWAX_LAKE_FLUSH_ROWS` rows of a dataset
+before it writes them; polars' allocator keeps freed pages for 5 s), and samples 30 s
+apart rose and fell by ~70 MB over minutes (stop 34: one 10-minute run failed at +66 MB
+on three samples each; the same code for 20 minutes passed at +25 MB with the same
+swings).
 
 State that is meant to grow with time does so until its horizon: dedupe keeps the keys
 of up to two horizons of trades (`CANDLEWAX_DEDUPE_HORIZON`, 5 minutes by default: some
@@ -71,6 +72,8 @@ def main() -> None:
     )
     parser.add_argument("--tolerance-mb", type=float, default=64)
     args = parser.parse_args()
+    if args.minutes < args.warmup + 2 * args.window:  # said now, not after the run
+        parser.error("--minutes must hold the warm-up and two --window's: run longer")
 
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as lake:
         broker.create_topics({"candles": 1, "candles.drift": 1, "trades.dlq": 1})
@@ -120,8 +123,8 @@ def main() -> None:
             stop(flow)
     first = [mb for at, mb in samples if args.warmup <= at < args.warmup + args.window]
     last = [mb for at, mb in samples if at >= args.minutes - args.window]
-    if args.minutes < args.warmup + 2 * args.window or not first or not last:
-        raise SystemExit("the run is too short for a warm-up and two windows: run longer")
+    if not first or not last:  # the flow's samples came too late (a stalled machine)
+        raise SystemExit("no RSS samples in a window: run longer")
     baseline, final = statistics.median(first), statistics.median(last)
     growth = final - baseline
     print(
