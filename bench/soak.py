@@ -11,12 +11,13 @@ after the warm-up: the median RSS of the last `--window` minutes more than
 `--tolerance-mb` above the median of the first `--window` minutes after the warm-up.
 
 RSS is sampled every 5 s and each verdict takes the median of minutes of samples, not
-of three: RSS on this machine moves by tens of MB within a minute (likely causes, not
-measured apart: the lake buffers up to `CANDLEWAX_LAKE_FLUSH_ROWS` rows of a dataset
-before it writes them; polars' allocator keeps freed pages for 5 s), and samples 30 s
-apart rose and fell by ~70 MB over minutes (stop 34: one 10-minute run failed at +66 MB
-on three samples each; the same code for 20 minutes passed at +25 MB with the same
-swings).
+of three: RSS moves by tens of MB within a minute, with what the flow holds (the dedupe
+keys of the horizon being filled: glibc's in-use memory cycles 70-135 MB with it at
+20 k trades/s; the lake's buffered rows) and what its allocators keep (polars' frees
+pages after 5 s). A climb of 40-80 MB from ~8 minutes in (stop 34, every run) was
+glibc's heap filling with free holes (its own counters, `mallinfo2`, sampled in the
+flow process: in use cycling with no trend, the heap growing), which the package's
+fixed mmap threshold now prevents (`candlewax/heap.py`).
 
 State that is meant to grow with time does so until its horizon: dedupe keeps the keys
 of up to two horizons of trades (`CANDLEWAX_DEDUPE_HORIZON`, 5 minutes by default: some

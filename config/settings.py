@@ -130,7 +130,6 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_port_per_process: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    memory_trim_interval: DurationMs = 30_000
 
     # --- the simulator source (a first version; see `sources/simulator.py`) ----------
     sim_symbols: int = Field(default=8, ge=1, le=10_000)
@@ -165,7 +164,6 @@ class Settings(BaseSettings):
         "sim_duration",
         "ts_max_future",
         "serving_retry_timeout",
-        "memory_trim_interval",
         mode="before",
     )
     @classmethod

@@ -32,7 +32,7 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 
 from candlewax.cluster import offset_bytewax_api_port, process_id
 from candlewax.failures import RedactingFilter, add_secret, exit_on_failure, redact
-from candlewax.heap import MemoryTrimmer, freeze_startup
+from candlewax.heap import freeze_startup
 from candlewax.metrics import FlowMetrics, serve_metrics
 from candlewax.records import QUOTE, TRADE, MessageKind, record_symbol
 from candlewax.shards import shard_key
@@ -410,8 +410,6 @@ def flow_from_environment() -> Dataflow:
     offset = process_id() if settings.metrics_port_per_process else 0
     if settings.metrics_port:
         serve_metrics(settings.metrics_port + offset)
-    # Freed memory back to the system now and then, so RSS follows what is in use.
-    MemoryTrimmer.start(settings.memory_trim_interval / 1000)
     api_port = offset_bytewax_api_port(offset)
     if api_port is not None:
         log.info("Bytewax dataflow API on port %s", api_port)

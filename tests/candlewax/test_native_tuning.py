@@ -1,12 +1,16 @@
 """The candlewax package sets polars' allocator and numpy's OpenBLAS up before either
-loads, through the environment they read once; a value the user set wins."""
+loads, through the environment they read once, and glibc's mmap threshold (`mallopt`);
+a value the user set wins."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -20,10 +24,12 @@ PROBE = (
 )
 
 
-def _seen_by(entry: str, **env: str) -> list[str | None]:
-    clean = {k: v for k, v in os.environ.items() if k not in TUNED}
+def _printed(code: str, drop: Callable[[str], bool], env: dict[str, str]) -> Any:
+    """What `code`, run in a fresh process, prints as JSON; the environment without the
+    variables `drop` names, with `env`."""
+    clean = {k: v for k, v in os.environ.items() if not drop(k)}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(entry=entry, names=TUNED)],
+        [sys.executable, "-c", code],
         env={**clean, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
@@ -31,6 +37,10 @@ def _seen_by(entry: str, **env: str) -> list[str | None]:
         cwd=ROOT,
     )
     return json.loads(result.stdout)
+
+
+def _seen_by(entry: str, **env: str) -> list[str | None]:
+    return _printed(PROBE.format(entry=entry, names=TUNED), lambda k: k in TUNED, env)
 
 
 OURS = "dirty_decay_ms:5000,muzzy_decay_ms:5000"
@@ -57,3 +67,40 @@ def test_the_package_comes_before_polars_and_numpy_in_every_entry_package():
         source = (ROOT / package / "__init__.py").read_text()
         imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
         assert imports[0] == "import candlewax  # noqa: F401", package
+
+
+# After a 30 MiB block is freed (glibc raises its mmap threshold to 30 MiB), ten 8 MiB
+# blocks, each followed by a 1 MiB block that stays, are made and freed: where they came
+# from glibc's heap, their pages stay resident below the blocks that stay.
+HEAP_PROBE = """
+import json
+{entry}
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+first = bytearray(30 << 20)
+del first
+kept, large = [], []
+for _ in range(10):
+    large.append(bytearray(8 << 20))
+    kept.append(bytearray(1 << 20))
+held = rss_mb()
+large.clear()
+print(json.dumps(dict(held=held, freed=rss_mb())))
+"""
+
+
+def _heap_after_freeing(entry: str, **env: str) -> dict[str, float]:
+    return _printed(HEAP_PROBE.format(entry=entry), lambda k: k.startswith("MALLOC_"), env)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
+def test_large_blocks_freed_go_back_to_the_system_in_every_entry_package():
+    # glibc alone: the freed blocks stay resident (the soak's climb).
+    alone = _heap_after_freeing("")
+    assert alone["freed"] > alone["held"] - 20
+    for entry in ("flows.ohlcv", "tools.cli", "bench.common"):
+        seen = _heap_after_freeing(f"import {entry}")
+        assert seen["freed"] < seen["held"] - 60, entry
+    # A threshold the user set wins: 64 MiB keeps the blocks in the heap again.
+    theirs = _heap_after_freeing("import flows.ohlcv", MALLOC_MMAP_THRESHOLD_=str(64 << 20))
+    assert theirs["freed"] > theirs["held"] - 20
