@@ -19,7 +19,7 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:5000,muzzy_decay_ms:5
 # numpy's OpenBLAS starts a thread per core when numpy loads, and they spin before they
 # sleep: 0.2 s of CPU at every start (0.08 s with one). Nothing here multiplies matrices.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# glibc's malloc: blocks of 4 MiB and more get pages of their own, handed back when
+# glibc's malloc: blocks of 16 MiB and more get pages of their own, handed back when
 # freed, instead of a glibc threshold that rises to 32 MiB as the flow frees large
 # blocks (`candlewax.heap`); `MALLOC_MMAP_THRESHOLD_` in the environment wins.
 bound_glibc_heap_blocks()
