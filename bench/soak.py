@@ -13,8 +13,8 @@ after the warm-up: the median RSS of the last `--window` minutes more than
 RSS is sampled every 5 s and each verdict takes the median of minutes of samples, not
 of three: RSS moves by tens of MB within a minute, with what the flow holds (the dedupe
 keys of the horizon being filled: glibc's in-use memory cycles 70-135 MB with it at
-20 k trades/s; the lake's buffered rows) and what its allocators keep (polars' frees
-pages after 5 s). A climb of 40-80 MB from ~8 minutes in (stop 34, every run) was
+20 k trades/s; the lake's buffered rows) and what its allocators keep (polars' gives
+pages back after 5 s). A climb of 40-80 MB from ~8 minutes in (stop 34, every run) was
 glibc's heap filling with free holes (its own counters, `mallinfo2`, sampled in the
 flow process: in use cycling with no trend, the heap growing), which the package's
 fixed mmap threshold now prevents (`candlewax/heap.py`).

@@ -38,7 +38,6 @@ alternated).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 from collections.abc import Iterator
@@ -79,8 +78,10 @@ def bound_glibc_heap_blocks() -> bool:
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc (macOS: no mallopt)
+        # The symbols the process has loaded already: `ctypes.util.find_library` would
+        # run `ldconfig` (~3 ms and a fork) at every start of every entry package.
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS: no mallopt)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
