@@ -21,5 +21,7 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:5000,muzzy_decay_ms:5
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # glibc's malloc: blocks of 16 MiB and more get pages of their own, handed back when
 # freed, instead of a glibc threshold that rises to 32 MiB as the flow frees large
-# blocks (`candlewax.heap`); `MALLOC_MMAP_THRESHOLD_` in the environment wins.
+# blocks, and up to 32 MiB free at the heap's top is kept for the next batch
+# (`candlewax.heap`); `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` in the
+# environment win.
 bound_glibc_heap_blocks()
