@@ -81,6 +81,11 @@ def _pump(source: socket.socket, target: socket.socket, flowing: threading.Event
     except OSError:
         pass
     finally:
+        # Shut down, not only closed: the other direction's thread is blocked reading one
+        # of these sockets, and a close alone neither wakes it nor ends the connection
+        # (the broker then kept it open, and took 5 s to stop).
         for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 end.close()
