@@ -35,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 import msgspec
 import numpy as np
@@ -46,15 +47,35 @@ from tools.broker import EmbeddedBroker, free_port
 LATENESS_MS = 1_000
 
 
+# Each started process's stderr, by pid (`stderr_tail`).
+_STDERR: dict[int, IO[bytes]] = {}
+
+
 def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    """Start `command` in a session of its own, its stderr into a temporary file
+    (`stderr_tail`). Not a pipe: one that nobody reads until the end fills (64 KiB) and
+    then blocks the process at its next log line. A live flow logging a line a second
+    stalled ~75 s into a run, its candles seconds late and then none at all."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open while the process runs)
+    process = subprocess.Popen(
         command,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         start_new_session=True,
     )
+    _STDERR[process.pid] = log
+    return process
+
+
+def stderr_tail(process: subprocess.Popen[bytes], chars: int = 3000) -> str:
+    """The last `chars` characters a process `start` started wrote to its stderr."""
+    log = _STDERR.get(process.pid)
+    if log is None:
+        return ""
+    log.seek(0)
+    return log.read().decode(errors="replace")[-chars:]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -95,10 +116,11 @@ def flow_delay_quantiles(port: int) -> str:
     return f"{int(total):,} candles, " + ", ".join(parts)
 
 
-def print_timeline(window_ends: np.ndarray, delays: np.ndarray) -> None:
-    """Per window second: how many 1 s candles, and their least, median and worst delay.
-    Tells a stall (every candle of a second late) from a spread (some late every second)."""
-    print("window (s)  candles  min ms  p50 ms  max ms")
+def print_timeline(window_ends: np.ndarray, delays: np.ndarray, what: str = "candles") -> None:
+    """Per window second: how many 1 s candles (`--source broker`: trades produced in
+    that second), and their least, median and worst delay. Tells a stall (every candle of
+    a second late) from a spread (some late every second), and a trend from either."""
+    print(f"window (s)  {what:>7}  min ms  p50 ms  max ms")
     for end in np.unique(window_ends):
         of = delays[window_ends == end]
         second = (end - window_ends.min()) / 1000
@@ -197,8 +219,7 @@ def main() -> None:
             while time.monotonic() < measured_from + args.seconds:
                 for name, process in running.items():
                     if process.poll() is not None:
-                        error = process.stderr.read().decode() if process.stderr else ""
-                        raise SystemExit(f"the {name} stopped:\n{error[-3000:]}")
+                        raise SystemExit(f"the {name} stopped:\n{stderr_tail(process)}")
                 # consume(n, timeout) returns at n messages or at the timeout: short, so
                 # the broker mode's receive time is not the wait for a full batch.
                 for message in consumer.consume(10_000, 0.005 if args.source == "broker" else 0.2):
@@ -215,7 +236,9 @@ def main() -> None:
                         forming += 1
                         continue
                     if args.source == "broker":
-                        delays.append(time.time() * 1000 - message.timestamp()[1])
+                        produced = message.timestamp()[1]
+                        delays.append(time.time() * 1000 - produced)
+                        window_ends.append(produced - produced % 1000)
                         continue
                     candle = decode.decode(message.value() or b"{}")
                     if candle["resolution"] != "1s" or candle["revision"] != 0:
@@ -227,6 +250,7 @@ def main() -> None:
             cpu = None
             if cpu_at_start is not None:
                 cpu = cpu_seconds(running["flow"].pid) - cpu_at_start
+            logged = {name: stderr_tail(process, 10**9) for name, process in running.items()}
         finally:
             consumer.close()
             for process in reversed(running.values()):
@@ -241,6 +265,8 @@ def main() -> None:
             f"from produce to a consumer: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
             f"max {values.max():.0f} ms"
         )
+        if args.timeline:
+            print_timeline(np.array(window_ends), values, "trades")
         return
     if args.timeline:
         print_timeline(np.array(window_ends), values)
@@ -254,6 +280,10 @@ def main() -> None:
         f"forming candles on candles.live: {forming:,} ({forming / args.seconds:,.0f}/s, "
         f"--live-interval {args.live_interval})"
     )
+    for name, text in logged.items():
+        lines = text.splitlines()
+        if lines:
+            print(f"the {name} logged {len(lines):,} lines; the last: {lines[-1][:200]}")
     if cpu is not None:
         trades = args.rate * args.seconds
         print(

@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 
-from bench.freshness import start, stop
+from bench.freshness import start, stderr_tail, stop
 from tools.broker import EmbeddedBroker, free_port
 
 SAMPLE_S = 5.0  # how often RSS is sampled
@@ -106,8 +106,7 @@ def main() -> None:
             while (elapsed := time.monotonic() - began) < args.minutes * 60:
                 time.sleep(SAMPLE_S - (elapsed % SAMPLE_S))
                 if flow.poll() is not None:
-                    error = flow.stderr.read().decode() if flow.stderr else ""
-                    raise SystemExit(f"the flow stopped:\n{error[-3000:]}")
+                    raise SystemExit(f"the flow stopped:\n{stderr_tail(flow)}")
                 minutes = (time.monotonic() - began) / 60
                 samples.append((minutes, rss_mb(flow.pid)))
                 if len(samples) % PRINT_EVERY:
