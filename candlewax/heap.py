@@ -40,7 +40,8 @@ back to the system at once and the next batch's block took fresh pages (a 2 M-tr
 flow: ~370,000 page faults, ~220,000 of them these). `bound_glibc_heap_blocks` sets it
 to twice the mmap threshold, as glibc would: ~150,000 faults, and the kernel's time of
 two sparse file runs 1.1-1.4 s -> 0.5-0.8 s (alternated, three times). The heap's top
-keeps at most 32 MiB free; RSS at the end of the file flow +40-90 MB.
+keeps at most 32 MiB free: the file flow's peak RSS +35-95 MB; the 10-minute soak still
+flat (+16 MB).
 """
 
 from __future__ import annotations
