@@ -53,9 +53,9 @@ _STDERR: dict[int, IO[bytes]] = {}
 
 def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start `command` in a session of its own, its stderr into a temporary file
-    (`stderr_tail`). Not a pipe: one that nobody reads until the end fills (64 KiB) and
-    then blocks the process at its next log line. A live flow logging a line a second
-    stalled ~75 s into a run, its candles seconds late and then none at all."""
+    (`stderr_tail`, until `stop`). Not a pipe: one that nobody reads until the end fills
+    (64 KiB) and then blocks the process at its next log line, which a bench would take
+    for a slow flow."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open while the process runs)
     process = subprocess.Popen(
         command,
@@ -69,13 +69,15 @@ def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return process
 
 
-def stderr_tail(process: subprocess.Popen[bytes], chars: int = 3000) -> str:
-    """The last `chars` characters a process `start` started wrote to its stderr."""
+def stderr_tail(process: subprocess.Popen[bytes], chars: int | None = 3000) -> str:
+    """The last `chars` characters (None: all) a process `start` started wrote to its
+    stderr, until it is stopped (`stop`)."""
     log = _STDERR.get(process.pid)
     if log is None:
         return ""
     log.seek(0)
-    return log.read().decode(errors="replace")[-chars:]
+    text = log.read().decode(errors="replace")
+    return text if chars is None else text[-chars:]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -92,6 +94,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    log = _STDERR.pop(process.pid, None)
+    if log is not None:
+        log.close()
 
 
 def flow_delay_quantiles(port: int) -> str:
@@ -250,7 +255,7 @@ def main() -> None:
             cpu = None
             if cpu_at_start is not None:
                 cpu = cpu_seconds(running["flow"].pid) - cpu_at_start
-            logged = {name: stderr_tail(process, 10**9) for name, process in running.items()}
+            logged = {name: stderr_tail(process, None) for name, process in running.items()}
         finally:
             consumer.close()
             for process in reversed(running.values()):

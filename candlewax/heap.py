@@ -39,7 +39,7 @@ twice the mmap threshold): it stays at 128 KiB, so a freed block at the heap's t
 back to the system at once and the next batch's block took fresh pages (a 2 M-trade file
 flow: ~370,000 page faults, ~220,000 of them these). `bound_glibc_heap_blocks` sets it
 to twice the mmap threshold, as glibc would: ~150,000 faults, and the kernel's time of
-two sparse file runs 1.1-1.4 s -> 0.5-0.8 s (alternated, three times). The heap's top
+two sparse file runs 1.1-1.4 s -> 0.5-1.0 s (alternated, three times). The heap's top
 keeps at most 32 MiB free: the file flow's peak RSS +35-95 MB; the 10-minute soak still
 flat (+16 MB).
 """
@@ -82,27 +82,21 @@ MMAP_THRESHOLD = 16 << 20
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # glibc's own rule while its threshold moves
 
 
-def bound_glibc_heap_blocks() -> list[str]:
+def bound_glibc_heap_blocks() -> None:
     """Fix glibc's mmap threshold at `MMAP_THRESHOLD` and its trim threshold at
     `TRIM_THRESHOLD` (see above), each unless the environment sets it
     (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, which glibc read when the
-    process started); the names of those set here. Does nothing where the C library is
-    not glibc."""
-    wanted = [
-        (name, parameter, value)
-        for name, parameter, value in (
-            ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, MMAP_THRESHOLD),
-            ("MALLOC_TRIM_THRESHOLD_", _M_TRIM_THRESHOLD, TRIM_THRESHOLD),
-        )
-        if name not in os.environ
-    ]
-    if not wanted:
-        return []
+    process started). Does nothing where the C library is not glibc."""
     try:
         # The symbols the process has loaded already: `ctypes.util.find_library` would
         # run `ldconfig` (~3 ms and a fork) at every start of every entry package.
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (macOS: no mallopt)
-        return []
+        return
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return [name for name, parameter, value in wanted if mallopt(parameter, value)]
+    for name, parameter, value in (
+        ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        ("MALLOC_TRIM_THRESHOLD_", _M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+    ):
+        if name not in os.environ:
+            mallopt(parameter, value)
