@@ -206,15 +206,15 @@ class LineBlock(Sequence[bytes]):
         starts, lengths = starts[rows], lengths[rows]
         if len(self.text) >= 2**31 or (lengths <= 12).any():
             return None
-        data = np.frombuffer(self.text, dtype=np.uint8)
         # A view of a line longer than 12 bytes: its length, its first 4 bytes, the
-        # buffer it is in and where (Arrow's binary view layout).
-        prefix = np.zeros(len(rows), dtype=np.uint32)
-        for byte in range(4):
-            prefix |= data[starts + byte].astype(np.uint32) << (8 * byte)
+        # buffer it is in and where (Arrow's binary view layout). The first 4 bytes come
+        # as they lie in one gather, of the text seen as a 4-byte word starting at every
+        # byte: four gathers of a byte each took ~5 ms of a 100,000-line batch, whose
+        # text is not in this core's cache (the read-ahead read it on another).
+        words = np.ndarray((len(self.text) - 3,), dtype=np.int32, buffer=self.text, strides=(1,))
         views = np.empty((len(rows), 4), dtype=np.int32)
         views[:, 0] = lengths
-        views[:, 1] = prefix.view(np.int32)
+        views[:, 1] = words[starts]
         views[:, 2] = 0
         views[:, 3] = starts
         array = pa.Array.from_buffers(

@@ -6,11 +6,12 @@ import math
 import pickle
 import random
 
+import numpy as np
 import polars as pl
 import pytest
 
 from candlewax.records import Candle, candle_frame
-from operators.candles import CandleSpec, CandleState, ShardCandles
+from operators.candles import CandleSpec, CandleState, ShardCandles, _by_symbol_then_time
 from tests.factories import T0, trade, trades_frame
 from tests.reference import assert_candles_match, reference_candles
 
@@ -63,6 +64,16 @@ def test_ohlcv_arithmetic_with_ties_broken_by_arrival():
     assert bar.vwap == pytest.approx((10 + 22 + 9 + 48 + 13) / 9.0)
     assert (bar.window_start, bar.window_end) == (T0, T0 + 1_000)
     assert drift == [] and late == [False] * 5
+
+
+@pytest.mark.parametrize("symbols", [3, 40_000])  # a radix sort of int16, and int64
+def test_trades_are_ordered_by_symbol_then_time_then_arrival(symbols):
+    rng = np.random.default_rng(7)
+    sym = rng.integers(0, symbols, 50_000)
+    ts = T0 + np.sort(rng.integers(0, 5_000, 50_000)) + rng.integers(-300, 300, 50_000)
+    order = _by_symbol_then_time(sym, ts)
+    assert (order == np.lexsort((ts, sym))).all()
+    assert len(np.unique(ts)) < len(ts)  # ties on time, broken by arrival
 
 
 def test_a_volume_past_the_largest_float_is_infinite_and_the_other_candles_go_on():
