@@ -38,7 +38,7 @@ import polars as pl
 
 from candlewax.records import CANDLE_ROW, CandleBatch, DriftRecord, FlaggedTrades
 from candlewax.rows import appended, joined
-from candlewax.segment_sums import segment_fsum
+from candlewax.segment_sums import segment_fsums
 from candlewax.shards import of_earlier_version, run_lengths
 from config.durations import format_duration
 from operators.bars import Bar, window_start
@@ -774,8 +774,7 @@ def _base_bars(trades: PendingTrades, base: int) -> tuple[np.ndarray, np.ndarray
     bars["high"] = np.maximum.reduceat(price, firsts)
     bars["low"] = np.minimum.reduceat(price, firsts)
     bars["count"] = lasts - firsts + 1
-    bars["volume"] = segment_fsum(size, firsts, lasts)
-    bars["notional"] = segment_fsum(notional, firsts, lasts)
+    bars["volume"], bars["notional"] = segment_fsums((size, notional), firsts, lasts)
     return sym[firsts], bars
 
 
@@ -805,8 +804,9 @@ def _coarse_bars(
     bars["high"] = np.maximum.reduceat(rows["high"][by_open], firsts)
     bars["low"] = np.minimum.reduceat(rows["low"][by_open], firsts)
     bars["count"] = np.add.reduceat(rows["count"][by_open], firsts)
-    bars["volume"] = segment_fsum(rows["volume"][by_open], firsts, lasts)
-    bars["notional"] = segment_fsum(rows["notional"][by_open], firsts, lasts)
+    bars["volume"], bars["notional"] = segment_fsums(
+        (rows["volume"][by_open], rows["notional"][by_open]), firsts, lasts
+    )
     return window_sym[firsts], bars
 
 

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from candlewax.segment_sums import segment_fsum
+from candlewax.segment_sums import segment_fsum, segment_fsums
 
 
 def _segments(lengths: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +64,20 @@ def test_every_segment_is_its_exactly_rounded_sum(make) -> None:
         math.fsum(values[a : b + 1].tolist()) for a, b in zip(firsts, lasts, strict=True)
     ]
     _same_bits(got, np.array(expected_fsum))
+
+
+def test_columns_summed_together_are_each_column_s_own_sums() -> None:
+    # A candle's volume and notional go through one call: each comes out as its own.
+    rng = np.random.default_rng(11)
+    lengths = np.concatenate((_many_short(rng), rng.integers(100, 400, size=3)))
+    firsts, lasts = _segments(rng.permutation(lengths))
+    size = np.round(rng.uniform(0, 3, int(lengths.sum())), 8) + 1e-8
+    notional = np.round(rng.uniform(1, 900, len(size)), 2) * size
+    volume_sums, notional_sums = segment_fsums((size, notional), firsts, lasts)
+    _same_bits(volume_sums, _exactly_rounded(size, firsts, lasts))
+    _same_bits(notional_sums, _exactly_rounded(notional, firsts, lasts))
+    (alone,) = segment_fsums((notional,), firsts[:2], lasts[:2])
+    _same_bits(alone, _exactly_rounded(notional, firsts[:2], lasts[:2]))
 
 
 def test_ties_and_near_ties_round_as_the_exact_sum_does() -> None:

@@ -9,6 +9,7 @@ import sys
 import threading
 
 import bytewax.operators as op
+import polars as pl
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main
@@ -62,3 +63,21 @@ def test_bytewax_puts_shard_i_on_worker_i_mod_w(workers):
 
 def test_the_keys_kept_for_the_first_shards_are_those_the_search_finds():
     assert [shards._key_of(i) for i in range(70)] == [shards._search_key(i) for i in range(70)]
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [("AAPL", 3), ("MSFT", 1), ("AAPL", 2)],  # a live poll's few rows
+        [("AAPL", 9_000), ("MSFT", 8_000), ("GOOG", 1), ("AAPL", 8_000)],  # a file batch's
+        [(f"S{i}", 20 + i % 7) for i in range(400)],  # hundreds of symbols' runs
+    ],
+    ids=["small", "large", "many-runs"],
+)
+def test_run_lengths_are_each_run_s_symbol_and_length(runs):
+    column = pl.Series("symbol", [symbol for symbol, length in runs for _ in range(length)])
+    names, lengths = shards.run_lengths(column)
+    assert (names, lengths.tolist()) == ([s for s, _ in runs], [n for _, n in runs])
+    with_null = pl.concat([column, pl.Series("symbol", [None], dtype=pl.String)])
+    names, lengths = shards.run_lengths(with_null)
+    assert names[-1] is None and lengths[-1] == 1 and names[:-1] == [s for s, _ in runs]
