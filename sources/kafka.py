@@ -96,6 +96,7 @@ _HEAD_AGE_MS = 1_000
 # about where the strict read's threads pay (`operators.decode`); a live poll's handful
 # is handed over at once.
 READ_AHEAD_MESSAGES = 2_000
+FIRST_POLL_PART = 8
 
 
 @functools.cache
@@ -133,6 +134,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._kept: _Polled | None = None  # a batch kept back while it is read ahead
         self._partition = partition
         self._batch_size = batch_size
+        # The first poll with messages takes a small batch: the flow has nothing to do
+        # until its first batch is decoded, and the next batch's read ahead then runs
+        # beside that work (as the file source's first block, `sources.file`).
+        self._poll_size = max(1, batch_size // FIRST_POLL_PART)
         self._idle_wait = timedelta(seconds=poll_timeout_s)
         self._awake: datetime | None = None
         self._tail = tail
@@ -240,7 +245,9 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         never blocked; when there was nothing it comes back at the next tick, `next_tick`),
         as a batch with the Kafka timestamp of its newest message and the offset after it.
         The `Message` objects are freed on return."""
-        messages = self._consumer.consume(self._batch_size, 0)
+        messages = self._consumer.consume(self._poll_size, 0)
+        if messages:
+            self._poll_size = self._batch_size
         end_before = self._end_seen_at
         if messages:
             # Per-message work is the cost here: one C-level pass per field (map over the

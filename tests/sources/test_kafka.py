@@ -11,6 +11,7 @@ import pytest
 
 from candlewax.input_clock import INPUT_CLOCK
 from sources.kafka import (
+    FIRST_POLL_PART,
     NO_OUTAGE_SEEN,
     READ_AHEAD_MESSAGES,
     KafkaBatchPartition,
@@ -134,11 +135,13 @@ def test_a_backlog_is_read_ahead_and_a_resume_reads_what_was_kept_back(broker, b
     (part,) = source.list_parts()
     partition = source.build_part("trades_in", part, None)
     read: list[tuple[int, bytes]] = []
+    sizes: list[int] = []
     resumed = None
     try:
         while True:
             for batch in partition.next_batch():
                 read += zip(batch.positions, batch.values, strict=True)
+                sizes.append(len(batch))
                 if len(batch) >= READ_AHEAD_MESSAGES:
                     assert batch.ahead is not None
                     assert batch.ahead.result() == (len(batch), "kafka-read-ahead_0")
@@ -152,6 +155,8 @@ def test_a_backlog_is_read_ahead_and_a_resume_reads_what_was_kept_back(broker, b
         partition.close()
     expected = [(i, b"m%d" % i) for i in range(count)]
     assert read == expected
+    # The first batch is a small one (the flow starts on it sooner); then whole batches.
+    assert sizes[0] <= batch_size // FIRST_POLL_PART and max(sizes) == batch_size
     assert resumed is not None and read[: count - len(resumed)] + resumed == expected
 
 
