@@ -20,7 +20,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from candlewax.failures import InputError, fail
 from candlewax.ndjson import NEWLINE, LineBlock, newline_positions
-from candlewax.records import RawBatch, ReadAhead
+from candlewax.records import FIRST_BATCH_PART, RawBatch, ReadAhead
 from candlewax.stopping import stop_requested
 from sources.formats.reading import contract_messages, detect_format
 
@@ -28,8 +28,6 @@ from sources.formats.reading import contract_messages, detect_format
 # are as fast as 16 MiB ones and the reused buffer (a batch plus a read) stays ~40 MB
 # smaller (peak RSS of the dense 2 M-trade file 760-777 MB against 794-816).
 READ_BYTES = 4 * 1024 * 1024
-# With read ahead, the first block is this part of a batch (then whole batches).
-_FIRST_BLOCK_PART = 8
 
 
 def open_binary(path: Path) -> io.BufferedIOBase:
@@ -46,9 +44,8 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
     the strict read of a 100,000-line block is ~0.3 s of native code, which then runs
     beside the flow's Python instead of before it (the file flow ~10 % faster on 2
     cores, measured). One block at most waits, so memory grows by one block; the
-    snapshot counts only the blocks handed over. The first block is an eighth of a
-    batch: the flow has nothing to do until it is read (a 100,000-line block kept the
-    flow waiting 0.07-0.2 s at the start; an eighth, 0.02-0.1 s)."""
+    snapshot counts only the blocks handed over. The first block is a small one
+    (`FIRST_BATCH_PART`): the flow has nothing to do until it is read."""
 
     def __init__(
         self,
@@ -100,7 +97,7 @@ class NdjsonFilePartition(StatefulSourcePartition[RawBatch, tuple[int, int]]):
             # The first block is a small one: the flow has nothing to work on until it is
             # read, and then works on it while the first whole block is read.
             self._reader = ThreadPoolExecutor(1, "file-read-ahead")
-            first = max(1, self._batch_size // _FIRST_BLOCK_PART)
+            first = max(1, self._batch_size // FIRST_BATCH_PART)
             self._next = self._reader.submit(self._block_ahead, self._read_ahead, first)
         assert self._next is not None
         read = self._next.result()

@@ -50,7 +50,7 @@ from candlewax.failures import EXIT_STOPPED, EXIT_USAGE, InputError, fail
 from candlewax.heap import collection_paused
 from candlewax.input_clock import INPUT_CLOCK
 from candlewax.kafka_health import KafkaHealth
-from candlewax.records import RawBatch, ReadAhead
+from candlewax.records import FIRST_BATCH_PART, RawBatch, ReadAhead
 from candlewax.stopping import stop_requested
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,6 @@ _HEAD_AGE_MS = 1_000
 # about where the strict read's threads pay (`operators.decode`); a live poll's handful
 # is handed over at once.
 READ_AHEAD_MESSAGES = 2_000
-FIRST_POLL_PART = 8
 
 
 @functools.cache
@@ -134,10 +133,8 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._kept: _Polled | None = None  # a batch kept back while it is read ahead
         self._partition = partition
         self._batch_size = batch_size
-        # The first poll with messages takes a small batch: the flow has nothing to do
-        # until its first batch is decoded, and the next batch's read ahead then runs
-        # beside that work (as the file source's first block, `sources.file`).
-        self._poll_size = max(1, batch_size // FIRST_POLL_PART)
+        # The first poll with messages takes a small batch (`FIRST_BATCH_PART`).
+        self._poll_size = max(1, batch_size // FIRST_BATCH_PART)
         self._idle_wait = timedelta(seconds=poll_timeout_s)
         self._awake: datetime | None = None
         self._tail = tail

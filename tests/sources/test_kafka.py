@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from candlewax.input_clock import INPUT_CLOCK
+from candlewax.records import FIRST_BATCH_PART
 from sources.kafka import (
-    FIRST_POLL_PART,
     NO_OUTAGE_SEEN,
     READ_AHEAD_MESSAGES,
     KafkaBatchPartition,
@@ -156,7 +156,7 @@ def test_a_backlog_is_read_ahead_and_a_resume_reads_what_was_kept_back(broker, b
     expected = [(i, b"m%d" % i) for i in range(count)]
     assert read == expected
     # The first batch is a small one (the flow starts on it sooner); then whole batches.
-    assert sizes[0] <= batch_size // FIRST_POLL_PART and max(sizes) == batch_size
+    assert sizes[0] <= batch_size // FIRST_BATCH_PART and max(sizes) == batch_size
     assert resumed is not None and read[: count - len(resumed)] + resumed == expected
 
 
