@@ -78,6 +78,40 @@ def test_columns_summed_together_are_each_column_s_own_sums() -> None:
     _same_bits(notional_sums, _exactly_rounded(notional, firsts, lasts))
     (alone,) = segment_fsums((notional,), firsts[:2], lasts[:2])
     _same_bits(alone, _exactly_rounded(notional, firsts[:2], lasts[:2]))
+    # Share counts (whole numbers) beside a fractional column, and two whole ones.
+    shares = np.round(size * 1_000)
+    shares_sums, notional_sums = segment_fsums((shares, notional), firsts, lasts)
+    _same_bits(shares_sums, _exactly_rounded(shares, firsts, lasts))
+    _same_bits(notional_sums, _exactly_rounded(notional, firsts, lasts))
+    both = segment_fsums((shares, shares + 1), firsts, lasts)
+    _same_bits(both[1], _exactly_rounded(shares + 1, firsts, lasts))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng, n: rng.integers(1, 5_000, n).astype(float),  # share counts
+        lambda rng, n: rng.integers(-9_000, 9_000, n) * 2.0**30,  # both signs, large
+        lambda rng, n: np.where(rng.random(n) < 0.3, -0.0, rng.integers(0, 3, n) * 1.0),
+        # past 2**53 in all: not every running sum is a float, so the general way
+        lambda rng, n: rng.integers(1, 2**40, n) * 2.0**13 + 1.0,
+    ],
+    ids=["share-counts", "large-both-signs", "zeros", "past-2**53"],
+)
+def test_whole_numbers_sum_to_the_exact_sums(make) -> None:
+    rng = np.random.default_rng(5)
+    lengths = np.concatenate((_many_short(rng), rng.integers(100, 400, size=3)))
+    firsts, lasts = _segments(rng.permutation(lengths))
+    values = make(rng, int(lengths.sum()))
+    got = segment_fsum(values, firsts, lasts)
+    _same_bits(got, _exactly_rounded(values, firsts, lasts) + 0.0)  # a zero is +0.0
+    expected_fsum = [
+        math.fsum(values[a : b + 1].tolist()) for a, b in zip(firsts, lasts, strict=True)
+    ]
+    _same_bits(got, np.array(expected_fsum))
+    # Segments in any order, overlapping: each is its own sum.
+    picked = rng.permutation(len(firsts))[:50]
+    _same_bits(segment_fsum(values, firsts[picked], lasts[picked]), np.array(expected_fsum)[picked])
 
 
 def test_ties_and_near_ties_round_as_the_exact_sum_does() -> None:
