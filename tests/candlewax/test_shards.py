@@ -9,6 +9,7 @@ import sys
 import threading
 
 import bytewax.operators as op
+import numpy as np
 import polars as pl
 import pytest
 from bytewax.dataflow import Dataflow
@@ -81,3 +82,34 @@ def test_run_lengths_are_each_run_s_symbol_and_length(runs):
     with_null = pl.concat([column, pl.Series("symbol", [None], dtype=pl.String)])
     names, lengths = shards.run_lengths(with_null)
     assert names[-1] is None and lengths[-1] == 1 and names[:-1] == [s for s, _ in runs]
+
+
+def _numbered_as_reference(column: pl.Series) -> tuple[list[str], list[int]]:
+    names = list(dict.fromkeys(column.to_list()))
+    index = {name: i for i, name in enumerate(names)}
+    return names, [index[name] for name in column.to_list()]
+
+
+@pytest.mark.parametrize(
+    "symbols",
+    [
+        [f"S{i}-USD" for i in range(12)],
+        [f"{i:05d}" for i in range(5_000)],  # many hash slots shared: more rounds
+        ["ABCDEFGHIJK1", "ABCDEFGHIJK2", "A", "AB", ""],  # 12 bytes, differing last
+        ["BTC-USDT-PERP", "ETH-USDT-PERP", "A"],  # longer than a view holds: polars
+    ],
+    ids=["tickers", "5000-symbols", "view-edges", "long"],
+)
+def test_symbols_are_numbered_in_the_order_of_their_first_rows(symbols):
+    rng = np.random.default_rng(3)
+    column = pl.Series("symbol", [symbols[i] for i in rng.integers(0, len(symbols), 30_000)])
+    names, numbers = shards.symbol_numbers(column)
+    assert (names, numbers.tolist()) == _numbered_as_reference(column)
+    # A slice of a column, and a column of several chunks, the same way.
+    part = column.slice(7_000, 9_000)
+    names, numbers = shards.symbol_numbers(part)
+    assert (names, numbers.tolist()) == _numbered_as_reference(part)
+    chunked = pl.concat([column.slice(0, 10_000), column.slice(10_000)], rechunk=False)
+    assert chunked.n_chunks() == 2
+    names, numbers = shards.symbol_numbers(chunked)
+    assert (names, numbers.tolist()) == _numbered_as_reference(column)
