@@ -177,9 +177,9 @@ def split_by_shard(frame: pl.DataFrame, shards: int) -> list[tuple[str, pl.DataF
 def _split_large(frame: pl.DataFrame, shards: int) -> list[tuple[str, pl.DataFrame]]:
     """`split_by_shard` of a large batch: the rows in one gather, ordered by shard, then by
     symbol (in the order of their first rows), then as they came. Each row's symbol is
-    numbered in that order by a hash lookup and the numbers sorted stably (a radix sort
-    of small integers); 100,000 rows of 500 symbols in ~8 ms, where `partition_by` (a
-    frame built anew per symbol, then one per shard) took ~29 ms."""
+    numbered in that order (`symbol_numbers`) and the numbers sorted stably (a radix sort
+    of small integers); 100,000 rows of 500 symbols in ~8 ms with polars' numbering,
+    where `partition_by` (a frame built anew per symbol, then one per shard) took ~29 ms."""
     names, number = symbol_numbers(frame.get_column("symbol"))
     shard = np.fromiter((shard_of(s, shards) for s in names), np.int64, len(names))
     by_shard = np.argsort(shard, kind="stable")  # the symbols' order in the result
