@@ -534,3 +534,17 @@ def test_only_small_batches_are_joined_and_in_their_order():
     assert [[b.source for b in g] for g in joined_groups(small)] == [["a", "b", "c"]]
     large = [batch(10, "a"), batch(JOIN_MESSAGES, "big"), batch(5, "c"), batch(5, "d")]
     assert [[b.source for b in g] for g in joined_groups(large)] == [["a"], ["big"], ["c", "d"]]
+
+
+@pytest.mark.parametrize("bad", [b"BTC USD", b"", b"X" * 33], ids=["space", "empty", "long"])
+def test_bad_symbols_in_a_large_batch_are_rejected_where_they_are(bad):
+    # Each distinct symbol is judged once: exactly the rows whose symbol breaks the
+    # rule are rejected, wherever they are in the batch.
+    messages = [trade(symbol=f"S{i % 300}", ts=T0 + i) for i in range(6_000)]
+    for position in (0, 2_999, 5_999):
+        messages[position] = trade(symbol=bad.decode(), ts=T0 + position)
+    decoded = decode(*messages)
+    assert [(r.raw, r.reason) for r in decoded.rejections] == [
+        (messages[position], "bad_symbol") for position in (0, 2_999, 5_999)
+    ]
+    assert decoded.valid.height == 5_997
