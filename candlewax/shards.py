@@ -22,6 +22,7 @@ still has one shard.
 from __future__ import annotations
 
 import functools
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -237,7 +238,8 @@ def _view_numbers(symbols: pl.Series) -> tuple[list[str], np.ndarray] | None:
     with the first row of its hash slot (`np.minimum.at`), and the rows whose slot's
     first row holds another symbol go round again with other multipliers."""
     n = len(symbols)
-    if n == 0 or symbols.null_count():
+    # (The length is read as the low 32 bits of a view's first word: little-endian.)
+    if n == 0 or symbols.null_count() or sys.byteorder != "little":
         return None
     array = symbols.to_arrow(compat_level=pl.CompatLevel.newest())
     if not pa.types.is_string_view(array.type):
