@@ -119,16 +119,18 @@ def run_lengths(symbols: pl.Series) -> tuple[list[str], np.ndarray]:
         return runs.struct.field("value").to_list(), runs.struct.field("len").to_numpy()
     changes = (symbols.slice(1) != symbols.slice(0, n - 1)).to_numpy()
     starts = np.concatenate(([0], np.flatnonzero(changes) + 1))
-    if len(starts) <= _RUNS_ONE_BY_ONE:
-        names = [symbols[i] for i in starts.tolist()]
-    else:
-        names = symbols.gather(starts).to_list()
-    return names, np.diff(np.append(starts, n))
+    return _symbols_at(symbols, starts), np.diff(np.append(starts, n))
 
 
-# Up to this many runs their symbols are taken one by one (~0.4 us each; a gather of
-# them costs ~80 us whatever their number).
-_RUNS_ONE_BY_ONE = 200
+def _symbols_at(symbols: pl.Series, rows: np.ndarray) -> list[str]:
+    """The symbols at some rows: one by one up to `_ONE_BY_ONE` (~0.4 us each), else in
+    one gather (~80 us whatever their number)."""
+    if len(rows) <= _ONE_BY_ONE:
+        return [symbols[i] for i in rows.tolist()]
+    return symbols.gather(rows).to_list()
+
+
+_ONE_BY_ONE = 200
 
 
 def split_by_symbol(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
@@ -267,11 +269,7 @@ def _view_numbers(symbols: pl.Series) -> tuple[list[str], np.ndarray] | None:
         return None
     is_first = first == rows
     index_of_first = np.cumsum(is_first, dtype=np.int64) - 1
-    starts = np.flatnonzero(is_first)
-    if len(starts) <= _RUNS_ONE_BY_ONE:
-        names = [symbols[i] for i in starts.tolist()]
-    else:
-        names = symbols.gather(starts).to_list()
+    names = _symbols_at(symbols, np.flatnonzero(is_first))
     return names, index_of_first[first].astype(np.int32)
 
 

@@ -243,10 +243,9 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         as a batch with the Kafka timestamp of its newest message and the offset after it.
         The `Message` objects are freed on return."""
         messages = self._consumer.consume(self._poll_size, 0)
-        if messages:
-            self._poll_size = self._batch_size
         end_before = self._end_seen_at
         if messages:
+            self._poll_size = self._batch_size
             # Per-message work is the cost here: one C-level pass per field (map over the
             # method descriptors), no Python loop body.
             errors = list(map(Message.error, messages))

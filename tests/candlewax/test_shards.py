@@ -97,7 +97,8 @@ def _numbered_as_reference(column: pl.Series) -> tuple[list[str], list[int]]:
     [
         [f"S{i}-USD" for i in range(12)],
         [f"{i:05d}" for i in range(5_000)],  # many hash slots shared: more rounds
-        ["ABCDEFGHIJK1", "ABCDEFGHIJK2", "A", "AB", ""],  # 12 bytes, differing last
+        # 12 bytes differing in the last; the empty string; a NUL byte (the length tells)
+        ["ABCDEFGHIJK1", "ABCDEFGHIJK2", "A", "AB", "", "A\x00", "\x00"],
         ["BTC-USDT-PERP", "ETH-USDT-PERP", "A"],  # longer than a view holds: polars
     ],
     ids=["tickers", "5000-symbols", "view-edges", "long"],
