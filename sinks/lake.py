@@ -12,7 +12,7 @@ Layout (docs/contracts.md):
 Rows are buffered and written in files of many rows (a size or age bound), never a file
 per record. A file is written under a hidden temporary name and renamed into place, so a
 reader never sees half a file. Partition columns live in the path, not in the files.
-Files are written on a background thread (polars releases the GIL while it encodes and
+Files are written on a background thread (Arrow releases the GIL while it encodes and
 compresses), so the flow keeps computing meanwhile; at most one write is in flight. The
 age bound holds on a timer too (a ticker thread), so the rows of a quiet stream reach
 the lake within the flush interval even when no new rows arrive to trigger a write.
@@ -21,6 +21,7 @@ the lake within the flush interval even when no new rows arrive to trigger a wri
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import os
@@ -37,6 +38,7 @@ from typing import IO, Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from candlewax.failures import failed_at
 from candlewax.records import (
@@ -64,8 +66,47 @@ _ZSTD_LEVEL = 2
 
 def encode_parquet(frame: pl.DataFrame, target: Path | IO[bytes]) -> None:
     """Write `frame` as one Parquet file of the lake: zstd, with min/max statistics
-    (DuckDB prunes row groups on them)."""
-    frame.write_parquet(target, compression="zstd", compression_level=_ZSTD_LEVEL, statistics=True)
+    (DuckDB prunes row groups on them) on every column but those of unique values.
+
+    Arrow's writer, told how to encode each column (`_encodings`): polars' writer
+    estimates each column's cardinality and tries a dictionary of each. On 2 M trades'
+    lake rows in files of 250,000, polars' took 0.53-0.56 s of CPU for 22.7 MB, this one
+    0.41 s for 19.4 MB. No Arrow schema is stored: a reader sees the Parquet types
+    (`string`, `timestamp[ms, tz=UTC]`), whatever polars' in-memory ones."""
+    dictionary, delta, unique = _encodings(tuple(frame.schema.items()))
+    pq.write_table(
+        frame.to_arrow(compat_level=pl.CompatLevel.newest()),  # its texts not copied
+        target,  # type: ignore[arg-type]
+        compression="zstd",
+        compression_level=_ZSTD_LEVEL,
+        use_dictionary=dictionary,
+        column_encoding=dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+        write_statistics=[name for name in frame.columns if name not in unique],
+        store_schema=False,
+    )
+
+
+# Text columns of (nearly) unique values: ids and a rejection's detail.
+_UNIQUE_TEXT_SUFFIXES = ("_id", "detail")
+
+
+@functools.lru_cache(maxsize=64)
+def _encodings(
+    columns: tuple[tuple[str, pl.DataType], ...],
+) -> tuple[list[str], list[str], frozenset[str]]:
+    """How each column of a lake frame is encoded: text of few values (a symbol, a side,
+    a reason) in a dictionary; integers and timestamps (times that rise, sequence
+    numbers, counts) as deltas, which then compress to little (a trade's `ts` and `seq`
+    in 15 % of plain's bytes); and the columns of unique values (ids, details, bytes),
+    given no statistics, which on them cost time and prune nothing."""
+    text = [name for name, dtype in columns if dtype in (pl.String, pl.Categorical)]
+    unique = frozenset(
+        name
+        for name, dtype in columns
+        if dtype == pl.Binary or (name in text and name.endswith(_UNIQUE_TEXT_SUFFIXES))
+    )
+    delta = [name for name, dtype in columns if dtype.is_integer() or dtype == pl.Datetime]
+    return [name for name in text if name not in unique], delta, unique
 
 
 # How long after a failure the lake writers wait for the writes on their threads to end.

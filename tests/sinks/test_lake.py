@@ -14,7 +14,7 @@ import pytest
 
 from candlewax import failures
 from candlewax.failures import OutputError
-from candlewax.records import Candle, FlaggedTrades, bar_id
+from candlewax.records import TRADE_LAKE_SCHEMA, Candle, FlaggedTrades, bar_id
 from sinks import lake as lake_module
 from sinks.kafka import candle_messages
 from sinks.lake import CANDLES, TRADES, LakeWriter
@@ -283,6 +283,37 @@ def test_many_small_records_are_held_as_one_frame_and_every_row_lands_once(tmp_p
         f"SELECT trade_id FROM read_parquet('{tmp_path}/trades/**/*.parquet') ORDER BY ts"
     ).fetchall()
     assert [int(row[0]) for row in got] == list(range(3_000))
+
+
+def test_trade_files_read_back_as_the_contract_with_statistics_to_prune_on(tmp_path):
+    # Any reader (pyarrow, polars, DuckDB) sees the contract's types, and every column a
+    # query filters on (symbol, ts, prices, sequence) has min/max statistics: DuckDB
+    # skips the files whose range a filter on `ts` excludes.
+    writer = LakeWriter(tmp_path, TRADES, writer_id="t", flush_rows=1_000)
+    for part in range(3):  # three files, each a range of ts
+        rows = [(T0 + part * 10_000 + i, 100.0 + i % 7, 0.5 + i % 3) for i in range(1_000)]
+        ids = [part * 1_000 + i for i in range(1_000)]
+        frame = trades_frame(rows, ids=ids)
+        writer.add([FlaggedTrades(frame, np.zeros(1_000, bool), np.arange(1_000))])
+    writer.close()
+    files = sorted(tmp_path.glob("trades/date=*/*.parquet"))
+    assert len(files) == 3
+    assert pq.read_schema(files[0]).remove_metadata() == TRADE_LAKE_SCHEMA
+    group = pq.ParquetFile(files[1]).metadata.row_group(0)
+    stats = {group.column(i).path_in_schema: group.column(i).statistics for i in range(9)}
+    for name in ("symbol", "ts", "price", "size", "late", "seq"):  # (no side, venue here)
+        assert stats[name] is not None and stats[name].has_min_max, name
+    assert stats["price"].min == 100.0 and stats["price"].max == 106.0
+    assert stats["seq"].min == 0 and stats["seq"].max == 999
+    glob = f"{tmp_path}/trades/**/*.parquet"
+    query = (
+        f"select count(*), min(seq), max(trade_id) from read_parquet('{glob}') "
+        f"where ts >= epoch_ms({T0 + 10_000}) and ts < epoch_ms({T0 + 20_000})"
+    )
+    con = duckdb.connect()
+    assert con.execute(query).fetchone() == (1_000, 0, "1999")
+    plan = "\n".join(str(row[1]) for row in con.execute(f"explain analyze {query}").fetchall())
+    assert "Row Groups Scanned: 1 / 3" in plan, plan  # the other two skipped on statistics
 
 
 @pytest.fixture
