@@ -9,6 +9,7 @@ import time
 import duckdb
 import msgspec
 import numpy as np
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -314,6 +315,26 @@ def test_trade_files_read_back_as_the_contract_with_statistics_to_prune_on(tmp_p
     assert con.execute(query).fetchone() == (1_000, 0, "1999")
     plan = "\n".join(str(row[1]) for row in con.execute(f"explain analyze {query}").fetchall())
     assert "Row Groups Scanned: 1 / 3" in plan, plan  # the other two skipped on statistics
+
+
+def test_extreme_values_and_any_bytes_read_back_unchanged(tmp_path):
+    # Deltas of integers at both ends of int64 overflow; text with NUL and astral
+    # characters; bytes that are not UTF-8: every reader gets back what was written.
+    extremes = [-(2**63), 2**63 - 1, 0, -(2**63), 2**63 - 1, 5, -1]
+    frame = pl.DataFrame(
+        {
+            "n": extremes,
+            "u": pl.Series([0, 2**64 - 1, 1, 2**63, 3, 2**64 - 2, 7], dtype=pl.UInt64),
+            "at": pl.Series([*extremes[2:], 0, 0], dtype=pl.Int64).cast(pl.Datetime("ms", "UTC")),
+            "text": ["\x00a\U0010ffff", "", "é" * 40, "x", "\x00", "a b", "€"],
+            "raw": [b"\xff\x00\xfe", b"", b"\x00" * 20, b"{", b"\xc3", b"a", b"\x80"],
+        }
+    )
+    path = tmp_path / "extreme.parquet"
+    lake_module.encode_parquet(frame, path)
+    assert pl.read_parquet(path).equals(frame)
+    got = duckdb.sql(f"select list(n), list(u), list(raw) from '{path}'").fetchall()
+    assert got == [(extremes, frame["u"].to_list(), frame["raw"].to_list())]
 
 
 @pytest.fixture
